@@ -1,0 +1,262 @@
+"""The ``recfunnel`` command line: one small function per sub-command.
+
+    recfunnel train --dataset movielens-100k --model two-tower --preset default --out runs/ml
+    recfunnel evaluate runs/ml --json
+    recfunnel recommend runs/ml --user 9 -k 3
+    recfunnel recommend runs/ml --all-users -k 10 --output recs.csv
+
+Bad input prints one line, ``error: <problem>; <fix>``, on stderr and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from recfunnel.errors import RecfunnelError, TrainingError
+
+
+def _json_default(value):
+    if hasattr(value, "item"):
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _dump(data) -> str:
+    return json.dumps(data, default=_json_default)
+
+
+def _print_metrics(metrics: dict) -> None:
+    for key, value in metrics.items():
+        if isinstance(value, float):
+            print(f"{key:52s} {value:.4f}")
+        elif isinstance(value, int):
+            print(f"{key:52s} {value}")
+
+
+# ------------------------------------------------------------------ train
+def _data_spec(args):
+    from recfunnel.data.sources import DataSpec
+
+    if args.train:
+        columns = {"user": args.user_col, "item": args.item_col, "rating": args.rating_col,
+                   "time": args.time_col, "weight": args.weight_col}  # fmt: skip
+        return DataSpec(
+            dataset=None, train=args.train, test=args.test, columns=columns,
+            split=args.split, seed=args.seed, test_fraction=args.test_fraction,
+            n_last=args.n_last, duplicates=args.duplicates,
+        )  # fmt: skip
+    if args.test:
+        raise RecfunnelError("--test needs --train; give both files, or --dataset alone")
+    return DataSpec(
+        dataset=args.dataset, data_dir=args.data_dir, item_key=args.item_key, split=args.split,
+        seed=args.seed, test_fraction=args.test_fraction, n_last=args.n_last,
+    )  # fmt: skip
+
+
+def cmd_train(args) -> int:
+    from recfunnel import experiment
+    from recfunnel.runs import check_run_target
+
+    spec = _data_spec(args)
+    overrides = {
+        "dim": args.dim, "epochs": args.epochs, "batch_size": args.batch_size,
+        "learning_rate": args.learning_rate, "device": args.device,
+    }  # fmt: skip
+    if args.model != "most-popular":
+        overrides["seed"] = args.seed
+    for pair in args.set or []:
+        name, _, value = pair.partition("=")
+        if not _:
+            raise RecfunnelError(f"--set expects NAME=VALUE, not {pair!r}")
+        try:
+            overrides[name.replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[name.replace("-", "_")] = value
+    if args.model == "most-popular":
+        overrides = {}
+    model = experiment.build_model(args.model, args.preset, **overrides)
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        check_run_target(out)  # fail before training, not after
+    run, _, _, _ = experiment.train(
+        spec, model, validation_fraction=args.validation_fraction,
+        progress=not args.json and sys.stderr.isatty(),
+    )  # fmt: skip
+    run.config["preset"] = args.preset
+    if out is not None:
+        run.save(out)
+    metrics = {k: v for k, v in run.metrics.items() if k != "history"}
+    if args.json:
+        print(_dump(metrics))
+    else:
+        _print_metrics(metrics)
+        if out is not None:
+            print(f"saved run to {out}")
+    return 0
+
+
+# --------------------------------------------------------------- evaluate
+def cmd_evaluate(args) -> int:
+    from recfunnel.data import sources
+    from recfunnel.data.sources import DataSpec
+    from recfunnel.experiment import evaluate
+    from recfunnel.runs import Run
+
+    run = Run.load(args.run_dir)
+    spec = DataSpec.from_dict(run.config.get("data", {}))
+    if args.test:
+        dataset = sources.Dataset(
+            interactions=run.train_interactions(), users=run.users, items=run.items
+        )
+        test, dropped = sources.encode_file(args.test, dataset, spec)
+        if len(test) == 0:
+            raise RecfunnelError(f"no row of {args.test} has a user and item known to the run")
+    else:
+        dataset = sources.load_dataset(spec)
+        if dataset.users != run.users or dataset.items != run.items:
+            raise RecfunnelError(
+                "the run's data has changed since training (vocabularies differ); pass --test FILE"
+            )
+        _, test = sources.split(dataset, spec)
+    metrics = evaluate(run.model, run.train_interactions(), test)
+    if args.json:
+        print(_dump(metrics))
+    else:
+        _print_metrics(metrics)
+    return 0
+
+
+# -------------------------------------------------------------- recommend
+def cmd_recommend(args) -> int:
+    from recfunnel.runs import Run
+
+    if (args.user is None) == (not args.all_users):
+        raise RecfunnelError("give either --user ID or --all-users")
+    run = Run.load(args.run_dir)
+    if args.all_users:
+        if not args.output:
+            raise RecfunnelError("--all-users needs --output FILE.csv")
+        rows = run.recommend_all(args.k)
+        _write_csv_atomic(Path(args.output), ["user", "rank", "item", "score"], rows)
+        print(f"wrote recommendations for {len(run.users)} users to {args.output}", file=sys.stderr)
+        return 0
+    rec = run.recommend(args.user, args.k, exclude_seen=not args.include_seen)
+    if args.json:
+        print(_dump(rec.to_records()))
+        return 0
+    if rec.cold_start:
+        print(f"user {args.user!r} is unknown: most popular items (cold start)", file=sys.stderr)
+    for rank, (title, score) in enumerate(zip(rec.titles, rec.scores, strict=False), 1):
+        print(f"{rank:3d}. {title}  ({score:.4f})")
+    return 0
+
+
+def _write_csv_atomic(path: Path, header, rows) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with open(fd, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(header)
+            for user, rank, item, score in rows:
+                writer.writerow([user, rank, item, f"{score:.6f}"])
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# ------------------------------------------------------------------ parser
+def build_parser() -> argparse.ArgumentParser:
+    from recfunnel.data.sources import DATASETS, SPLITS
+    from recfunnel.models import MODELS
+
+    parser = argparse.ArgumentParser(prog="recfunnel", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a model, evaluate it, save the run")
+    data = p.add_argument_group("data")
+    data.add_argument("--dataset", default="movielens-100k", choices=DATASETS)
+    data.add_argument("--data-dir", help="folder with the dataset files (default: "
+                      "$RECFUNNEL_DATA_DIR, the cache, else download)")  # fmt: skip
+    data.add_argument("--item-key", default="title", choices=("title", "id"),
+                      help="MovieLens: key movies by title (TFRS) or by id")  # fmt: skip
+    data.add_argument("--split", default="random", choices=SPLITS)
+    data.add_argument("--test-fraction", type=float, default=0.2)
+    data.add_argument(
+        "--n-last", type=int, default=1, help="temporal split: rows held out per user"
+    )
+    data.add_argument("--seed", type=int, default=42, help="split and model seed")
+    data.add_argument(
+        "--train", help="interaction file (CSV/TSV/JSONL/Parquet) instead of --dataset"
+    )
+    data.add_argument("--test", help="test file; default: split --train by --split")
+    data.add_argument("--user-col", default="user")
+    data.add_argument("--item-col", default="item")
+    data.add_argument("--rating-col")
+    data.add_argument("--time-col")
+    data.add_argument("--weight-col")
+    data.add_argument("--duplicates", default="error", choices=("error", "first", "last", "mean"))
+    model = p.add_argument_group("model")
+    model.add_argument("--model", default="two-tower", choices=sorted(MODELS))
+    model.add_argument("--preset", default="default")
+    model.add_argument("--dim", type=int)
+    model.add_argument("--epochs", type=int)
+    model.add_argument("--batch-size", type=int)
+    model.add_argument("--learning-rate", type=float)
+    model.add_argument("--device", help="auto (default), cpu or cuda")
+    model.add_argument("--set", action="append", metavar="NAME=VALUE",
+                       help="any other hyper-parameter, e.g. --set temperature=0.1")  # fmt: skip
+    model.add_argument(
+        "--validation-fraction",
+        type=float,
+        default=0.0,
+        help="carve this share of train for validation and early stopping",
+    )
+    p.add_argument("--out", help="run folder to write")
+    p.add_argument("--json", action="store_true", help="print the test metrics as one JSON object")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="evaluate a saved run")
+    p.add_argument("run_dir")
+    p.add_argument("--test", help="test file (columns as at training); default: the run's split")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("recommend", help="recommend items from a saved run")
+    p.add_argument("run_dir")
+    p.add_argument("--user", help="raw user id")
+    p.add_argument("--all-users", action="store_true", help="export every user's top k")
+    p.add_argument("-k", type=int, default=10)
+    p.add_argument("--include-seen", action="store_true", help="do not drop the user's seen items")
+    p.add_argument("--output", help="CSV file for --all-users (user,rank,item,score)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_recommend)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (RecfunnelError, TrainingError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,211 @@
+"""The one data type that flows through recfunnel: a batch of (user, item) interactions.
+
+Parallel NumPy arrays of dense user and item indices with optional ratings, timestamps and
+weights, plus the sizes of the user and item vocabularies. Every loader returns it, every
+splitter and model takes it, and it is validated once, on construction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+
+from recfunnel.errors import DataError
+
+
+def _optional(values, dtype, name: str, n: int) -> np.ndarray | None:
+    if values is None:
+        return None
+    arr = np.ascontiguousarray(values, dtype=dtype).reshape(-1)
+    if arr.shape[0] != n:
+        raise DataError(f"{name} has {arr.shape[0]} values for {n} interactions; give one each")
+    return arr
+
+
+@dataclass(frozen=True, eq=False)
+class Interactions:
+    """Interactions between ``num_users`` users and ``num_items`` items.
+
+    Attributes:
+        users: int64 [N] dense user indices in ``[0, num_users)``.
+        items: int64 [N] dense item indices in ``[0, num_items)``.
+        ratings: float32 [N] explicit feedback, or ``None``.
+        timestamps: int64 [N] seconds, or ``None``.
+        weights: float32 [N] non-negative confidence / sample weights, or ``None``.
+        num_users: size of the user vocabulary (known users).
+        num_items: size of the item vocabulary (the catalogue).
+    """
+
+    users: np.ndarray
+    items: np.ndarray
+    num_users: int
+    num_items: int
+    ratings: np.ndarray | None = None
+    timestamps: np.ndarray | None = None
+    weights: np.ndarray | None = None
+    _csr: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        users = np.ascontiguousarray(self.users, dtype=np.int64).reshape(-1)
+        items = np.ascontiguousarray(self.items, dtype=np.int64).reshape(-1)
+        n = users.shape[0]
+        if items.shape[0] != n:
+            raise DataError(f"{n} user ids but {items.shape[0]} item ids; give one of each per row")
+        if self.num_users < 0 or self.num_items < 0:
+            raise DataError("num_users and num_items must be non-negative")
+        if n and (users.min() < 0 or users.max() >= self.num_users):
+            raise DataError(f"user indices must lie in [0, {self.num_users}); re-encode the ids")
+        if n and (items.min() < 0 or items.max() >= self.num_items):
+            raise DataError(f"item indices must lie in [0, {self.num_items}); re-encode the ids")
+        ratings = _optional(self.ratings, np.float32, "ratings", n)
+        if ratings is not None and not np.isfinite(ratings).all():
+            bad = int(np.flatnonzero(~np.isfinite(ratings))[0])
+            raise DataError(f"rating in row {bad} is NaN or infinite; drop or fix that row")
+        weights = _optional(self.weights, np.float32, "weights", n)
+        if weights is not None and (not np.isfinite(weights).all() or (weights < 0).any()):
+            bad = int(np.flatnonzero(~(np.isfinite(weights) & (weights >= 0)))[0])
+            raise DataError(
+                f"weight in row {bad} is negative, NaN or infinite; confidences must be >= 0"
+            )
+        timestamps = _optional(self.timestamps, np.int64, "timestamps", n)
+        object.__setattr__(self, "users", users)
+        object.__setattr__(self, "items", items)
+        object.__setattr__(self, "ratings", ratings)
+        object.__setattr__(self, "weights", weights)
+        object.__setattr__(self, "timestamps", timestamps)
+        object.__setattr__(self, "num_users", int(self.num_users))
+        object.__setattr__(self, "num_items", int(self.num_items))
+
+    def __len__(self) -> int:
+        return int(self.users.shape[0])
+
+    def __repr__(self) -> str:
+        extras = [
+            name for name in ("ratings", "timestamps", "weights") if getattr(self, name) is not None
+        ]
+        density = len(self) / max(1, self.num_users * self.num_items)
+        return (
+            f"<Interactions: {len(self)} rows, {self.num_users} users x {self.num_items} items "
+            f"(density {density:.4%}){', with ' + ', '.join(extras) if extras else ''}>"
+        )
+
+    # ----------------------------------------------------------------- views
+    def subset(self, rows: np.ndarray) -> Interactions:
+        """The interactions at ``rows`` (a boolean mask or integer positions), same vocabularies."""
+
+        def take(a):
+            return None if a is None else a[rows]
+
+        return Interactions(
+            users=self.users[rows],
+            items=self.items[rows],
+            num_users=self.num_users,
+            num_items=self.num_items,
+            ratings=take(self.ratings),
+            timestamps=take(self.timestamps),
+            weights=take(self.weights),
+        )
+
+    def concat(self, other: Interactions) -> Interactions:
+        """Rows of ``self`` followed by rows of ``other`` (same vocabularies)."""
+        if (self.num_users, self.num_items) != (other.num_users, other.num_items):
+            raise DataError("cannot concatenate interactions over different vocabularies")
+
+        def cat(a, b):
+            return None if a is None or b is None else np.concatenate([a, b])
+
+        return Interactions(
+            users=np.concatenate([self.users, other.users]),
+            items=np.concatenate([self.items, other.items]),
+            num_users=self.num_users,
+            num_items=self.num_items,
+            ratings=cat(self.ratings, other.ratings),
+            timestamps=cat(self.timestamps, other.timestamps),
+            weights=cat(self.weights, other.weights),
+        )
+
+    def duplicate_pairs(self) -> int:
+        """Number of rows whose (user, item) pair appeared in an earlier row."""
+        keys = self.users * max(1, self.num_items) + self.items
+        return len(keys) - len(np.unique(keys))
+
+    def deduplicate(self, keep: str = "last") -> Interactions:
+        """One row per (user, item) pair.
+
+        Args:
+            keep: ``"last"`` keeps the latest row (by timestamp when present, else by position),
+                ``"first"`` the earliest, ``"mean"`` averages ratings and sums weights.
+        """
+        if keep not in ("first", "last", "mean"):
+            raise DataError(f"keep must be 'first', 'last' or 'mean', not {keep!r}")
+        order = (
+            np.argsort(self.timestamps, kind="stable")
+            if self.timestamps is not None
+            else np.arange(len(self))
+        )
+        if keep == "last":
+            order = order[::-1]
+        keys = self.users[order] * max(1, self.num_items) + self.items[order]
+        _, first_pos, inverse = np.unique(keys, return_index=True, return_inverse=True)
+        rows = order[first_pos]
+        out = self.subset(np.sort(rows))
+        if keep != "mean" or (self.ratings is None and self.weights is None):
+            return out
+        # Aggregate each (user, item) group, then align the sums with the kept rows.
+        group = np.empty(len(self), dtype=np.int64)
+        group[order] = inverse
+        kept_group = group[np.sort(rows)]
+        counts = np.bincount(group, minlength=len(first_pos)).astype(np.float64)
+        ratings, weights = out.ratings, out.weights
+        if self.ratings is not None:
+            sums = np.bincount(group, weights=self.ratings, minlength=len(first_pos))
+            ratings = (sums / counts)[kept_group]
+        if self.weights is not None:
+            weights = np.bincount(group, weights=self.weights, minlength=len(first_pos))[kept_group]
+        return Interactions(
+            users=out.users,
+            items=out.items,
+            num_users=self.num_users,
+            num_items=self.num_items,
+            ratings=ratings,
+            timestamps=out.timestamps,
+            weights=weights,
+        )
+
+    # ------------------------------------------------------------- matrices
+    def to_csr(self, values: str = "ones") -> sp.csr_matrix:
+        """The user x item matrix in CSR form.
+
+        Args:
+            values: ``"ones"`` (binary; repeated pairs count once), ``"ratings"`` or ``"weights"``.
+        """
+        if values not in self._csr:
+            if values == "ones":
+                data = np.ones(len(self), dtype=np.float32)
+            elif values in ("ratings", "weights"):
+                data = getattr(self, values)
+                if data is None:
+                    raise DataError(f"these interactions have no {values}")
+            else:
+                raise DataError(f"values must be 'ones', 'ratings' or 'weights', not {values!r}")
+            matrix = sp.csr_matrix(
+                (data, (self.users, self.items)),
+                shape=(self.num_users, self.num_items),
+                dtype=np.float32,
+            )
+            matrix.sum_duplicates()
+            if values == "ones":
+                matrix.data[:] = 1.0
+            matrix.sort_indices()
+            self._csr[values] = matrix
+        return self._csr[values]
+
+    def item_counts(self) -> np.ndarray:
+        """int64 [num_items]: rows per item."""
+        return np.bincount(self.items, minlength=self.num_items)
+
+    def user_counts(self) -> np.ndarray:
+        """int64 [num_users]: rows per user."""
+        return np.bincount(self.users, minlength=self.num_users)

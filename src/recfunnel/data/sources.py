@@ -1,0 +1,103 @@
+"""Where a run's data comes from: a named dataset or files, and how it is split.
+
+A :class:`DataSpec` is recorded in every run's config, so ``recfunnel evaluate`` can rebuild the
+exact test split later.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from recfunnel.data import movielens
+from recfunnel.data.dataset import Dataset
+from recfunnel.data.interactions import Interactions
+from recfunnel.data.io import Columns, dataset_from_files, encode, read_interactions
+from recfunnel.data.splits import random_split, temporal_split
+from recfunnel.errors import DataError
+
+DATASETS = (movielens.NAME,)
+SPLITS = ("random", "temporal", *movielens.FOLDS)
+
+
+@dataclass
+class DataSpec:
+    """A dataset (or files) and a split.
+
+    Attributes:
+        dataset: ``"movielens-100k"``, or ``None`` when ``train`` names a file.
+        data_dir: folder with the dataset files (else ``$RECFUNNEL_DATA_DIR``, the cache, or a
+            download).
+        item_key: MovieLens only: key movies by ``"title"`` (TFRS) or ``"id"``.
+        split: ``"random"``, ``"temporal"`` (per-user leave-last-N) or a MovieLens fold
+            (``u1``..``u5``, ``ua``, ``ub``); ignored when ``test`` names a file.
+        test_fraction, seed: the random split.
+        n_last: the temporal split.
+        train, test: interaction files (CSV/TSV/JSONL/Parquet).
+        columns: column names in those files.
+        duplicates: what to do with repeated (user, item) rows in files: ``error``, ``first``,
+            ``last`` or ``mean``.
+    """
+
+    dataset: str | None = movielens.NAME
+    data_dir: str | None = None
+    item_key: str = "title"
+    split: str = "random"
+    test_fraction: float = 0.2
+    seed: int = 42
+    n_last: int = 1
+    train: str | None = None
+    test: str | None = None
+    columns: dict = field(default_factory=lambda: asdict(Columns()))
+    duplicates: str = "error"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> DataSpec:
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+def load_dataset(spec: DataSpec) -> Dataset:
+    """The dataset named by ``spec`` (vocabularies from the training file for files)."""
+    if spec.train:
+        dataset, _ = dataset_from_files(
+            spec.train, Columns(**spec.columns), duplicates=spec.duplicates
+        )
+        return dataset
+    if spec.dataset == movielens.NAME:
+        return movielens.load(spec.data_dir, item_key=spec.item_key)
+    raise DataError(
+        f"unknown dataset {spec.dataset!r}; use --dataset {' or '.join(DATASETS)}, or --train FILE"
+    )
+
+
+def encode_file(path: str, dataset: Dataset, spec: DataSpec) -> tuple[Interactions, int]:
+    """Rows of an interaction file in ``dataset``'s vocabularies, and how many were unknown."""
+    raw = read_interactions(path, Columns(**spec.columns))
+    return encode(raw, dataset.users, dataset.items, duplicates=spec.duplicates)
+
+
+def split(dataset: Dataset, spec: DataSpec) -> tuple[Interactions, Interactions]:
+    """(train, test) per ``spec``."""
+    if spec.test:
+        test, _ = encode_file(spec.test, dataset, spec)
+        if len(test) == 0:
+            raise DataError(f"no row of {spec.test} has a user and item known from the train file")
+        return dataset.interactions, test
+    if spec.split == "random":
+        return random_split(dataset.interactions, spec.test_fraction, seed=spec.seed)
+    if spec.split == "temporal":
+        return temporal_split(dataset.interactions, spec.n_last)
+    if spec.split in movielens.FOLDS:
+        if dataset.name != movielens.NAME:
+            raise DataError(f"split {spec.split!r} exists only for {movielens.NAME}")
+        return movielens.fold(dataset, spec.split)
+    raise DataError(f"unknown split {spec.split!r}; use one of {', '.join(SPLITS)}")
+
+
+def load(spec: DataSpec) -> tuple[Dataset, Interactions, Interactions]:
+    """Dataset, train and test per ``spec``."""
+    dataset = load_dataset(spec)
+    train, test = split(dataset, spec)
+    return dataset, train, test

@@ -1,0 +1,98 @@
+"""Id vocabularies: raw string ids <-> dense indices, with an out-of-vocabulary bucket.
+
+This is the role Keras' ``StringLookup`` plays in the TFRS tutorial. Known ids get the indices
+``0 .. n-1`` in the order given; every unknown id maps to the single OOV bucket ``n``
+(:attr:`Vocabulary.oov_index`), so embedding tables that should absorb unknown ids have ``n + 1``
+rows. Ids are always strings: ``9`` and ``"9"`` are the same user.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from recfunnel.errors import DataError, UnknownIdError
+
+
+class Vocabulary:
+    """An ordered set of raw ids.
+
+    Args:
+        ids: distinct raw ids; order defines the dense index.
+        name: what the ids are (``"user"``, ``"item"``), used in error messages.
+    """
+
+    def __init__(self, ids: Iterable[object], name: str = "id") -> None:
+        self.name = name
+        self._ids: list[str] = [str(i) for i in ids]
+        self._index: dict[str, int] = {}
+        for position, raw in enumerate(self._ids):
+            if raw in self._index:
+                raise DataError(f"{name} vocabulary has the id {raw!r} twice; pass distinct ids")
+            self._index[raw] = position
+
+    @classmethod
+    def from_values(cls, values: Iterable[object], name: str = "id") -> Vocabulary:
+        """Build from raw values in first-seen order, dropping repeats."""
+        return cls(dict.fromkeys(str(v) for v in values), name=name)
+
+    @property
+    def oov_index(self) -> int:
+        """Index of the out-of-vocabulary bucket (one past the last known id)."""
+        return len(self._ids)
+
+    @property
+    def ids(self) -> list[str]:
+        return list(self._ids)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __contains__(self, raw: object) -> bool:
+        return str(raw) in self._index
+
+    def __repr__(self) -> str:
+        head = ", ".join(repr(i) for i in self._ids[:3])
+        more = ", ..." if len(self._ids) > 3 else ""
+        return f"Vocabulary({self.name}, n={len(self)}: [{head}{more}])"
+
+    def index(self, raw: object) -> int:
+        """Dense index of one raw id; raises :class:`UnknownIdError` when unknown."""
+        try:
+            return self._index[str(raw)]
+        except KeyError:
+            raise UnknownIdError(
+                f"unknown {self.name} {str(raw)!r}: it is not in the training data "
+                f"({len(self)} known {self.name}s)"
+            ) from None
+
+    def encode(self, raws: Iterable[object], *, unknown: str = "oov") -> np.ndarray:
+        """Dense indices of many raw ids.
+
+        Args:
+            raws: raw ids.
+            unknown: ``"oov"`` maps unknown ids to :attr:`oov_index`; ``"raise"`` raises.
+        """
+        if unknown == "raise":
+            return np.fromiter((self.index(r) for r in raws), dtype=np.int64)
+        oov = self.oov_index
+        get = self._index.get
+        return np.fromiter((get(str(r), oov) for r in raws), dtype=np.int64)
+
+    def decode(self, indices: Sequence[int] | np.ndarray) -> list[str]:
+        """Raw ids of dense indices (the OOV bucket decodes to ``"[UNK]"``)."""
+        out = []
+        for i in np.asarray(indices, dtype=np.int64).reshape(-1):
+            out.append(self._ids[i] if 0 <= i < len(self._ids) else "[UNK]")
+        return out
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "ids": self._ids}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Vocabulary:
+        return cls(data["ids"], name=data.get("name", "id"))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Vocabulary) and self._ids == other._ids

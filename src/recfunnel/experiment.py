@@ -1,0 +1,77 @@
+"""Train -> evaluate -> save: what ``recfunnel train`` does, as a function."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from recfunnel.data import sources
+from recfunnel.data.dataset import Dataset
+from recfunnel.data.interactions import Interactions
+from recfunnel.data.sources import DataSpec
+from recfunnel.data.splits import random_split
+from recfunnel.metrics import evaluate_scores, rating_metrics
+from recfunnel.models import Recommender, model_class
+from recfunnel.presets import preset
+from recfunnel.runs import Run
+
+
+def build_model(kind: str, preset_name: str = "default", **overrides) -> Recommender:
+    """A model from its registry name, a preset and keyword overrides (``None`` = keep)."""
+    cls = model_class(kind)
+    params = preset(kind, preset_name)
+    params.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return cls(**params)
+    except TypeError as exc:
+        raise sources.DataError(f"bad option for --model {kind}: {exc}") from None
+
+
+def evaluate(model: Recommender, train: Interactions, test: Interactions, **kwargs) -> dict:
+    """Test metrics of a fitted model: retrieval metrics, plus rmse/mae for rating models."""
+    metrics = evaluate_scores(model.score, train, test, **kwargs)
+    if model.predicts_ratings and test.ratings is not None:
+        metrics.update(rating_metrics(model.predict(test.users, test.items), test.ratings))
+    return metrics
+
+
+def train(
+    spec: DataSpec,
+    model: Recommender,
+    *,
+    validation_fraction: float = 0.0,
+    progress: bool = False,
+) -> tuple[Run, Dataset, Interactions, Interactions]:
+    """Load and split the data, fit ``model``, evaluate it on the test split.
+
+    With ``validation_fraction`` > 0 a validation split is carved from the training data
+    (seeded) and used for per-epoch metrics and early stopping; the test split is only used for
+    the final metrics.
+    """
+    dataset, train_rows, test_rows = sources.load(spec)
+    fit_rows, validation = train_rows, None
+    if validation_fraction > 0:
+        fit_rows, validation = random_split(train_rows, validation_fraction, seed=spec.seed + 1)
+    started = time.perf_counter()
+    model.fit(fit_rows, validation=validation, progress=progress)
+    fit_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    metrics = evaluate(model, fit_rows, test_rows)
+    metrics["eval_seconds"] = time.perf_counter() - started
+    metrics["fit_seconds"] = fit_seconds
+    metrics["config"] = model.get_params()
+    history = getattr(model, "history_", None)
+    if history is not None:
+        metrics["history"] = history.epochs
+    popularity = np.bincount(fit_rows.items, minlength=len(dataset.items)).astype(np.float32)
+    run = Run(
+        model,
+        dataset.users,
+        dataset.items,
+        item_titles=dataset.item_titles,
+        config={"data": spec.to_dict(), "validation_fraction": validation_fraction},
+        metrics=metrics,
+        popularity=popularity,
+    )
+    return run, dataset, fit_rows, test_rows

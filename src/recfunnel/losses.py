@@ -1,0 +1,172 @@
+"""Loss functions: small, pure, and documented with their shapes.
+
+Letters: B batch, D embedding dimension, N catalogue size.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+NEG_INF = float("-inf")
+
+
+def _reduce(per_row: torch.Tensor, reduction: str, weights: torch.Tensor | None = None):
+    if weights is not None:
+        per_row = per_row * weights
+    if reduction == "sum":
+        return per_row.sum()
+    if reduction == "mean":
+        return per_row.sum() / (weights.sum() if weights is not None else per_row.numel())
+    if reduction == "none":
+        return per_row
+    raise ValueError(f"reduction must be 'sum', 'mean' or 'none', not {reduction!r}")
+
+
+def in_batch_softmax_loss(
+    queries: torch.Tensor,
+    candidates: torch.Tensor,
+    *,
+    candidate_ids: torch.Tensor | None = None,
+    candidate_log_probs: torch.Tensor | None = None,
+    temperature: float = 1.0,
+    weights: torch.Tensor | None = None,
+    reduction: str = "sum",
+) -> torch.Tensor:
+    """Softmax cross-entropy where row ``i``'s positive is candidate ``i`` and the other
+    candidates in the batch are its negatives, as TFRS's ``Retrieval`` task defines it.
+
+    Args:
+        queries: [B, D] query embeddings.
+        candidates: [B, D] embeddings of each query's positive candidate.
+        candidate_ids: [B] item ids; where given, *accidental hits* (the row's own item
+            appearing elsewhere in the batch) are removed from the negatives.
+        candidate_log_probs: [B] log sampling probability of each candidate; where given, it is
+            subtracted from the logits (logQ correction, Yi et al. 2019, RecSys).
+        temperature: logits are divided by it.
+        weights: [B] per-row sample weights.
+        reduction: ``"sum"`` (TFRS's default), ``"mean"`` or ``"none"``.
+
+    Scores are ``queries @ candidates.T`` [B, B] and the labels are the identity matrix.
+    """
+    logits = queries @ candidates.T
+    if temperature != 1.0:
+        logits = logits / temperature
+    if candidate_log_probs is not None:
+        logits = logits - candidate_log_probs[None, :]
+    if candidate_ids is not None:
+        same = candidate_ids[:, None] == candidate_ids[None, :]
+        same.fill_diagonal_(False)
+        logits = logits.masked_fill(same, NEG_INF)
+    target = torch.arange(logits.shape[0], device=logits.device)
+    return _reduce(F.cross_entropy(logits, target, reduction="none"), reduction, weights)
+
+
+class _FusedInBatchSoftmax(torch.autograd.Function):
+    """Forward and backward of the in-batch softmax in one pass over row chunks.
+
+    The [B, B] logits are never held whole: each chunk of rows is scored, normalised, turned
+    into its gradient ``softmax - onehot`` and multiplied back into ``dq`` and ``dc`` while it
+    is still in cache. Equals :func:`in_batch_softmax_loss` (tested), two to three times
+    faster on CPU at TFRS's batch of 8192.
+    """
+
+    @staticmethod
+    def forward(ctx, queries, candidates, log_probs, ids, weights, temperature, chunk, mean):
+        n = queries.shape[0]
+        q = queries.detach()
+        c = candidates.detach()
+        dq = torch.empty_like(q)
+        dc = torch.zeros_like(c)
+        total = q.new_zeros((), dtype=torch.float64)
+        scale = 1.0 / temperature
+        for start in range(0, n, chunk):
+            end = min(start + chunk, n)
+            logits = torch.mm(q[start:end], c.T)
+            if scale != 1.0:
+                logits.mul_(scale)
+            if log_probs is not None:
+                logits.sub_(log_probs[None, :])
+            if ids is not None:
+                same = ids[start:end, None] == ids[None, :]
+                torch.diagonal(same, offset=start).fill_(False)
+                logits.masked_fill_(same, NEG_INF)
+            top = logits.amax(1, keepdim=True)
+            positive = torch.diagonal(logits, offset=start).clone()
+            logits.sub_(top).exp_()
+            norm = logits.sum(1, keepdim=True)
+            row_loss = top.squeeze(1) + norm.squeeze(1).log() - positive
+            logits.div_(norm)
+            torch.diagonal(logits, offset=start).sub_(1.0)
+            if weights is not None:
+                row_loss = row_loss * weights[start:end]
+                logits.mul_(weights[start:end, None])
+            total += row_loss.sum(dtype=torch.float64)
+            torch.mm(logits, c, out=dq[start:end])
+            dc.addmm_(logits.T, q[start:end])
+        denom = (weights.sum() if weights is not None else n) if mean else 1.0
+        factor = scale / denom
+        ctx.save_for_backward(dq.mul_(factor), dc.mul_(factor))
+        return (total / denom).to(queries.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        dq, dc = ctx.saved_tensors
+        return dq * grad, dc * grad, None, None, None, None, None, None
+
+
+def fused_in_batch_softmax_loss(
+    queries: torch.Tensor,
+    candidates: torch.Tensor,
+    *,
+    candidate_ids: torch.Tensor | None = None,
+    candidate_log_probs: torch.Tensor | None = None,
+    temperature: float = 1.0,
+    weights: torch.Tensor | None = None,
+    reduction: str = "sum",
+    chunk: int = 1024,
+) -> torch.Tensor:
+    """:func:`in_batch_softmax_loss` computed chunk by chunk (same arguments and result).
+
+    Only ``"sum"`` and ``"mean"`` reductions; gradients flow to ``queries`` and ``candidates``.
+    """
+    if reduction not in ("sum", "mean"):
+        raise ValueError(f"reduction must be 'sum' or 'mean', not {reduction!r}")
+    return _FusedInBatchSoftmax.apply(
+        queries, candidates, candidate_log_probs, candidate_ids, weights, float(temperature),
+        int(chunk), reduction == "mean",
+    )  # fmt: skip
+
+
+def full_softmax_loss(
+    queries: torch.Tensor,
+    item_vectors: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    temperature: float = 1.0,
+    item_bias: torch.Tensor | None = None,
+    weights: torch.Tensor | None = None,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """Softmax cross-entropy over the whole catalogue.
+
+    Args:
+        queries: [B, D]; item_vectors: [N, D]; targets: [B] item ids.
+        item_bias: optional [N] added to every row's logits.
+    """
+    logits = queries @ item_vectors.T
+    if item_bias is not None:
+        logits = logits + item_bias[None, :]
+    if temperature != 1.0:
+        logits = logits / temperature
+    return _reduce(F.cross_entropy(logits, targets, reduction="none"), reduction, weights)
+
+
+def bpr_loss(positive: torch.Tensor, negative: torch.Tensor, reduction: str = "mean"):
+    """Bayesian personalised ranking (Rendle et al. 2009): ``-log sigmoid(pos - neg)``, [B]."""
+    return _reduce(-F.logsigmoid(positive - negative), reduction)
+
+
+def mse_loss(predicted: torch.Tensor, target: torch.Tensor, weights=None, reduction: str = "mean"):
+    """Squared error per row, reduced: [B] -> scalar."""
+    return _reduce((predicted - target) ** 2, reduction, weights)

@@ -1,0 +1,72 @@
+"""Towers: small modules that map ids (and, later, features) to embeddings."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from recfunnel.errors import RecfunnelError
+
+
+@torch.no_grad()
+def init_embedding_(weight: torch.Tensor, init: str, scale: float) -> None:
+    """Fill an embedding table in place: U(-scale, scale) or N(0, scale^2)."""
+    if init == "uniform":
+        weight.uniform_(-scale, scale)
+    elif init == "normal":
+        weight.normal_(0.0, scale)
+    else:
+        raise RecfunnelError(f"init must be 'uniform' or 'normal', not {init!r}")
+
+
+class EmbeddingTower(nn.Module):
+    """An embedding table with one extra out-of-vocabulary row at index ``num``.
+
+    Args:
+        num: known ids (indices ``0 .. num-1``); row ``num`` is the OOV bucket.
+        dim: embedding dimension D.
+        init: ``"uniform"`` draws from U(-scale, scale) (Keras' default with scale 0.05);
+            ``"normal"`` from N(0, scale^2).
+        scale: the initialisation scale.
+
+    Shapes: ids [B] -> embeddings [B, D].
+    """
+
+    def __init__(self, num: int, dim: int, *, init: str = "uniform", scale: float = 0.05):
+        super().__init__()
+        if dim < 1:
+            raise RecfunnelError(f"embedding dimension must be at least 1, not {dim}")
+        self.num = num
+        self.embedding = nn.Embedding(num + 1, dim)
+        init_embedding_(self.embedding.weight, init, scale)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.embedding(ids)
+
+    def known(self) -> torch.Tensor:
+        """[num, D] embeddings of every known id (the OOV row left out)."""
+        return self.embedding.weight[: self.num]
+
+
+class HistoryQueryTower(nn.Module):
+    """Query tower: a user's own embedding plus the pooled embeddings of the items they saw.
+
+    ``q(u) = e_u + |H(u)|^(-1/2) * sum_{j in H(u)} h_j``, the asymmetric factor model of
+    Koren (2008, "Factorization meets the neighborhood") used as a retrieval query tower. The
+    history term also embeds users never seen in training from their interactions alone.
+
+    Shapes: user ids [B], history as CSR parts (``indices`` [nnz], ``offsets`` [B]) -> [B, D].
+    """
+
+    def __init__(self, num_users: int, num_items: int, dim: int, *, init="uniform", scale=0.05):
+        super().__init__()
+        self.users = EmbeddingTower(num_users, dim, init=init, scale=scale)
+        self.history = nn.EmbeddingBag(num_items, dim, mode="sum")
+        init_embedding_(self.history.weight, init, scale)
+
+    def forward(self, user_ids: torch.Tensor, indices: torch.Tensor, offsets: torch.Tensor):
+        counts = torch.diff(offsets, append=torch.tensor([len(indices)], device=offsets.device))
+        norm = counts.clamp(min=1).float().rsqrt()
+        weights = torch.repeat_interleave(norm, counts)
+        pooled = self.history(indices, offsets, per_sample_weights=weights)
+        return self.users(user_ids) + pooled

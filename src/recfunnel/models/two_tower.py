@@ -1,0 +1,224 @@
+"""Two-tower retrieval: a query (user) tower and a candidate (item) tower scored by dot product.
+
+The TFRS MovieLens retrieval tutorial's model, trained by the one :class:`~recfunnel.training.
+Trainer` with a :class:`~recfunnel.tasks.RetrievalTask` (in-batch softmax as TFRS defines it, or
+a full-catalogue softmax).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import nn
+
+from recfunnel.data.interactions import Interactions
+from recfunnel.metrics import evaluate_scores
+from recfunnel.models.base import FactorizedRecommender
+from recfunnel.models.towers import EmbeddingTower, HistoryQueryTower
+from recfunnel.tasks import RetrievalTask
+from recfunnel.training import Trainer, TrainerConfig, seed_everything
+
+
+def history_bags(matrix: sp.csr_matrix, rows) -> tuple[torch.Tensor, torch.Tensor]:
+    """The items of CSR ``rows`` as (indices [nnz], offsets [len(rows)]) for an EmbeddingBag."""
+    sub = matrix[np.asarray(rows)]
+    return (
+        torch.as_tensor(sub.indices.astype(np.int64)),
+        torch.as_tensor(sub.indptr[:-1].astype(np.int64)),
+    )
+
+
+class TwoTowerNet(nn.Module):
+    """The network: towers plus the retrieval task. States its loss in :meth:`compute_loss`.
+
+    Shapes: user ids [B] -> queries [B, D]; item ids [B] -> candidates [B, D].
+    """
+
+    def __init__(
+        self,
+        num_users: int,
+        num_items: int,
+        dim: int,
+        task: RetrievalTask,
+        *,
+        history: sp.csr_matrix | None = None,
+        item_log_probs: torch.Tensor | None = None,
+        user_l2: float = 0.0,
+        init: str = "uniform",
+        init_scale: float = 0.05,
+    ) -> None:
+        super().__init__()
+        self.task = task
+        self.user_l2 = user_l2
+        self.history = history
+        if history is not None:
+            self.query_tower = HistoryQueryTower(
+                num_users, num_items, dim, init=init, scale=init_scale
+            )
+        else:
+            self.query_tower = EmbeddingTower(num_users, dim, init=init, scale=init_scale)
+        self.item_tower = EmbeddingTower(num_items, dim, init=init, scale=init_scale)
+        self.register_buffer(
+            "item_log_probs", item_log_probs if item_log_probs is not None else torch.zeros(0)
+        )
+
+    def queries(self, users: torch.Tensor) -> torch.Tensor:
+        """[B] user ids -> [B, D] query embeddings."""
+        if isinstance(self.query_tower, HistoryQueryTower):
+            indices, offsets = history_bags(self.history, users.cpu().numpy())
+            return self.query_tower(users, indices.to(users.device), offsets.to(users.device))
+        return self.query_tower(users)
+
+    def compute_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        queries = self.queries(batch["user"])
+        positives = self.item_tower(batch["item"])
+        loss = self.task.loss(
+            queries,
+            positives,
+            batch["item"],
+            all_items=self.item_tower.known() if self.task.softmax == "full" else None,
+            item_log_probs=self.item_log_probs if self.task.logq_correction else None,
+            weights=batch.get("weight"),
+        )
+        if self.user_l2:
+            loss = loss + self.user_l2 * queries.pow(2).sum(1).mean()
+        return loss
+
+
+class TwoTower(FactorizedRecommender):
+    """Two-tower retrieval model.
+
+    Args:
+        dim: embedding dimension.
+        softmax, temperature, remove_accidental_hits, logq_correction, reduction: the retrieval
+            task (see :class:`~recfunnel.tasks.RetrievalTask`).
+        history: add the pooled embeddings of the user's training items to the query tower.
+        user_l2: L2 penalty on the query embeddings of each batch (mean squared norm).
+        init, init_scale: embedding initialisation (Keras' U(-0.05, 0.05) by default).
+        optimizer, learning_rate, weight_decay, batch_size, epochs, patience, device, seed: the
+            trainer (see :class:`~recfunnel.training.TrainerConfig`).
+    """
+
+    kind = "two-tower"
+
+    def __init__(
+        self,
+        *,
+        dim: int = 32,
+        softmax: str = "in-batch",
+        temperature: float = 1.0,
+        remove_accidental_hits: bool = False,
+        logq_correction: bool = False,
+        reduction: str = "sum",
+        history: bool = False,
+        user_l2: float = 0.0,
+        init: str = "uniform",
+        init_scale: float = 0.05,
+        optimizer: str = "adagrad",
+        learning_rate: float = 0.1,
+        weight_decay: float = 0.0,
+        batch_size: int = 8192,
+        epochs: int = 3,
+        patience: int | None = None,
+        device: str = "auto",
+        seed: int = 0,
+    ) -> None:
+        self._set_params({k: v for k, v in locals().items() if k not in ("self", "__class__")})
+
+    def _task(self) -> RetrievalTask:
+        return RetrievalTask(
+            softmax=self.softmax,
+            temperature=self.temperature,
+            remove_accidental_hits=self.remove_accidental_hits,
+            logq_correction=self.logq_correction,
+            reduction=self.reduction,
+        )
+
+    def _build(self, num_users: int, num_items: int, item_counts: np.ndarray | None) -> TwoTowerNet:
+        log_probs = None
+        if item_counts is not None:
+            probs = (item_counts + 1.0) / (item_counts.sum() + len(item_counts))
+            log_probs = torch.as_tensor(np.log(probs), dtype=torch.float32)
+        return TwoTowerNet(
+            num_users,
+            num_items,
+            self.dim,
+            self._task(),
+            history=self.seen_ if self.history else None,
+            item_log_probs=log_probs,
+            user_l2=self.user_l2,
+            init=self.init,
+            init_scale=self.init_scale,
+        )
+
+    def trainer_config(self, progress: bool = False) -> TrainerConfig:
+        return TrainerConfig(
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            optimizer=self.optimizer,
+            learning_rate=self.learning_rate,
+            weight_decay=self.weight_decay,
+            device=self.device,
+            seed=self.seed,
+            patience=self.patience,
+            progress=progress,
+        )
+
+    def fit(self, train: Interactions, *, validation: Interactions | None = None, progress=False):
+        config = self.trainer_config(progress)  # validates the trainer settings first
+        self._task()
+        self._remember(train)
+        seed_everything(self.seed)
+        self.net_ = self._build(train.num_users, train.num_items, train.item_counts())
+        validate = None
+        if validation is not None and len(validation):
+
+            def validate():
+                return evaluate_scores(
+                    self.score, train, validation, factorized_ks=(), ranking_ks=(10,)
+                )
+
+        self.history_ = Trainer(config).fit(self.net_, train, validate=validate)
+        self.net_.to("cpu")
+        self._index = None
+        return self
+
+    @torch.no_grad()
+    def user_vectors(self, users):
+        self._check_fitted()
+        device = next(self.net_.parameters()).device
+        return self.net_.queries(torch.as_tensor(np.asarray(users), device=device)).float().cpu()
+
+    @torch.no_grad()
+    def item_vectors(self):
+        self._check_fitted()
+        return self.net_.item_tower.known().detach().float().cpu()
+
+    @torch.no_grad()
+    def fold_in(self, items: np.ndarray) -> torch.Tensor:
+        """[1, D] query vector of a user known only by the items they interacted with.
+
+        With ``history=True`` this is the OOV user embedding plus the pooled history, exactly
+        the query tower's formula; without it, the mean of the items' vectors.
+        """
+        self._check_fitted()
+        items = np.asarray(items, dtype=np.int64)
+        if self.history:
+            oov = torch.tensor([self.num_users])
+            unique = torch.as_tensor(np.unique(items))
+            return self.net_.query_tower(oov, unique, torch.zeros(1, dtype=torch.long))
+        return self.item_vectors()[torch.as_tensor(items)].mean(0, keepdim=True)
+
+    def _learned_tensors(self):
+        return {
+            f"net.{k}": v.detach().cpu().contiguous() for k, v in self.net_.state_dict().items()
+        }
+
+    def _load_learned(self, tensors):
+        num_users, num_items = self.seen_.shape
+        self.net_ = self._build(num_users, num_items, None)
+        state = {k.removeprefix("net."): v for k, v in tensors.items()}
+        self.net_.item_log_probs = state["item_log_probs"]
+        self.net_.load_state_dict(state)
+        self.net_.eval()

@@ -1,0 +1,47 @@
+"""Shared fixtures. Real MovieLens data comes from $RECFUNNEL_DATA_DIR or ../shared/data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from recfunnel.data import Interactions, checkerboard
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def ml100k_folder() -> Path | None:
+    for base in (os.environ.get("RECFUNNEL_DATA_DIR"), REPO.parent / "shared" / "data"):
+        if base and (Path(base) / "ml-100k" / "u.data").is_file():
+            return Path(base) / "ml-100k"
+    return None
+
+
+@pytest.fixture(scope="session")
+def ml100k() -> Path:
+    folder = ml100k_folder()
+    if folder is None:
+        pytest.skip(
+            "MovieLens 100k not found: set RECFUNNEL_DATA_DIR to the folder holding ml-100k/"
+        )
+    return folder
+
+
+@pytest.fixture
+def board() -> Interactions:
+    return checkerboard(20, 20, seed=0)
+
+
+@pytest.fixture
+def tiny() -> Interactions:
+    """4 users x 5 items, hand-made."""
+    return Interactions(
+        users=[0, 0, 1, 1, 2, 3, 3, 3],
+        items=[0, 1, 1, 2, 3, 0, 2, 4],
+        num_users=4,
+        num_items=5,
+        ratings=[5, 3, 4, 2, 1, 5, 4, 3],
+        timestamps=[10, 20, 10, 30, 5, 1, 2, 3],
+    )

@@ -1,0 +1,76 @@
+"""The contract every model keeps: fit, recommend one vs batch, exclusions, save -> load."""
+
+import numpy as np
+import pytest
+import torch
+
+from recfunnel.data import checkerboard
+from recfunnel.errors import NotFittedError, RecfunnelError
+from recfunnel.models import MODELS
+
+SMALL = {
+    "two-tower": dict(dim=8, epochs=3, batch_size=64, softmax="full", reduction="mean",
+                      optimizer="adam", learning_rate=0.05),
+    "most-popular": {},
+}  # fmt: skip
+
+
+def make(kind):
+    return MODELS[kind](**SMALL.get(kind, {}))
+
+
+@pytest.fixture(params=sorted(MODELS))
+def fitted(request):
+    data = checkerboard(12, 16, seed=1)
+    return make(request.param).fit(data), data
+
+
+def test_unfitted_model_raises_not_fitted():
+    for kind in MODELS:
+        with pytest.raises(NotFittedError, match="fit"):
+            make(kind).recommend(0, 3)
+
+
+def test_one_user_matches_the_batch_row(fitted):
+    model, _ = fitted
+    ids, scores = model.recommend(3, 5)
+    assert ids.ndim == 1 and scores.ndim == 1 and len(ids) == 5
+    batch_ids, batch_scores = model.recommend(np.array([2, 3]), 5)
+    assert batch_ids.shape == (2, 5)
+    np.testing.assert_array_equal(batch_ids[1], ids)
+    np.testing.assert_allclose(batch_scores[1], scores, rtol=1e-5, atol=1e-6)
+    assert (np.diff(scores) <= 1e-6).all()  # best first
+
+
+def test_seen_items_are_excluded_unless_asked(fitted):
+    model, data = fitted
+    seen = set(data.items[data.users == 3].tolist())
+    ids, _ = model.recommend(3, 16 - len(seen))
+    assert not seen & set(ids.tolist())
+    ids_all, _ = model.recommend(3, 16, exclude_seen=False)
+    assert len(ids_all) == 16
+
+
+def test_allow_and_deny_lists(fitted):
+    model, _ = fitted
+    ids, _ = model.recommend(0, 3, items=[1, 3, 5], exclude_seen=False)
+    assert set(ids.tolist()) <= {1, 3, 5}
+    ids, _ = model.recommend(0, 10, filter_items=[1, 3, 5], exclude_seen=False)
+    assert not {1, 3, 5} & set(ids.tolist())
+
+
+def test_bad_k_and_user(fitted):
+    model, _ = fitted
+    with pytest.raises(RecfunnelError, match="larger than the catalogue"):
+        model.recommend(0, 17)
+    with pytest.raises(RecfunnelError, match="at least 1"):
+        model.recommend(0, 0)
+    with pytest.raises(RecfunnelError, match="out of range"):
+        model.recommend(99, 3)
+
+
+def test_state_round_trip_gives_identical_scores(fitted):
+    model, _ = fitted
+    clone = type(model).from_state(model.get_params(), model.state_tensors())
+    users = np.arange(model.num_users)
+    torch.testing.assert_close(clone.score(users), model.score(users), rtol=0, atol=0)

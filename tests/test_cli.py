@@ -1,0 +1,117 @@
+"""The command line, called with argv (no subprocess), on small files and on bad input."""
+
+import csv
+import json
+
+import pytest
+
+from recfunnel.cli import main
+
+FAST = ["--model", "two-tower", "--epochs", "3", "--dim", "8", "--batch-size", "64"]
+
+
+@pytest.fixture
+def files(tmp_path):
+    rows = ["user,item,rating,ts"]
+    for u in range(12):
+        for i in range(u % 2, 16, 2):
+            rows.append(f"user{u},item{i},{1 + (u + i) % 5},{u * 100 + i}")
+    train = tmp_path / "train.csv"
+    train.write_text("\n".join(rows) + "\n")
+    test = tmp_path / "test.csv"
+    test.write_text("user,item,rating,ts\nuser0,item0,5,1\nuser1,item1,4,2\n")
+    return train, test
+
+
+def train_args(files, out):
+    train, _ = files
+    return ["train", "--train", str(train), "--user-col", "user", "--item-col", "item",
+            "--rating-col", "rating", "--time-col", "ts", "--out", str(out), *FAST]  # fmt: skip
+
+
+def test_train_evaluate_recommend_round_trip(files, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main([*train_args(files, out), "--test", str(files[1]), "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert "factorized_top_k/top_1_categorical_accuracy" in metrics
+    assert metrics["config"]["dim"] == 8 and metrics["config"]["epochs"] == 3
+    assert metrics["fit_seconds"] > 0
+
+    assert main(["evaluate", str(out), "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["recall@10"] == pytest.approx(metrics["recall@10"])
+
+    assert main(["evaluate", str(out), "--test", str(files[1]), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["num_test_rows"] == 2
+    assert again["num_test_rows"] == 2
+
+    assert main(["recommend", str(out), "--user", "user3", "-k", "3", "--json"]) == 0
+    recs = json.loads(capsys.readouterr().out)
+    assert len(recs) == 3 and {"item", "score"} <= set(recs[0])
+
+    export = tmp_path / "recs.csv"
+    assert main(["recommend", str(out), "--all-users", "-k", "4", "--output", str(export)]) == 0
+    with export.open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == ["user", "rank", "item", "score"]
+    assert len(rows) == 12 * 4
+    seen = {(line.split(",")[0], line.split(",")[1])
+            for line in files[0].read_text().splitlines()[1:]}  # fmt: skip
+    assert not any((r["user"], r["item"]) in seen for r in rows)
+    per_user = {}
+    for r in rows:
+        per_user.setdefault(r["user"], []).append(r["item"])
+    assert all(len(v) == len(set(v)) for v in per_user.values())
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "--train", "missing.csv"], "file not found: missing.csv"),
+        (["train", "--train", "{train}", "--user-col", "nope"], "column 'nope' (user) is not in"),
+        (["train", "--train", "{train}", "--rating-col", "user"], "is not a number"),
+        (["train", "--test", "{test}"], "--test needs --train"),
+        (["train", "--train", "{train}", "--epochs", "0"], "epochs must be at least 1"),
+        (["train", "--train", "{train}", "--set", "colour=red"], "bad option"),
+        (["recommend", "{run}", "--user", "user1", "-k", "0"], "k must be at least 1"),
+        (["recommend", "{run}", "--user", "user1", "-k", "999"], "larger than the catalogue"),
+        (["recommend", "{run}", "--all-users"], "--all-users needs --output"),
+        (["recommend", "{tmp}", "--user", "1"], "not a recfunnel run folder"),
+        (["evaluate", "{run}", "--test", "{empty}"], "has no rows"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(files, tmp_path, capsys, argv, message):
+    run = tmp_path / "run"
+    assert main(train_args(files, run)) == 0
+    empty = tmp_path / "empty.csv"
+    empty.write_text("user,item,rating,ts\n")
+    names = {"train": files[0], "test": files[1], "run": run, "tmp": tmp_path, "empty": empty}
+    argv = [a.format(**names) for a in argv]
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_temporal_split_from_the_command_line(files, tmp_path, capsys):
+    assert main([*train_args(files, tmp_path / "t"), "--split", "temporal", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["num_test_rows"] == 12  # one per user
+
+
+def test_failed_train_keeps_the_existing_run(files, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(train_args(files, run)) == 0
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    assert main([*train_args(files, run), "--set", "softmax=bogus"]) == 2
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+
+
+def test_unknown_user_is_a_flagged_cold_start(files, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(train_args(files, run)) == 0
+    capsys.readouterr()
+    assert main(["recommend", str(run), "--user", "newcomer", "-k", "2"]) == 0
+    captured = capsys.readouterr()
+    assert "cold start" in captured.err
+    assert len(captured.out.strip().splitlines()) == 2

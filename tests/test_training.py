@@ -1,0 +1,55 @@
+import pytest
+import torch
+from torch import nn
+
+from recfunnel.data import Interactions
+from recfunnel.errors import RecfunnelError, TrainingError
+from recfunnel.training import Trainer, TrainerConfig
+
+
+class Exploding(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(1))
+
+    def compute_loss(self, batch):
+        return self.w.sum() * float("nan")
+
+
+class ClosedForm:
+    """A model with a closed-form update: the trainer calls fit_epoch."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def fit_epoch(self):
+        self.calls += 1
+        return 1.0 / self.calls
+
+    def state_dict(self):
+        return {"calls": self.calls}
+
+    def load_state_dict(self, state):
+        self.calls = state["calls"]
+
+
+DATA = Interactions([0, 1], [1, 0], 2, 2)
+
+
+def test_nan_loss_stops_with_a_clear_error():
+    with pytest.raises(TrainingError, match="diverged at epoch 1 .* lower the learning rate"):
+        Trainer(epochs=2, batch_size=2).fit(Exploding(), DATA)
+
+
+def test_closed_form_models_run_their_epochs():
+    model = ClosedForm()
+    history = Trainer(epochs=4).fit(model, DATA)
+    assert model.calls == 4
+    assert [e["loss"] for e in history.epochs] == [1.0, 0.5, 1 / 3, 0.25]
+
+
+def test_bad_settings_are_named():
+    with pytest.raises(RecfunnelError, match="epochs"):
+        TrainerConfig(epochs=0)
+    with pytest.raises(RecfunnelError, match="unknown optimizer 'lbfgs'"):
+        Trainer(optimizer="lbfgs").fit(Exploding(), DATA)
