@@ -92,3 +92,12 @@ def test_refuses_to_replace_a_folder_that_is_not_a_run(run, tmp_path):
     (tmp_path / "precious" / "thesis.tex").write_text("x")
     with pytest.raises(RecfunnelError, match="not a recfunnel run"):
         run.save(tmp_path / "precious")
+
+
+def test_anonymous_user_from_history(run):
+    rec = run.recommend_history(["i2", "i4"], 3)
+    assert len(rec.items) == 3 and not {"i2", "i4"} & set(rec.items)
+    with pytest.raises(UnknownIdError, match="unknown item 'zz' in the history"):
+        run.recommend_history(["zz"], 3)
+    with pytest.raises(RecfunnelError, match="history is empty"):
+        run.recommend_history([], 3)

@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -208,6 +207,22 @@ class Run:
         )
         return self._finish(user, ids, scores, k)
 
+    def recommend_history(
+        self, history, k: int = 10, *, exclude_seen: bool = True, filter_items=None, items=None
+    ) -> Recommendations:
+        """Top-``k`` for an anonymous user given the raw ids of items they interacted with
+        (folded in, no retraining). Unknown items in the history raise a one-line error."""
+        fetch = self._fetch(k)
+        indices = self._item_indices(list(history), "the history")
+        ids, scores = self.model.recommend_history(
+            indices,
+            fetch,
+            exclude_seen=exclude_seen,
+            filter_items=self._item_indices(filter_items, "the deny list"),
+            items=self._item_indices(items, "the allow list"),
+        )
+        return self._finish("(history)", ids, scores, k)
+
     def _popular(self, user, k, fetch, allow, deny) -> Recommendations:
         from recfunnel.index import item_mask
 
@@ -307,11 +322,3 @@ class Run:
             model, users, items, item_titles=vocab.get("titles"), config=config,
             metrics=metrics, popularity=popularity,
         )  # fmt: skip
-
-
-def seen_matrix(num_items: int, items: np.ndarray) -> sp.csr_matrix:
-    """A one-row CSR matrix marking ``items`` (a folded-in user's history)."""
-    items = np.unique(np.asarray(items, dtype=np.int64))
-    return sp.csr_matrix(
-        (np.ones(len(items), np.float32), items, np.array([0, len(items)])), shape=(1, num_items)
-    )

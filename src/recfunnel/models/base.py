@@ -183,6 +183,36 @@ class FactorizedRecommender(Recommender):
             queries = self.user_vectors(users)
         return self.index.search(queries, k, exclude=exclude, allow=allow, deny=deny)
 
+    def fold_in(self, items: np.ndarray) -> torch.Tensor:
+        """[1, D] query vector of a user known only by the item indices they interacted with."""
+        raise RecfunnelError(f"{type(self).__name__} cannot fold in a user from their history")
+
+    def recommend_history(
+        self, history, k: int = 10, *, exclude_seen: bool = True, filter_items=None, items=None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` for a user who is not in training, from their items (no retraining).
+
+        Same return contract as :meth:`recommend` for one user; ``exclude_seen`` drops the
+        history items themselves.
+        """
+        self._check_fitted()
+        history = np.unique(np.asarray(history, dtype=np.int64))
+        if len(history) == 0:
+            raise RecfunnelError("the history is empty; give at least one item")
+        if history.min() < 0 or history.max() >= self.num_items:
+            raise RecfunnelError(f"item index out of range [0, {self.num_items})")
+        k = check_k(k, self.num_items)
+        exclude = None
+        if exclude_seen:
+            indptr = np.array([0, len(history)])
+            ones = np.ones(len(history), np.float32)
+            exclude = sp.csr_matrix((ones, history, indptr), shape=(1, self.num_items))
+        with torch.no_grad():
+            query = self.fold_in(history)
+        ids, scores = self.index.search(query, k, exclude=exclude, allow=items, deny=filter_items)
+        valid = ids[0] >= 0
+        return ids[0][valid].numpy(), scores[0][valid].numpy()
+
     def similar_items(self, item: int, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """Items whose vectors are closest (cosine) to ``item``'s, the item itself excluded."""
         self._check_fitted()
