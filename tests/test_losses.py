@@ -6,6 +6,7 @@ import torch
 from recfunnel.losses import (
     bpr_loss,
     full_softmax_loss,
+    fused_full_softmax_loss,
     fused_in_batch_softmax_loss,
     in_batch_softmax_loss,
     mse_loss,
@@ -67,6 +68,24 @@ def test_fused_equals_reference_in_value_and_gradient(options):
     assert fused.item() == pytest.approx(ref.item(), rel=1e-5)
     for a, b_ in zip(ref_grads, fused_grads, strict=False):
         torch.testing.assert_close(a, b_, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("options", [{}, {"temperature": 0.5, "reduction": "sum"}, {"weights": 1}])
+def test_fused_full_softmax_equals_reference(options):
+    gen = torch.Generator().manual_seed(1)
+    q = torch.randn(50, 4, generator=gen, requires_grad=True)
+    items = torch.randn(30, 4, generator=gen, requires_grad=True)
+    targets = torch.randint(0, 30, (50,), generator=gen)
+    if "weights" in options:
+        options = {"weights": torch.rand(50, generator=gen)}
+    ref = full_softmax_loss(q, items, targets, **options)
+    fused = fused_full_softmax_loss(q, items, targets, chunk=16, **options)
+    assert fused.item() == pytest.approx(ref.item(), rel=1e-5)
+    grads = zip(
+        torch.autograd.grad(ref, (q, items)), torch.autograd.grad(fused, (q, items)), strict=True
+    )
+    for a, b in grads:
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
 def test_full_softmax_by_hand():

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from recfunnel.errors import RecfunnelError
-from recfunnel.losses import full_softmax_loss, fused_in_batch_softmax_loss
+from recfunnel.losses import fused_full_softmax_loss, fused_in_batch_softmax_loss
 
 
 @dataclass
@@ -60,7 +60,7 @@ class RetrievalTask:
         if self.softmax == "full":
             if all_items is None:
                 raise RecfunnelError("the full softmax needs every item's embedding")
-            return full_softmax_loss(
+            return fused_full_softmax_loss(
                 queries, all_items, item_ids, temperature=self.temperature,
                 weights=weights, reduction=self.reduction,
             )  # fmt: skip

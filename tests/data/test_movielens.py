@@ -63,3 +63,34 @@ def test_missing_folder_names_the_fix(tmp_path):
 def test_real_files_match_the_published_checksums(ml100k):
     for name, digest in movielens.SHA256.items():
         assert movielens._sha256(ml100k / name) == digest
+
+
+def _zip_of(folder, tmp_path):
+    import zipfile
+
+    archive = tmp_path / "ml-100k.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for file in folder.iterdir():
+            zf.write(file, f"ml-100k/{file.name}")
+    return archive
+
+
+def test_download_checks_sums_and_caches(folder, tmp_path, monkeypatch):
+    """The download path, served from a local file:// URL (no network in unit tests)."""
+    archive = _zip_of(folder, tmp_path)
+    sums = {name: movielens._sha256(folder / name) for name in movielens.SHA256}
+    monkeypatch.setattr(movielens, "URL", archive.as_uri())
+    monkeypatch.setattr(movielens, "SHA256", sums)
+    monkeypatch.delenv("RECFUNNEL_DATA_DIR", raising=False)
+    found = movielens.find()  # nothing local: downloads into $RECFUNNEL_CACHE_DIR
+    assert found == tmp_path / "cache" / "ml-100k"
+    assert movielens.load(item_key="id").items.ids == ["1", "2", "3"]
+
+
+def test_download_refuses_a_corrupted_archive(folder, tmp_path, monkeypatch):
+    archive = _zip_of(folder, tmp_path)
+    monkeypatch.setattr(movielens, "URL", archive.as_uri())
+    monkeypatch.delenv("RECFUNNEL_DATA_DIR", raising=False)
+    with pytest.raises(DataError, match="checksum mismatch"):
+        movielens.find()  # the real checksums do not match the tiny files
+    assert not (tmp_path / "cache" / "ml-100k").exists()

@@ -55,7 +55,12 @@ class HistoryQueryTower(nn.Module):
     Koren (2008, "Factorization meets the neighborhood") used as a retrieval query tower. The
     history term also embeds users never seen in training from their interactions alone.
 
-    Shapes: user ids [B], history as CSR parts (``indices`` [nnz], ``offsets`` [B]) -> [B, D].
+    In training, the positive item is left out of its own query's history
+    (``leave_out``): otherwise the tower learns to copy its input, much as EASE
+    (Steck 2019) must constrain its diagonal to zero.
+
+    Shapes: user ids [B]; history as flat item ids [nnz] with ``offsets`` [B] (bag starts);
+    ``leave_out`` item ids [B] -> [B, D].
     """
 
     def __init__(self, num_users: int, num_items: int, dim: int, *, init="uniform", scale=0.05):
@@ -64,9 +69,17 @@ class HistoryQueryTower(nn.Module):
         self.history = nn.EmbeddingBag(num_items, dim, mode="sum")
         init_embedding_(self.history.weight, init, scale)
 
-    def forward(self, user_ids: torch.Tensor, indices: torch.Tensor, offsets: torch.Tensor):
-        counts = torch.diff(offsets, append=torch.tensor([len(indices)], device=offsets.device))
-        norm = counts.clamp(min=1).float().rsqrt()
-        weights = torch.repeat_interleave(norm, counts)
-        pooled = self.history(indices, offsets, per_sample_weights=weights)
-        return self.users(user_ids) + pooled
+    def forward(
+        self,
+        user_ids: torch.Tensor,
+        indices: torch.Tensor,
+        offsets: torch.Tensor,
+        leave_out: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        ends = torch.cat([offsets[1:], offsets.new_tensor([len(indices)])])
+        counts = (ends - offsets).float()
+        pooled = self.history(indices, offsets)
+        if leave_out is not None:
+            pooled = pooled - self.history.weight[leave_out]
+            counts = counts - 1.0
+        return self.users(user_ids) + pooled * counts.clamp(min=1.0).rsqrt()[:, None]

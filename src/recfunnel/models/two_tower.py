@@ -20,13 +20,16 @@ from recfunnel.tasks import RetrievalTask
 from recfunnel.training import Trainer, TrainerConfig, seed_everything
 
 
-def history_bags(matrix: sp.csr_matrix, rows) -> tuple[torch.Tensor, torch.Tensor]:
-    """The items of CSR ``rows`` as (indices [nnz], offsets [len(rows)]) for an EmbeddingBag."""
-    sub = matrix[np.asarray(rows)]
-    return (
-        torch.as_tensor(sub.indices.astype(np.int64)),
-        torch.as_tensor(sub.indptr[:-1].astype(np.int64)),
-    )
+def history_bags(
+    indptr: torch.Tensor, indices: torch.Tensor, users: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The CSR rows ``users`` as (flat item ids [nnz], bag offsets [B]) for an EmbeddingBag."""
+    starts = indptr[users]
+    counts = indptr[users + 1] - starts
+    offsets = torch.cumsum(counts, 0) - counts
+    position = torch.arange(int(counts.sum()), device=users.device)
+    source = position - torch.repeat_interleave(offsets - starts, counts)
+    return indices[source], offsets
 
 
 class TwoTowerNet(nn.Module):
@@ -45,39 +48,61 @@ class TwoTowerNet(nn.Module):
         history: sp.csr_matrix | None = None,
         item_log_probs: torch.Tensor | None = None,
         user_l2: float = 0.0,
+        item_bias: bool = False,
         init: str = "uniform",
         init_scale: float = 0.05,
     ) -> None:
         super().__init__()
         self.task = task
         self.user_l2 = user_l2
-        self.history = history
         if history is not None:
+            # The training matrix, as buffers so it follows the module to its device.
+            self.register_buffer("history_indptr", torch.as_tensor(history.indptr.astype(np.int64)))
+            self.register_buffer(
+                "history_indices", torch.as_tensor(history.indices.astype(np.int64))
+            )
             self.query_tower = HistoryQueryTower(
                 num_users, num_items, dim, init=init, scale=init_scale
             )
         else:
             self.query_tower = EmbeddingTower(num_users, dim, init=init, scale=init_scale)
         self.item_tower = EmbeddingTower(num_items, dim, init=init, scale=init_scale)
+        # A per-item bias (a popularity prior), scored as one more dimension: the query gets a
+        # constant 1, so the model stays a dot product of two vectors.
+        self.item_bias = nn.Parameter(torch.zeros(num_items + 1, 1)) if item_bias else None
         self.register_buffer(
             "item_log_probs", item_log_probs if item_log_probs is not None else torch.zeros(0)
         )
 
-    def queries(self, users: torch.Tensor) -> torch.Tensor:
-        """[B] user ids -> [B, D] query embeddings."""
+    def queries(self, users: torch.Tensor, leave_out: torch.Tensor | None = None) -> torch.Tensor:
+        """[B] user ids -> [B, D] query embeddings (``leave_out``: see HistoryQueryTower)."""
         if isinstance(self.query_tower, HistoryQueryTower):
-            indices, offsets = history_bags(self.history, users.cpu().numpy())
-            return self.query_tower(users, indices.to(users.device), offsets.to(users.device))
+            indices, offsets = history_bags(self.history_indptr, self.history_indices, users)
+            return self.query_tower(users, indices, offsets, leave_out)
         return self.query_tower(users)
 
+    def candidates(self, items: torch.Tensor | None = None) -> torch.Tensor:
+        """Item vectors [B, D(+1)] of ``items``, or of the whole catalogue [N, D(+1)]."""
+        vectors = self.item_tower.known() if items is None else self.item_tower(items)
+        if self.item_bias is None:
+            return vectors
+        bias = self.item_bias[: self.item_tower.num] if items is None else self.item_bias[items]
+        return torch.cat([vectors, bias], dim=1)
+
+    def full_queries(self, queries: torch.Tensor) -> torch.Tensor:
+        """Queries [B, D(+1)] to score against :meth:`candidates`."""
+        if self.item_bias is None:
+            return queries
+        return torch.cat([queries, queries.new_ones(queries.shape[0], 1)], dim=1)
+
     def compute_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        queries = self.queries(batch["user"])
-        positives = self.item_tower(batch["item"])
+        queries = self.queries(batch["user"], leave_out=batch["item"])
+        positives = self.candidates(batch["item"])
         loss = self.task.loss(
-            queries,
+            self.full_queries(queries),
             positives,
             batch["item"],
-            all_items=self.item_tower.known() if self.task.softmax == "full" else None,
+            all_items=self.candidates() if self.task.softmax == "full" else None,
             item_log_probs=self.item_log_probs if self.task.logq_correction else None,
             weights=batch.get("weight"),
         )
@@ -95,6 +120,7 @@ class TwoTower(FactorizedRecommender):
             task (see :class:`~recfunnel.tasks.RetrievalTask`).
         history: add the pooled embeddings of the user's training items to the query tower.
         user_l2: L2 penalty on the query embeddings of each batch (mean squared norm).
+        item_bias: learn a per-item bias (a popularity prior), scored as an extra dimension.
         init, init_scale: embedding initialisation (Keras' U(-0.05, 0.05) by default).
         optimizer, learning_rate, weight_decay, batch_size, epochs, patience, device, seed: the
             trainer (see :class:`~recfunnel.training.TrainerConfig`).
@@ -113,6 +139,7 @@ class TwoTower(FactorizedRecommender):
         reduction: str = "sum",
         history: bool = False,
         user_l2: float = 0.0,
+        item_bias: bool = False,
         init: str = "uniform",
         init_scale: float = 0.05,
         optimizer: str = "adagrad",
@@ -148,6 +175,7 @@ class TwoTower(FactorizedRecommender):
             history=self.seen_ if self.history else None,
             item_log_probs=log_probs,
             user_l2=self.user_l2,
+            item_bias=self.item_bias,
             init=self.init,
             init_scale=self.init_scale,
         )
@@ -188,12 +216,13 @@ class TwoTower(FactorizedRecommender):
     def user_vectors(self, users):
         self._check_fitted()
         device = next(self.net_.parameters()).device
-        return self.net_.queries(torch.as_tensor(np.asarray(users), device=device)).float().cpu()
+        queries = self.net_.queries(torch.as_tensor(np.asarray(users), device=device))
+        return self.net_.full_queries(queries).float().cpu()
 
     @torch.no_grad()
     def item_vectors(self):
         self._check_fitted()
-        return self.net_.item_tower.known().detach().float().cpu()
+        return self.net_.candidates().detach().float().cpu()
 
     @torch.no_grad()
     def fold_in(self, items: np.ndarray) -> torch.Tensor:
@@ -207,8 +236,10 @@ class TwoTower(FactorizedRecommender):
         if self.history:
             oov = torch.tensor([self.num_users])
             unique = torch.as_tensor(np.unique(items))
-            return self.net_.query_tower(oov, unique, torch.zeros(1, dtype=torch.long))
-        return self.item_vectors()[torch.as_tensor(items)].mean(0, keepdim=True)
+            query = self.net_.query_tower(oov, unique, torch.zeros(1, dtype=torch.long))
+        else:
+            query = self.net_.item_tower(torch.as_tensor(items)).mean(0, keepdim=True)
+        return self.net_.full_queries(query)
 
     def _learned_tensors(self):
         return {
