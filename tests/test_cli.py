@@ -99,6 +99,16 @@ def test_temporal_split_from_the_command_line(files, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["num_test_rows"] == 12  # one per user
 
 
+def test_early_stopping_on_a_validation_split(files, tmp_path, capsys):
+    argv = [*train_args(files, tmp_path / "e"), "--epochs", "30", "--patience", "2",
+            "--validation-fraction", "0.2", "--json"]  # fmt: skip
+    assert main(argv) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["config"]["patience"] == 2
+    assert main([*train_args(files, tmp_path / "f"), "--patience", "2"]) == 2
+    assert "--validation-fraction" in capsys.readouterr().err
+
+
 def test_failed_train_keeps_the_existing_run(files, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(train_args(files, run)) == 0

@@ -43,3 +43,13 @@ def test_allow_list_and_padding():
 def test_bad_k(k):
     with pytest.raises(RecfunnelError, match="k"):
         BruteForceIndex(torch.eye(4)).search(torch.ones(1, 4), k)
+
+
+def test_a_million_item_catalogue_in_bounded_chunks():
+    gen = torch.Generator().manual_seed(0)
+    items = torch.randn(1_000_000, 8, generator=gen)
+    queries = torch.randn(3, 8, generator=gen)
+    ids, scores = BruteForceIndex(items, chunk_size=65536).search(queries, 100)
+    want = torch.topk(queries @ items.T, 100)
+    assert (ids == want.indices).all()
+    torch.testing.assert_close(scores, want.values)

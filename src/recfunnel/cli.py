@@ -68,7 +68,7 @@ def cmd_train(args) -> int:
     spec = _data_spec(args)
     overrides = {
         "dim": args.dim, "epochs": args.epochs, "batch_size": args.batch_size,
-        "learning_rate": args.learning_rate, "device": args.device,
+        "learning_rate": args.learning_rate, "device": args.device, "patience": args.patience,
     }  # fmt: skip
     if args.model != "most-popular":
         overrides["seed"] = args.seed
@@ -80,6 +80,8 @@ def cmd_train(args) -> int:
             overrides[name.replace("-", "_")] = json.loads(value)
         except json.JSONDecodeError:
             overrides[name.replace("-", "_")] = value
+    if args.patience is not None and not args.validation_fraction:
+        raise RecfunnelError("--patience needs a validation split: add --validation-fraction 0.1")
     if args.model == "most-popular":
         overrides = {}
     model = experiment.build_model(args.model, args.preset, **overrides)
@@ -215,6 +217,11 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--device", help="auto (default), cpu or cuda")
     model.add_argument("--set", action="append", metavar="NAME=VALUE",
                        help="any other hyper-parameter, e.g. --set temperature=0.1")  # fmt: skip
+    model.add_argument(
+        "--patience",
+        type=int,
+        help="early stopping: epochs without validation gain before stopping",
+    )
     model.add_argument(
         "--validation-fraction",
         type=float,
