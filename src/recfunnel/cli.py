@@ -107,7 +107,7 @@ def cmd_train(args) -> int:
 
 # --------------------------------------------------------------- evaluate
 def cmd_evaluate(args) -> int:
-    from recfunnel.data import sources
+    from recfunnel.data import Dataset, sources
     from recfunnel.data.sources import DataSpec
     from recfunnel.experiment import evaluate
     from recfunnel.runs import Run
@@ -115,9 +115,7 @@ def cmd_evaluate(args) -> int:
     run = Run.load(args.run_dir)
     spec = DataSpec.from_dict(run.config.get("data", {}))
     if args.test:
-        dataset = sources.Dataset(
-            interactions=run.train_interactions(), users=run.users, items=run.items
-        )
+        dataset = Dataset(interactions=run.train_interactions(), users=run.users, items=run.items)
         test, dropped = sources.encode_file(args.test, dataset, spec)
         if len(test) == 0:
             raise RecfunnelError(f"no row of {args.test} has a user and item known to the run")

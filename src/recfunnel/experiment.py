@@ -11,6 +11,7 @@ from recfunnel.data.dataset import Dataset
 from recfunnel.data.interactions import Interactions
 from recfunnel.data.sources import DataSpec
 from recfunnel.data.splits import random_split
+from recfunnel.errors import RecfunnelError
 from recfunnel.metrics import evaluate_scores, rating_metrics
 from recfunnel.models import Recommender, model_class
 from recfunnel.presets import preset
@@ -25,7 +26,7 @@ def build_model(kind: str, preset_name: str = "default", **overrides) -> Recomme
     try:
         return cls(**params)
     except TypeError as exc:
-        raise sources.DataError(f"bad option for --model {kind}: {exc}") from None
+        raise RecfunnelError(f"bad option for --model {kind}: {exc}") from None
 
 
 def evaluate(model: Recommender, train: Interactions, test: Interactions, **kwargs) -> dict:
