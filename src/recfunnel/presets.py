@@ -19,9 +19,9 @@ PRESETS: dict[str, dict[str, dict]] = {
             optimizer="adagrad", learning_rate=0.1, batch_size=8192, epochs=3,
         ),
         "default": dict(
-            dim=64, softmax="full", reduction="mean", history=True, init="normal",
-            init_scale=0.01, optimizer="adam", learning_rate=0.005, batch_size=2048, epochs=15,
-            user_l2=0.0,
+            dim=32, softmax="full", reduction="mean", history=True, item_bias=True,
+            user_l2=0.01, init="normal", init_scale=0.01, optimizer="adam", learning_rate=0.01,
+            batch_size=2048, epochs=8,
         ),
     },
     "most-popular": {"seed": {}, "default": {}},
