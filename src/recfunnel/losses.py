@@ -154,7 +154,7 @@ def fused_full_softmax_loss(
     temperature: float = 1.0,
     weights: torch.Tensor | None = None,
     reduction: str = "mean",
-    chunk: int = 1024,
+    chunk: int = 512,
 ) -> torch.Tensor:
     """:func:`full_softmax_loss` (without ``item_bias``), fused; ``sum``/``mean`` only."""
     return _fused(queries, item_vectors, targets, None, None, weights, temperature, reduction,

@@ -55,31 +55,39 @@ class HistoryQueryTower(nn.Module):
     Koren (2008, "Factorization meets the neighborhood") used as a retrieval query tower. The
     history term also embeds users never seen in training from their interactions alone.
 
-    In training, the positive item is left out of its own query's history
-    (``leave_out``): otherwise the tower learns to copy its input, much as EASE
-    (Steck 2019) must constrain its diagonal to zero.
+    In training, the positive item is left out of its own query's history (``leave_out``):
+    otherwise the tower learns to copy its input, much as EASE (Steck 2019) must constrain its
+    diagonal to zero.
 
-    Shapes: user ids [B]; history as flat item ids [nnz] with ``offsets`` [B] (bag starts);
-    ``leave_out`` item ids [B] -> [B, D].
+    The pooled term of every user is one sparse-dense product per step, ``A @ H`` with ``A``
+    the row-normalised [U, N] history matrix, far cheaper than pooling each row of a batch
+    separately (a batch repeats its users many times).
+
+    Shapes: user ids [B], ``A`` sparse [U, N], ``counts`` [U], ``leave_out`` [B] -> [B, D].
     """
 
     def __init__(self, num_users: int, num_items: int, dim: int, *, init="uniform", scale=0.05):
         super().__init__()
         self.users = EmbeddingTower(num_users, dim, init=init, scale=scale)
-        self.history = nn.EmbeddingBag(num_items, dim, mode="sum")
-        init_embedding_(self.history.weight, init, scale)
+        self.history = nn.Parameter(torch.empty(num_items, dim))
+        init_embedding_(self.history, init, scale)
 
     def forward(
         self,
         user_ids: torch.Tensor,
-        indices: torch.Tensor,
-        offsets: torch.Tensor,
+        pool: torch.Tensor,
+        counts: torch.Tensor,
         leave_out: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        ends = torch.cat([offsets[1:], offsets.new_tensor([len(indices)])])
-        counts = (ends - offsets).float()
-        pooled = self.history(indices, offsets)
+        pooled = torch.sparse.mm(pool, self.history)[user_ids]
         if leave_out is not None:
-            pooled = pooled - self.history.weight[leave_out]
-            counts = counts - 1.0
-        return self.users(user_ids) + pooled * counts.clamp(min=1.0).rsqrt()[:, None]
+            n = counts[user_ids]
+            pooled = (pooled * n.sqrt()[:, None] - self.history[leave_out]) * (
+                (n - 1.0).clamp(min=1.0).rsqrt()[:, None]
+            )
+        return self.users(user_ids) + pooled
+
+    def fold_in(self, items: torch.Tensor) -> torch.Tensor:
+        """[1, D] query of an unknown user (the OOV row) with history ``items`` [n]."""
+        pooled = self.history[items].sum(0, keepdim=True) * len(items) ** -0.5
+        return self.users(torch.tensor([self.users.num])) + pooled

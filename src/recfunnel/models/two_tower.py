@@ -20,16 +20,19 @@ from recfunnel.tasks import RetrievalTask
 from recfunnel.training import Trainer, TrainerConfig, seed_everything
 
 
-def history_bags(
-    indptr: torch.Tensor, indices: torch.Tensor, users: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The CSR rows ``users`` as (flat item ids [nnz], bag offsets [B]) for an EmbeddingBag."""
-    starts = indptr[users]
-    counts = indptr[users + 1] - starts
-    offsets = torch.cumsum(counts, 0) - counts
-    position = torch.arange(int(counts.sum()), device=users.device)
-    source = position - torch.repeat_interleave(offsets - starts, counts)
-    return indices[source], offsets
+def pooling_matrix(history: sp.csr_matrix) -> tuple[torch.Tensor, torch.Tensor]:
+    """The history matrix with rows scaled by ``1 / sqrt(count)`` as a sparse [U, N] tensor,
+    and the per-user counts [U]."""
+    counts = np.diff(history.indptr).astype(np.float32)
+    scale = np.repeat(1.0 / np.sqrt(np.maximum(counts, 1.0)), np.diff(history.indptr))
+    matrix = torch.sparse_csr_tensor(
+        torch.as_tensor(history.indptr.astype(np.int64)),
+        torch.as_tensor(history.indices.astype(np.int64)),
+        torch.as_tensor(scale.astype(np.float32)),
+        size=history.shape,
+        check_invariants=True,
+    )
+    return matrix, torch.as_tensor(counts)
 
 
 class TwoTowerNet(nn.Module):
@@ -56,11 +59,10 @@ class TwoTowerNet(nn.Module):
         self.task = task
         self.user_l2 = user_l2
         if history is not None:
-            # The training matrix, as buffers so it follows the module to its device.
-            self.register_buffer("history_indptr", torch.as_tensor(history.indptr.astype(np.int64)))
-            self.register_buffer(
-                "history_indices", torch.as_tensor(history.indices.astype(np.int64))
-            )
+            pool, counts = pooling_matrix(history)
+            # Buffers, not state: rebuilt from the saved training matrix on load.
+            self.register_buffer("history_pool", pool, persistent=False)
+            self.register_buffer("history_counts", counts, persistent=False)
             self.query_tower = HistoryQueryTower(
                 num_users, num_items, dim, init=init, scale=init_scale
             )
@@ -77,8 +79,7 @@ class TwoTowerNet(nn.Module):
     def queries(self, users: torch.Tensor, leave_out: torch.Tensor | None = None) -> torch.Tensor:
         """[B] user ids -> [B, D] query embeddings (``leave_out``: see HistoryQueryTower)."""
         if isinstance(self.query_tower, HistoryQueryTower):
-            indices, offsets = history_bags(self.history_indptr, self.history_indices, users)
-            return self.query_tower(users, indices, offsets, leave_out)
+            return self.query_tower(users, self.history_pool, self.history_counts, leave_out)
         return self.query_tower(users)
 
     def candidates(self, items: torch.Tensor | None = None) -> torch.Tensor:
@@ -234,9 +235,7 @@ class TwoTower(FactorizedRecommender):
         self._check_fitted()
         items = np.asarray(items, dtype=np.int64)
         if self.history:
-            oov = torch.tensor([self.num_users])
-            unique = torch.as_tensor(np.unique(items))
-            query = self.net_.query_tower(oov, unique, torch.zeros(1, dtype=torch.long))
+            query = self.net_.query_tower.fold_in(torch.as_tensor(np.unique(items)))
         else:
             query = self.net_.item_tower(torch.as_tensor(items)).mean(0, keepdim=True)
         return self.net_.full_queries(query)
