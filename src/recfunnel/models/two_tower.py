@@ -7,6 +7,8 @@ a full-catalogue softmax).
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -25,13 +27,15 @@ def pooling_matrix(history: sp.csr_matrix) -> tuple[torch.Tensor, torch.Tensor]:
     and the per-user counts [U]."""
     counts = np.diff(history.indptr).astype(np.float32)
     scale = np.repeat(1.0 / np.sqrt(np.maximum(counts, 1.0)), np.diff(history.indptr))
-    matrix = torch.sparse_csr_tensor(
-        torch.as_tensor(history.indptr.astype(np.int64)),
-        torch.as_tensor(history.indices.astype(np.int64)),
-        torch.as_tensor(scale.astype(np.float32)),
-        size=history.shape,
-        check_invariants=True,
-    )
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": it is used as documented
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        matrix = torch.sparse_csr_tensor(
+            torch.as_tensor(history.indptr.astype(np.int64)),
+            torch.as_tensor(history.indices.astype(np.int64)),
+            torch.as_tensor(scale.astype(np.float32)),
+            size=history.shape,
+            check_invariants=True,
+        )
     return matrix, torch.as_tensor(counts)
 
 
