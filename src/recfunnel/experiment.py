@@ -54,7 +54,8 @@ def train(
     if validation_fraction > 0:
         fit_rows, validation = random_split(train_rows, validation_fraction, seed=spec.seed + 1)
     started = time.perf_counter()
-    model.fit(fit_rows, validation=validation, progress=progress)
+    extra = {"dataset": dataset} if model.needs_dataset else {}
+    model.fit(fit_rows, validation=validation, progress=progress, **extra)
     fit_seconds = time.perf_counter() - started
     started = time.perf_counter()
     metrics = evaluate(model, fit_rows, test_rows)

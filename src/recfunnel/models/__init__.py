@@ -3,9 +3,10 @@
 from recfunnel.errors import RecfunnelError
 from recfunnel.models.base import FactorizedRecommender, Recommender
 from recfunnel.models.popularity import MostPopular
+from recfunnel.models.ranking import RankingModel
 from recfunnel.models.two_tower import TwoTower
 
-MODELS: dict[str, type[Recommender]] = {m.kind: m for m in (TwoTower, MostPopular)}
+MODELS: dict[str, type[Recommender]] = {m.kind: m for m in (TwoTower, MostPopular, RankingModel)}
 
 
 def model_class(kind: str) -> type[Recommender]:
@@ -20,6 +21,7 @@ __all__ = [
     "MODELS",
     "FactorizedRecommender",
     "MostPopular",
+    "RankingModel",
     "Recommender",
     "TwoTower",
     "model_class",

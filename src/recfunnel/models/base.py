@@ -36,6 +36,8 @@ class Recommender(ABC):
     kind: ClassVar[str] = ""
     #: whether the model predicts ratings (then ``predict`` and rmse/mae apply)
     predicts_ratings: ClassVar[bool] = False
+    #: whether ``fit`` takes ``dataset=`` (side features); the experiment passes it then
+    needs_dataset: ClassVar[bool] = False
 
     seen_: sp.csr_matrix
 
