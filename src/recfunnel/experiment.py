@@ -33,6 +33,10 @@ def evaluate(model: Recommender, train: Interactions, test: Interactions, **kwar
     metrics = evaluate_scores(model.score, train, test, **kwargs)
     if model.predicts_ratings and test.ratings is not None:
         metrics.update(rating_metrics(model.predict(test.users, test.items), test.ratings))
+    first_stage = getattr(model, "retrieval_", None)  # a two-stage model's retrieval alone
+    if first_stage is not None:
+        for key, value in evaluate_scores(first_stage.score, train, test, **kwargs).items():
+            metrics[f"retrieval/{key}"] = value
     return metrics
 
 

@@ -4,9 +4,10 @@ from recfunnel.errors import RecfunnelError
 from recfunnel.models.base import FactorizedRecommender, Recommender
 from recfunnel.models.popularity import MostPopular
 from recfunnel.models.ranking import RankingModel
+from recfunnel.models.two_stage import TwoStage
 from recfunnel.models.two_tower import TwoTower
 
-MODELS: dict[str, type[Recommender]] = {m.kind: m for m in (TwoTower, MostPopular, RankingModel)}
+MODELS: dict[str, type[Recommender]] = {m.kind: m for m in (TwoTower, MostPopular, RankingModel, TwoStage)}
 
 
 def model_class(kind: str) -> type[Recommender]:
@@ -23,6 +24,7 @@ __all__ = [
     "MostPopular",
     "RankingModel",
     "Recommender",
+    "TwoStage",
     "TwoTower",
     "model_class",
 ]
