@@ -9,8 +9,9 @@ of a candidate is
     (1 - blend) * z(ranker score) + blend * z(retrieval score)
 
 where ``z`` standardises a user's scores over their shortlist (mean 0, std 1), so the ranker
-may use the retrieval score as one of its signals. Items outside the shortlist score ``-inf``:
-they are never recommended, so fewer than ``k`` items may come back when ``k > candidates``.
+may use the retrieval score as one of its signals. ``recommend`` shortlists
+``max(candidates, k)`` items under the same exclusions and allow/deny lists; ``score`` (used by
+the metrics) gives the re-ranked shortlist of unseen items and ``-inf`` to every other item.
 
 Saved as one model: the sub-models' tensors are stored under ``retrieval.`` and ``ranker.``.
 """
@@ -91,29 +92,39 @@ class TwoStage(Recommender):
         return self
 
     @torch.no_grad()
-    def shortlist(self, users) -> tuple[np.ndarray, np.ndarray]:
-        """Retrieval's (ids [B, N], scores [B, N]) per user, training items excluded."""
-        self._check_fitted()
-        users = np.asarray(users, dtype=np.int64)
-        n = min(self.candidates, self.num_items)
-        return self.retrieval_.recommend(users, n)
+    def _rerank(self, users, ids: torch.Tensor, retrieved: torch.Tensor) -> torch.Tensor:
+        """Final scores [B, M] of shortlists ``ids`` [B, M] (``-1`` = padding)."""
+        mask = ids >= 0
+        safe = torch.where(mask, ids, torch.zeros_like(ids))
+        ranked = self.ranker_.score_candidates(users, safe.numpy()).float()
+        ranked = ranked.masked_fill(~mask, float("-inf"))
+        retrieved = retrieved.float().masked_fill(~mask, float("-inf"))
+        final = (1 - self.blend) * _standardise(ranked) + self.blend * _standardise(retrieved)
+        return final.masked_fill(~mask, float("-inf"))
+
+    def _top_k(self, users, k, *, exclude, allow, deny):
+        """Shortlist max(candidates, k) items with retrieval (same exclusions), re-rank, cut."""
+        n = min(max(self.candidates, k), self.num_items)
+        ids, retrieved = self.retrieval_._top_k(users, n, exclude=exclude, allow=allow, deny=deny)
+        final = self._rerank(users, ids, retrieved)
+        top = torch.topk(final, k, dim=1)
+        ids = torch.gather(ids, 1, top.indices).masked_fill(torch.isneginf(top.values), -1)
+        return ids, top.values
 
     @torch.no_grad()
     def score(self, users) -> torch.Tensor:
+        """Scores [B, N]: the re-ranked shortlist (training items excluded); ``-inf`` elsewhere."""
+        self._check_fitted()
         users = np.atleast_1d(np.asarray(users, dtype=np.int64))
-        ids, retrieval_scores = self.shortlist(users)
-        valid = ids >= 0
-        safe = np.where(valid, ids, 0)
-        ranked = self.ranker_.score_candidates(users, safe).float()
-        retrieved = torch.as_tensor(retrieval_scores).float()
-        mask = torch.as_tensor(valid)
-        ranked = ranked.masked_fill(~mask, float("-inf"))
-        retrieved = retrieved.masked_fill(~mask, float("-inf"))
-        final = (1 - self.blend) * _standardise(ranked) + self.blend * _standardise(retrieved)
-        final = final.masked_fill(~mask, float("-inf"))
+        n = min(self.candidates, self.num_items)
+        ids, retrieved = self.retrieval_._top_k(
+            users, n, exclude=self.seen_[users], allow=None, deny=None
+        )
+        final = self._rerank(users, ids, retrieved)
         out = torch.full((len(users), self.num_items), float("-inf"))
-        rows = torch.arange(len(users))[:, None].expand_as(mask)
-        out[rows[mask], torch.as_tensor(safe)[mask]] = final[mask]
+        mask = ids >= 0
+        rows = torch.arange(len(users))[:, None].expand_as(ids)
+        out[rows[mask], ids[mask]] = final[mask]
         return out
 
     def _learned_tensors(self):
