@@ -2,12 +2,13 @@
 
 from recfunnel.errors import RecfunnelError
 from recfunnel.models.base import FactorizedRecommender, Recommender
+from recfunnel.models.multitask import Multitask
 from recfunnel.models.popularity import MostPopular
 from recfunnel.models.ranking import RankingModel
 from recfunnel.models.two_stage import TwoStage
 from recfunnel.models.two_tower import TwoTower
 
-MODELS: dict[str, type[Recommender]] = {m.kind: m for m in (TwoTower, MostPopular, RankingModel, TwoStage)}
+MODELS: dict[str, type[Recommender]] = {m.kind: m for m in (TwoTower, MostPopular, RankingModel, TwoStage, Multitask)}
 
 
 def model_class(kind: str) -> type[Recommender]:
@@ -22,6 +23,7 @@ __all__ = [
     "MODELS",
     "FactorizedRecommender",
     "MostPopular",
+    "Multitask",
     "RankingModel",
     "Recommender",
     "TwoStage",
