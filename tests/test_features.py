@@ -59,11 +59,21 @@ def test_item_features_multi_hot_and_title_tokens():
     labels = spec.item.labels()
     assert labels == ["genres=0", "genres=1", "genres=2", "title=heat", "title=<oov>"]
     encoded = spec.item.encode(spec.item_table(dataset), 2)
-    first = {labels[i]: w for i, w in zip(encoded.ids[0].tolist(), encoded.weights[0].tolist(), strict=True) if w}
+    first = {
+        labels[i]: w
+        for i, w in zip(encoded.ids[0].tolist(), encoded.weights[0].tolist(), strict=True)
+        if w
+    }
     assert first == pytest.approx({"genres=0": 0.5**0.5, "genres=2": 0.5**0.5, "title=heat": 1.0})
-    second = {labels[i]: w for i, w in zip(encoded.ids[1].tolist(), encoded.weights[1].tolist(), strict=True) if w}
+    second = {
+        labels[i]: w
+        for i, w in zip(encoded.ids[1].tolist(), encoded.weights[1].tolist(), strict=True)
+        if w
+    }
     # "wave" was seen once only, so it falls into the title OOV bucket
-    assert second == pytest.approx({"genres=1": 1.0, "title=heat": 0.5**0.5, "title=<oov>": 0.5**0.5})
+    assert second == pytest.approx(
+        {"genres=1": 1.0, "title=heat": 0.5**0.5, "title=<oov>": 0.5**0.5}
+    )
 
 
 def test_spec_json_round_trip_encodes_identically():

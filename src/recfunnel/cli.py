@@ -207,10 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--time-col")
     data.add_argument("--weight-col")
     data.add_argument("--duplicates", default="error", choices=("error", "first", "last", "mean"))
-    data.add_argument("--user-features", metavar="FILE",
-                      help="user side features: id column (--user-col) + named columns")  # fmt: skip
-    data.add_argument("--item-features", metavar="FILE",
-                      help="item side features: id column (--item-col) + named columns")  # fmt: skip
+    for side in ("user", "item"):
+        data.add_argument(f"--{side}-features", metavar="FILE",
+                          help=f"{side} side features: id column (--{side}-col) + named columns")  # fmt: skip
     model = p.add_argument_group("model")
     model.add_argument("--model", default="two-tower", choices=sorted(MODELS))
     model.add_argument("--preset", default="default")

@@ -85,7 +85,9 @@ class Column:
             values = np.asarray(raw, dtype=np.float64)
             ids = np.searchsorted(np.asarray(self.boundaries), values, side="right")
             oov = len(self.boundaries) + 1
-            return [[(oov if np.isnan(v) else int(i), 1.0)] for v, i in zip(values, ids, strict=True)]
+            return [
+                [(oov if np.isnan(v) else int(i), 1.0)] for v, i in zip(values, ids, strict=True)
+            ]
         if self.kind == "categorical":
             index = {v: i for i, v in enumerate(self.values)}
             return [[(index.get(str(v), len(self.values)), 1.0)] for v in raw]
@@ -244,7 +246,9 @@ class FeatureSpec:
         """
         user_cols = []
         for name, values in dataset.user_table.items():
-            user_cols.append(infer_column(name, values, transform="zip2" if name == "zip" else None))
+            user_cols.append(
+                infer_column(name, values, transform="zip2" if name == "zip" else None)
+            )
         item_cols = []
         for name, values in dataset.item_table.items():
             if name == "movie_id":  # an id, not a feature

@@ -113,9 +113,7 @@ def test_deep_heads_learn_the_pattern(head):
 def test_implicit_objectives_rank_positives_first(objective):
     dataset = gender_genre_dataset()
     liked = dataset.interactions.ratings == 5.0
-    data = Interactions(
-        dataset.interactions.users[liked], dataset.interactions.items[liked], 20, 6
-    )
+    data = Interactions(dataset.interactions.users[liked], dataset.interactions.items[liked], 20, 6)
     model = RankingModel(**{**FAST, "objective": objective, "features": False}).fit(data)
     scores = model.score(np.array([0, 1]))
     assert scores[0, :3].min() > scores[0, 3:].max()

@@ -8,7 +8,9 @@ from recfunnel.models.ranking import RankingModel
 from recfunnel.models.two_stage import TwoStage
 from recfunnel.models.two_tower import TwoTower
 
-MODELS: dict[str, type[Recommender]] = {m.kind: m for m in (TwoTower, MostPopular, RankingModel, TwoStage, Multitask)}
+MODELS: dict[str, type[Recommender]] = {
+    m.kind: m for m in (TwoTower, MostPopular, RankingModel, TwoStage, Multitask)
+}
 
 
 def model_class(kind: str) -> type[Recommender]:

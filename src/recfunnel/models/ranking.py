@@ -68,6 +68,11 @@ class CrossLayer(nn.Module):
         return x0 * self.project(x) + x
 
 
+def _widen(x: torch.Tensor, width: int) -> torch.Tensor:
+    """Pad [n, L] with zeros on the right to [n, width]."""
+    return F.pad(x, (0, width - x.shape[1]))
+
+
 def _bag(table: nn.Embedding, ids: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Weighted sum of embeddings: ids, weights [B, L] -> [B, D]."""
     return (table(ids) * weights.unsqueeze(-1)).sum(1)
@@ -129,7 +134,9 @@ class RankingNet(nn.Module):
         if history is not None:
             counts = np.diff(history.indptr)
             self.register_buffer("hist_indices", torch.as_tensor(history.indices.astype(np.int64)))
-            self.register_buffer("hist_offsets", torch.as_tensor(history.indptr[:-1].astype(np.int64)))
+            self.register_buffer(
+                "hist_offsets", torch.as_tensor(history.indptr[:-1].astype(np.int64))
+            )
             norm = 1.0 / np.sqrt(np.maximum(counts, 1))
             self.register_buffer(
                 "hist_weights", torch.as_tensor(np.repeat(norm, counts).astype(np.float32))
@@ -149,7 +156,9 @@ class RankingNet(nn.Module):
         if deep is not None:
             width = 2 * dim
             if deep == "dcn":
-                self.cross = nn.ModuleList(CrossLayer(width, cross_rank) for _ in range(cross_layers))
+                self.cross = nn.ModuleList(
+                    CrossLayer(width, cross_rank) for _ in range(cross_layers)
+                )
             layers: list[nn.Module] = []
             for size in hidden:
                 layers += [nn.Linear(width, size), nn.ReLU()]
@@ -160,7 +169,9 @@ class RankingNet(nn.Module):
     # ------------------------------------------------------------ representations
     def _implicit_all(self) -> torch.Tensor:
         """[U, D] SVD++ implicit-feedback vectors of every known user."""
-        return self.implicit(self.hist_indices, self.hist_offsets, per_sample_weights=self.hist_weights)
+        return self.implicit(
+            self.hist_indices, self.hist_offsets, per_sample_weights=self.hist_weights
+        )
 
     def user_vectors(self, users, feat_ids=None, feat_w=None, implicit=None):
         """[B] user indices (OOV = ``num_users``) -> (vectors [B, D], biases [B])."""
@@ -237,7 +248,9 @@ class RankingNet(nn.Module):
             pos = self.combine(u_vec, u_bias, i_vec, i_bias, context)
             if self.objective == "watch":
                 logits = torch.cat([pos, neg.reshape(-1)])
-                labels = torch.cat([torch.ones_like(pos), torch.zeros(neg.numel(), device=pos.device)])
+                labels = torch.cat(
+                    [torch.ones_like(pos), torch.zeros(neg.numel(), device=pos.device)]
+                )
                 loss = bce_loss(logits, labels)
             else:
                 loss = listwise_softmax_loss(torch.cat([pos[:, None], neg], 1))
@@ -355,10 +368,8 @@ class RankingModel(Recommender):
             matrix = getattr(self, f"{side}_features_")
             oov = spec.encode({}, 1)
             width = max(matrix.ids.shape[1], oov.ids.shape[1])
-            ids = torch.cat([F.pad(matrix.ids, (0, width - matrix.ids.shape[1])),
-                             F.pad(oov.ids, (0, width - oov.ids.shape[1]))])  # fmt: skip
-            weights = torch.cat([F.pad(matrix.weights, (0, width - matrix.weights.shape[1])),
-                                 F.pad(oov.weights, (0, width - oov.weights.shape[1]))])  # fmt: skip
+            ids = torch.cat([_widen(matrix.ids, width), _widen(oov.ids, width)])
+            weights = torch.cat([_widen(matrix.weights, width), _widen(oov.weights, width)])
             setattr(self, f"{side}_features_", FeatureMatrix(ids, weights, spec.num_features))
 
     def trainer_config(self, progress: bool = False, monitor: str = "rmse") -> TrainerConfig:
@@ -471,7 +482,9 @@ class RankingModel(Recommender):
     # -------------------------------------------------------------- cold start
     def _require_features(self, side: str) -> None:
         self._check_fitted()
-        if not (self.features and self.spec_ is not None and getattr(self.net_, f"has_{side}_features")):
+        if not (
+            self.features and self.spec_ is not None and getattr(self.net_, f"has_{side}_features")
+        ):
             raise RecfunnelError(
                 f"this model has no {side} features; train it with features=True on a dataset "
                 f"with a {side} table"
@@ -503,12 +516,8 @@ class RankingModel(Recommender):
     def _learned_tensors(self):
         out = {f"net.{k}": v.detach().cpu().contiguous() for k, v in self.net_.state_dict().items()}
         out["rating_range"] = torch.tensor(self.rating_range_, dtype=torch.float64)
-        if self.spec_ is not None:
+        if self.spec_ is not None:  # the encoded features are the net's buffers
             out["features.spec_json"] = json_tensor(self.spec_.to_json())
-            for side in ("user", "item"):
-                matrix = getattr(self, f"{side}_features_")
-                out[f"features.{side}.ids"] = matrix.ids
-                out[f"features.{side}.weights"] = matrix.weights
         return out
 
     def _load_learned(self, tensors):
@@ -516,11 +525,9 @@ class RankingModel(Recommender):
         if "features.spec_json" in tensors:
             self.spec_ = FeatureSpec.from_json(tensor_json(tensors["features.spec_json"]))
             for side, spec in (("user", self.spec_.user), ("item", self.spec_.item)):
-                matrix = FeatureMatrix(
-                    tensors[f"features.{side}.ids"], tensors[f"features.{side}.weights"],
-                    spec.num_features,
-                )  # fmt: skip
-                setattr(self, f"{side}_features_", matrix)
+                ids = tensors.get(f"net.{side}_feat_ids", torch.zeros(0, 1, dtype=torch.long))
+                weights = tensors.get(f"net.{side}_feat_w", torch.zeros(0, 1))
+                setattr(self, f"{side}_features_", FeatureMatrix(ids, weights, spec.num_features))
         self.rating_range_ = tuple(float(x) for x in tensors["rating_range"])
         state = {k.removeprefix("net."): v for k, v in tensors.items() if k.startswith("net.")}
         sampling = state.get("item_sampling")
