@@ -208,8 +208,11 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--weight-col")
     data.add_argument("--duplicates", default="error", choices=("error", "first", "last", "mean"))
     for side in ("user", "item"):
-        data.add_argument(f"--{side}-features", metavar="FILE",
-                          help=f"{side} side features: id column (--{side}-col) + named columns")  # fmt: skip
+        data.add_argument(
+            f"--{side}-features",
+            metavar="FILE",
+            help=f"{side} side features: id column (--{side}-col) + named columns",
+        )
     model = p.add_argument_group("model")
     model.add_argument("--model", default="two-tower", choices=sorted(MODELS))
     model.add_argument("--preset", default="default")

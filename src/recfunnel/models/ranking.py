@@ -229,10 +229,10 @@ class RankingNet(nn.Module):
         u_vec, u_bias = self.user_vectors(users)
         i_vec, i_bias = self.item_vectors(items)
         context = self.context_of(batch)
-        penalty = (
-            u_vec.pow(2).sum(-1).mean() + i_vec.pow(2).sum(-1).mean()
-            + self.user_emb(users).pow(2).sum(-1).mean() + self.item_emb(items).pow(2).sum(-1).mean()
-            + self.user_bias(users).pow(2).mean() + self.item_bias(items).pow(2).mean()
+        penalty = sum(
+            x.pow(2).sum(-1).mean()
+            for x in (u_vec, i_vec, self.user_emb(users), self.item_emb(items),
+                      self.user_bias(users), self.item_bias(items))
         )  # fmt: skip
         if self.objective == "rating":
             predicted = self.combine(u_vec, u_bias, i_vec, i_bias, context)
