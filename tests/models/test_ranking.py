@@ -137,3 +137,24 @@ def test_bad_settings_and_missing_inputs():
 def test_two_stage_ranker_must_recommend():
     with pytest.raises(RecfunnelError, match="'listwise' or 'watch'"):
         TwoStage(ranker={"objective": "rating"}).fit(gender_genre_dataset().interactions)
+
+
+def test_two_stage_with_blend_one_keeps_the_retrieval_order():
+    from recfunnel.data import checkerboard
+
+    data = checkerboard(12, 16, seed=1)
+    model = TwoStage(
+        retrieval=dict(dim=8, epochs=3, batch_size=64, softmax="full", reduction="mean",
+                       optimizer="adam", learning_rate=0.05),
+        ranker=dict(dim=8, epochs=2, batch_size=64, features=False, objective="listwise"),
+        candidates=6, blend=1.0,
+    ).fit(data)  # fmt: skip
+    users = np.arange(12)
+    ids, _ = model.recommend(users, 4)
+    retrieval_ids, _ = model.retrieval_.recommend(users, 4)
+    np.testing.assert_array_equal(ids, retrieval_ids)
+    # score(): only each user's unseen shortlist is finite
+    scores = model.score(users)
+    finite = torch.isfinite(scores)
+    assert (finite.sum(1) == 6).all()
+    assert not (finite.numpy() & (model.seen_.toarray() > 0)).any()

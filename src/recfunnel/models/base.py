@@ -109,6 +109,12 @@ class Recommender(ABC):
             return ids[0][valid], scores[0][valid]
         return ids, scores
 
+    def recommend_history(self, history, k: int = 10, **kwargs):
+        """Top-``k`` for a user known only by their items; only some models can fold in."""
+        raise RecfunnelError(
+            f"{type(self).__name__} cannot recommend from a history alone; use a two-tower run"
+        )
+
     def _top_k(self, users, k, *, exclude, allow, deny):
         """Default: score every item, then an exact top-k."""
         scores = self.score(users)
