@@ -45,6 +45,22 @@ PRESETS: dict[str, dict[str, dict]] = {
     },
 }  # fmt: skip
 
+# Two-stage: the two-tower preset of the same name shortlists 100 items; the ranker is the
+# ranking model trained listwise (1 positive vs 10 popularity-sampled negatives). The default
+# ranker and ``blend`` were chosen on a validation split carved from the training part of the
+# seeded 80/20 split (benchmarks/bench_two_stage.py, docs/ranking.md).
+PRESETS["two-stage"] = {
+    "seed": dict(
+        retrieval=PRESETS["two-tower"]["seed"], candidates=100, blend=0.5,
+        ranker=dict(PRESETS["ranking"]["seed"], objective="listwise", negatives=10),
+    ),
+    "default": dict(
+        retrieval=PRESETS["two-tower"]["default"], candidates=100, blend=0.9,
+        ranker=dict(PRESETS["ranking"]["default"], objective="listwise", negatives=10, l2=0.0, learning_rate=0.005,
+                    epochs=5),
+    ),
+}  # fmt: skip
+
 
 def preset(model: str, name: str) -> dict:
     """Hyper-parameters of preset ``name`` for ``model``."""
