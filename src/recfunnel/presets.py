@@ -56,8 +56,8 @@ PRESETS["two-stage"] = {
     ),
     "default": dict(
         retrieval=PRESETS["two-tower"]["default"], candidates=100, blend=0.9,
-        ranker=dict(PRESETS["ranking"]["default"], objective="listwise", negatives=10, l2=0.0, learning_rate=0.005,
-                    epochs=5),
+        ranker=dict(PRESETS["ranking"]["default"], objective="listwise", negatives=10, l2=0.0,
+                    learning_rate=0.005, epochs=5),
     ),
 }  # fmt: skip
 
