@@ -11,7 +11,8 @@ of a candidate is
 where ``z`` standardises a user's scores over their shortlist (mean 0, std 1), so the ranker
 may use the retrieval score as one of its signals. ``recommend`` shortlists
 ``max(candidates, k)`` items under the same exclusions and allow/deny lists; ``score`` (used by
-the metrics) gives the re-ranked shortlist of unseen items and ``-inf`` to every other item.
+the metrics) ranks the re-ranked shortlist of unseen items above every other item, which follow
+in retrieval order.
 
 Saved as one model: the sub-models' tensors are stored under ``retrieval.`` and ``ranker.``.
 """
@@ -26,6 +27,9 @@ from recfunnel.errors import RecfunnelError
 from recfunnel.models.base import Recommender
 from recfunnel.models.ranking import RankingModel
 from recfunnel.models.two_tower import TwoTower
+
+#: gap between the shortlist's scores (z-scores) and the rest in :meth:`TwoStage.score`
+OFFSET = 1e4
 
 
 def _standardise(scores: torch.Tensor) -> torch.Tensor:
@@ -113,7 +117,9 @@ class TwoStage(Recommender):
 
     @torch.no_grad()
     def score(self, users) -> torch.Tensor:
-        """Scores [B, N]: the re-ranked shortlist (training items excluded); ``-inf`` elsewhere."""
+        """Scores [B, N]: the re-ranked shortlist of unseen items first; every other item after
+        it in retrieval order (its retrieval score shifted below ``-OFFSET``). Finite everywhere,
+        so the metrics keep relevant items that retrieval failed to shortlist."""
         self._check_fitted()
         users = np.atleast_1d(np.asarray(users, dtype=np.int64))
         n = min(self.candidates, self.num_items)
@@ -121,7 +127,8 @@ class TwoStage(Recommender):
             users, n, exclude=self.seen_[users], allow=None, deny=None
         )
         final = self._rerank(users, ids, retrieved)
-        out = torch.full((len(users), self.num_items), float("-inf"))
+        out = self.retrieval_.score(users).float()
+        out = out - out.max(1, keepdim=True).values - OFFSET
         mask = ids >= 0
         rows = torch.arange(len(users))[:, None].expand_as(ids)
         out[rows[mask], ids[mask]] = final[mask]
