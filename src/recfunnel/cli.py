@@ -52,12 +52,14 @@ def _data_spec(args):
             dataset=None, train=args.train, test=args.test, columns=columns,
             split=args.split, seed=args.seed, test_fraction=args.test_fraction,
             n_last=args.n_last, duplicates=args.duplicates,
+            user_features=args.user_features, item_features=args.item_features,
         )  # fmt: skip
     if args.test:
         raise RecfunnelError("--test needs --train; give both files, or --dataset alone")
     return DataSpec(
         dataset=args.dataset, data_dir=args.data_dir, item_key=args.item_key, split=args.split,
         seed=args.seed, test_fraction=args.test_fraction, n_last=args.n_last,
+        user_features=args.user_features, item_features=args.item_features,
     )  # fmt: skip
 
 
@@ -205,6 +207,12 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--time-col")
     data.add_argument("--weight-col")
     data.add_argument("--duplicates", default="error", choices=("error", "first", "last", "mean"))
+    for side in ("user", "item"):
+        data.add_argument(
+            f"--{side}-features",
+            metavar="FILE",
+            help=f"{side} side features: id column (--{side}-col) + named columns",
+        )
     model = p.add_argument_group("model")
     model.add_argument("--model", default="two-tower", choices=sorted(MODELS))
     model.add_argument("--preset", default="default")

@@ -34,6 +34,10 @@ def evaluate(model: Recommender, train: Interactions, test: Interactions, **kwar
     metrics = evaluate_scores(model.score, train, test, **kwargs)
     if model.predicts_ratings and test.ratings is not None:
         metrics.update(rating_metrics(model.predict(test.users, test.items), test.ratings))
+    first_stage = getattr(model, "retrieval_", None)  # a two-stage model's retrieval alone
+    if first_stage is not None:
+        for key, value in evaluate_scores(first_stage.score, train, test, **kwargs).items():
+            metrics[f"retrieval/{key}"] = value
     return metrics
 
 
@@ -55,7 +59,8 @@ def train(
     if validation_fraction > 0:
         fit_rows, validation = random_split(train_rows, validation_fraction, seed=spec.seed + 1)
     started = time.perf_counter()
-    model.fit(fit_rows, validation=validation, progress=progress)
+    extra = {"dataset": dataset} if model.needs_dataset else {}
+    model.fit(fit_rows, validation=validation, progress=progress, **extra)
     fit_seconds = time.perf_counter() - started
     started = time.perf_counter()
     metrics = evaluate(model, fit_rows, test_rows)

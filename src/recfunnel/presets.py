@@ -25,6 +25,40 @@ PRESETS: dict[str, dict[str, dict]] = {
         ),
     },
     "most-popular": {"seed": {}, "default": {}},
+    # TFRS basic ranking: ids only, MLP 256-64-1 over [user, item], no biases; "default" is a
+    # biased factorization machine over ids + side features + SVD++ implicit feedback, tuned on
+    # a validation split carved from u1.base (benchmarks/bench_ranking.py, docs/ranking.md).
+    "ranking": {
+        "seed": dict(
+            dim=32, head="mlp", hidden=[256, 64], features=False, history=False, biases=False,
+            init_scale=0.05, optimizer="adagrad", learning_rate=0.1, batch_size=8192, epochs=3,
+        ),
+        "default": dict(
+            dim=32, head="dot", features=True, history=True, l2=0.1, init_scale=0.01,
+            optimizer="adam", learning_rate=0.003, batch_size=1024, epochs=25,
+        ),
+    },
+    # TFRS multitask tutorial: dim 32, rating MLP 256-128-1, Adagrad 0.1, batch 8192, 3 epochs.
+    "multitask": {
+        "seed": dict(rating_weight=1.0, retrieval_weight=1.0),
+        "default": dict(rating_weight=1.0, retrieval_weight=1.0),
+    },
+}  # fmt: skip
+
+# Two-stage: the two-tower preset of the same name shortlists 100 items; the ranker is the
+# ranking model trained listwise (1 positive vs 10 popularity-sampled negatives). The default
+# ranker and ``blend`` were chosen on a validation split carved from the training part of the
+# seeded 80/20 split (benchmarks/bench_two_stage.py, docs/ranking.md).
+PRESETS["two-stage"] = {
+    "seed": dict(
+        retrieval=PRESETS["two-tower"]["seed"], candidates=100, blend=0.5,
+        ranker=dict(PRESETS["ranking"]["seed"], objective="listwise", negatives=10),
+    ),
+    "default": dict(
+        retrieval=PRESETS["two-tower"]["default"], candidates=100, blend=0.9,
+        ranker=dict(PRESETS["ranking"]["default"], objective="listwise", negatives=10, l2=0.0,
+                    learning_rate=0.005, epochs=5),
+    ),
 }  # fmt: skip
 
 

@@ -12,6 +12,17 @@ SMALL = {
     "two-tower": dict(dim=8, epochs=3, batch_size=64, softmax="full", reduction="mean",
                       optimizer="adam", learning_rate=0.05),
     "most-popular": {},
+    "ranking": dict(dim=8, epochs=3, batch_size=64, features=False, objective="watch",
+                    learning_rate=0.05),
+    "multitask": dict(dim=8, hidden=[8], epochs=3, batch_size=64, rating_weight=0.0,
+                      retrieval_weight=1.0, optimizer="adam", learning_rate=0.05),
+    "two-stage": dict(
+        retrieval=dict(dim=8, epochs=3, batch_size=64, softmax="full", reduction="mean",
+                       optimizer="adam", learning_rate=0.05),
+        ranker=dict(dim=8, epochs=3, batch_size=64, features=False, objective="listwise",
+                    learning_rate=0.05),
+        candidates=5,
+    ),
 }  # fmt: skip
 
 

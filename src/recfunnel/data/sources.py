@@ -36,6 +36,9 @@ class DataSpec:
         columns: column names in those files.
         duplicates: what to do with repeated (user, item) rows in files: ``error``, ``first``,
             ``last`` or ``mean``.
+        user_features, item_features: side-feature files, one row per user/item: the id column
+            (named as ``columns["user"]`` / ``columns["item"]``) and named feature columns (see
+            :func:`recfunnel.features.read_feature_file`).
     """
 
     dataset: str | None = movielens.NAME
@@ -49,6 +52,8 @@ class DataSpec:
     test: str | None = None
     columns: dict = field(default_factory=lambda: asdict(Columns()))
     duplicates: str = "error"
+    user_features: str | None = None
+    item_features: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -59,7 +64,21 @@ class DataSpec:
 
 
 def load_dataset(spec: DataSpec) -> Dataset:
-    """The dataset named by ``spec`` (vocabularies from the training file for files)."""
+    """The dataset named by ``spec`` (vocabularies from the training file for files), with the
+    side-feature files' columns added to its user and item tables."""
+    dataset = _load_interactions(spec)
+    from recfunnel.features import read_feature_file
+
+    for side, path in (("user", spec.user_features), ("item", spec.item_features)):
+        if path:
+            vocabulary = dataset.users if side == "user" else dataset.items
+            id_column = spec.columns.get(side) or side
+            table = dataset.user_table if side == "user" else dataset.item_table
+            table.update(read_feature_file(path, id_column, vocabulary, side))
+    return dataset
+
+
+def _load_interactions(spec: DataSpec) -> Dataset:
     if spec.train:
         dataset, _ = dataset_from_files(
             spec.train, Columns(**spec.columns), duplicates=spec.duplicates

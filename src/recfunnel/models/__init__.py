@@ -2,10 +2,15 @@
 
 from recfunnel.errors import RecfunnelError
 from recfunnel.models.base import FactorizedRecommender, Recommender
+from recfunnel.models.multitask import Multitask
 from recfunnel.models.popularity import MostPopular
+from recfunnel.models.ranking import RankingModel
+from recfunnel.models.two_stage import TwoStage
 from recfunnel.models.two_tower import TwoTower
 
-MODELS: dict[str, type[Recommender]] = {m.kind: m for m in (TwoTower, MostPopular)}
+MODELS: dict[str, type[Recommender]] = {
+    m.kind: m for m in (TwoTower, MostPopular, RankingModel, TwoStage, Multitask)
+}
 
 
 def model_class(kind: str) -> type[Recommender]:
@@ -20,7 +25,10 @@ __all__ = [
     "MODELS",
     "FactorizedRecommender",
     "MostPopular",
+    "Multitask",
+    "RankingModel",
     "Recommender",
+    "TwoStage",
     "TwoTower",
     "model_class",
 ]

@@ -36,6 +36,8 @@ class Recommender(ABC):
     kind: ClassVar[str] = ""
     #: whether the model predicts ratings (then ``predict`` and rmse/mae apply)
     predicts_ratings: ClassVar[bool] = False
+    #: whether ``fit`` takes ``dataset=`` (side features); the experiment passes it then
+    needs_dataset: ClassVar[bool] = False
 
     seen_: sp.csr_matrix
 
@@ -106,6 +108,12 @@ class Recommender(ABC):
             valid = ids[0] >= 0
             return ids[0][valid], scores[0][valid]
         return ids, scores
+
+    def recommend_history(self, history, k: int = 10, **kwargs):
+        """Top-``k`` for a user known only by their items; only some models can fold in."""
+        raise RecfunnelError(
+            f"{type(self).__name__} cannot recommend from a history alone; use a two-tower run"
+        )
 
     def _top_k(self, users, k, *, exclude, allow, deny):
         """Default: score every item, then an exact top-k."""

@@ -1,0 +1,550 @@
+"""Ranking: predict how much a user will like an item from ids, side features and context.
+
+One network, :class:`RankingNet`, with interchangeable heads over the user and item
+representations (letters: B batch, D dim, F features, L bag length, M candidates per row):
+
+* ``user(u) = e_u [+ sum_f w_f v_f over u's features] [+ |H(u)|^-1/2 sum_{j in H(u)} y_j]``
+  and ``item(i) = e_i [+ sum_f w_f v_f over i's features]`` - ids plus a factorization-machine
+  bag of feature embeddings (Rendle 2010) and, optionally, SVD++'s implicit feedback over the
+  user's *training* items (Koren 2008).
+* heads: ``dot`` - biased factorization ``mu + b_u + b_i + <user, item>``; ``mlp`` - TFRS's
+  basic ranking model, an MLP (256-64-1) over ``[user, item]``; ``dcn`` - DCN-v2 cross layers
+  (Wang et al. 2021, full or low-rank) then the MLP; ``dot+mlp`` / ``dot+dcn`` add both.
+* objectives: ``rating`` (MSE on ratings), ``watch`` (binary cross-entropy: observed rows are
+  positives, ``negatives`` uniformly sampled items per row are negatives) and ``listwise``
+  (softmax cross-entropy over a candidate list of the positive and ``negatives`` sampled
+  items; negatives are drawn by popularity^0.75 so the list looks like a retrieved shortlist).
+
+A user or item unseen in training keeps its own features: its id row is the OOV row, but its
+feature bag is its own (:meth:`RankingModel.score_new_user`, :meth:`RankingModel.score_new_item`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recfunnel.data.interactions import Interactions
+from recfunnel.errors import RecfunnelError
+from recfunnel.features import FeatureMatrix, FeatureSpec, json_tensor, tensor_json
+from recfunnel.losses import mse_loss
+from recfunnel.metrics import rating_metrics
+from recfunnel.models.base import Recommender
+from recfunnel.training import Trainer, TrainerConfig, seed_everything
+
+HEADS = ("dot", "mlp", "dcn", "dot+mlp", "dot+dcn")
+OBJECTIVES = ("rating", "watch", "listwise")
+
+
+def bce_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean"):
+    """Binary cross-entropy on logits, [B] -> scalar."""
+    return F.binary_cross_entropy_with_logits(logits, labels, reduction=reduction)
+
+
+def listwise_softmax_loss(logits: torch.Tensor, reduction: str = "mean"):
+    """Softmax cross-entropy over candidate lists whose column 0 is the positive: [B, M] ->
+    scalar. E.g. logits ``[[2, 0]]`` give ``log(1 + e^-2) = 0.1269``."""
+    return F.cross_entropy(
+        logits, torch.zeros(len(logits), dtype=torch.long, device=logits.device),
+        reduction=reduction,
+    )  # fmt: skip
+
+
+class CrossLayer(nn.Module):
+    """DCN-v2 cross layer: ``x_{l+1} = x0 * (W x_l + b) + x_l``, with ``W = U V^T`` of rank
+    ``rank`` when given (low-rank DCN-Mix without experts). Shapes: [B, D'] -> [B, D']."""
+
+    def __init__(self, width: int, rank: int | None = None) -> None:
+        super().__init__()
+        if rank:
+            self.project = nn.Sequential(nn.Linear(width, rank, bias=False), nn.Linear(rank, width))
+        else:
+            self.project = nn.Linear(width, width)
+
+    def forward(self, x0: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return x0 * self.project(x) + x
+
+
+def _widen(x: torch.Tensor, width: int) -> torch.Tensor:
+    """Pad [n, L] with zeros on the right to [n, width]."""
+    return F.pad(x, (0, width - x.shape[1]))
+
+
+def _bag(table: nn.Embedding, ids: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Weighted sum of embeddings: ids, weights [B, L] -> [B, D]."""
+    return (table(ids) * weights.unsqueeze(-1)).sum(1)
+
+
+class RankingNet(nn.Module):
+    """The ranking network (see the module docstring). Predicts a score per (user, item)."""
+
+    def __init__(
+        self,
+        num_users: int,
+        num_items: int,
+        *,
+        dim: int,
+        head: str,
+        hidden: tuple[int, ...],
+        cross_layers: int,
+        cross_rank: int | None,
+        user_features: FeatureMatrix | None,
+        item_features: FeatureMatrix | None,
+        history: sp.csr_matrix | None,
+        context_buckets: int,
+        objective: str,
+        negatives: int,
+        l2: float,
+        item_sampling: torch.Tensor | None,
+        init_scale: float,
+        rating_mean: float,
+    ) -> None:
+        super().__init__()
+        self.head, self.objective, self.negatives, self.l2 = head, objective, negatives, l2
+        self.num_users, self.num_items = num_users, num_items
+        self.user_emb = nn.Embedding(num_users + 1, dim)
+        self.item_emb = nn.Embedding(num_items + 1, dim)
+        self.user_bias = nn.Embedding(num_users + 1, 1)
+        self.item_bias = nn.Embedding(num_items + 1, 1)
+        self.global_bias = nn.Parameter(torch.tensor([float(rating_mean)]))
+        for table in (self.user_emb, self.item_emb):
+            nn.init.normal_(table.weight, 0.0, init_scale)
+        for table in (self.user_bias, self.item_bias):
+            nn.init.zeros_(table.weight)
+        self.has_user_features = user_features is not None
+        self.has_item_features = item_features is not None
+        if user_features is not None:
+            self.register_buffer("user_feat_ids", user_features.ids)
+            self.register_buffer("user_feat_w", user_features.weights)
+            self.user_feat = nn.Embedding(user_features.num_features, dim)
+            self.user_feat_bias = nn.Embedding(user_features.num_features, 1)
+            nn.init.normal_(self.user_feat.weight, 0.0, init_scale)
+            nn.init.zeros_(self.user_feat_bias.weight)
+        if item_features is not None:
+            self.register_buffer("item_feat_ids", item_features.ids)
+            self.register_buffer("item_feat_w", item_features.weights)
+            self.item_feat = nn.Embedding(item_features.num_features, dim)
+            self.item_feat_bias = nn.Embedding(item_features.num_features, 1)
+            nn.init.normal_(self.item_feat.weight, 0.0, init_scale)
+            nn.init.zeros_(self.item_feat_bias.weight)
+        self.has_history = history is not None
+        if history is not None:
+            counts = np.diff(history.indptr)
+            self.register_buffer("hist_indices", torch.as_tensor(history.indices.astype(np.int64)))
+            self.register_buffer(
+                "hist_offsets", torch.as_tensor(history.indptr[:-1].astype(np.int64))
+            )
+            norm = 1.0 / np.sqrt(np.maximum(counts, 1))
+            self.register_buffer(
+                "hist_weights", torch.as_tensor(np.repeat(norm, counts).astype(np.float32))
+            )
+            self.implicit = nn.EmbeddingBag(num_items, dim, mode="sum")
+            nn.init.normal_(self.implicit.weight, 0.0, init_scale)
+        self.context_buckets = context_buckets
+        if context_buckets:
+            self.context_bias = nn.Embedding(context_buckets, 1)
+            nn.init.zeros_(self.context_bias.weight)
+        if item_sampling is not None:
+            self.register_buffer("item_sampling", item_sampling)
+        self.dot = head.startswith("dot")
+        deep = head.split("+")[-1] if head != "dot" else None
+        self.cross = nn.ModuleList()
+        self.mlp = None
+        if deep is not None:
+            width = 2 * dim
+            if deep == "dcn":
+                self.cross = nn.ModuleList(
+                    CrossLayer(width, cross_rank) for _ in range(cross_layers)
+                )
+            layers: list[nn.Module] = []
+            for size in hidden:
+                layers += [nn.Linear(width, size), nn.ReLU()]
+                width = size
+            layers.append(nn.Linear(width, 1))
+            self.mlp = nn.Sequential(*layers)
+
+    # ------------------------------------------------------------ representations
+    def _implicit_all(self) -> torch.Tensor:
+        """[U, D] SVD++ implicit-feedback vectors of every known user."""
+        return self.implicit(
+            self.hist_indices, self.hist_offsets, per_sample_weights=self.hist_weights
+        )
+
+    def user_vectors(self, users, feat_ids=None, feat_w=None, implicit=None):
+        """[B] user indices (OOV = ``num_users``) -> (vectors [B, D], biases [B])."""
+        vec = self.user_emb(users)
+        bias = self.user_bias(users).squeeze(-1)
+        if self.has_user_features:
+            if feat_ids is None:
+                feat_ids, feat_w = self.user_feat_ids[users], self.user_feat_w[users]
+            vec = vec + _bag(self.user_feat, feat_ids, feat_w)
+            bias = bias + _bag(self.user_feat_bias, feat_ids, feat_w).squeeze(-1)
+        if self.has_history:
+            if implicit is None:
+                known = users < self.num_users
+                implicit = torch.zeros_like(vec)
+                if known.any():
+                    implicit[known] = self._implicit_all()[users[known]]
+            vec = vec + implicit
+        return vec, bias
+
+    def item_vectors(self, items, feat_ids=None, feat_w=None):
+        """[B] item indices (OOV = ``num_items``) -> (vectors [B, D], biases [B])."""
+        vec = self.item_emb(items)
+        bias = self.item_bias(items).squeeze(-1)
+        if self.has_item_features:
+            if feat_ids is None:
+                feat_ids, feat_w = self.item_feat_ids[items], self.item_feat_w[items]
+            vec = vec + _bag(self.item_feat, feat_ids, feat_w)
+            bias = bias + _bag(self.item_feat_bias, feat_ids, feat_w).squeeze(-1)
+        return vec, bias
+
+    def combine(self, u_vec, u_bias, i_vec, i_bias, context=None) -> torch.Tensor:
+        """Scores of aligned rows: [..., D] x [..., D] -> [...] (broadcasting over M)."""
+        out = self.global_bias + u_bias + i_bias
+        if self.dot:
+            out = out + (u_vec * i_vec).sum(-1)
+        if self.mlp is not None:
+            u_vec, i_vec = torch.broadcast_tensors(u_vec, i_vec)
+            x0 = torch.cat([u_vec, i_vec], -1)
+            x = x0
+            for layer in self.cross:
+                x = layer(x0, x)
+            out = out + self.mlp(x).squeeze(-1)
+        if context is not None and self.context_buckets:
+            out = out + self.context_bias(context).squeeze(-1)
+        return out
+
+    def context_of(self, batch) -> torch.Tensor | None:
+        if not self.context_buckets or "context" not in batch:
+            return None
+        return batch["context"]
+
+    # ------------------------------------------------------------------ the loss
+    def compute_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        users, items = batch["user"], batch["item"]
+        u_vec, u_bias = self.user_vectors(users)
+        i_vec, i_bias = self.item_vectors(items)
+        context = self.context_of(batch)
+        penalty = sum(
+            x.pow(2).sum(-1).mean()
+            for x in (u_vec, i_vec, self.user_emb(users), self.item_emb(items),
+                      self.user_bias(users), self.item_bias(items))
+        )  # fmt: skip
+        if self.objective == "rating":
+            predicted = self.combine(u_vec, u_bias, i_vec, i_bias, context)
+            loss = mse_loss(predicted, batch["rating"].float(), batch.get("weight"))
+        else:
+            draws = torch.multinomial(self.item_sampling, len(items) * self.negatives, True)
+            negatives = draws.view(len(items), self.negatives)
+            n_vec, n_bias = self.item_vectors(negatives.reshape(-1))
+            n_vec = n_vec.view(len(items), self.negatives, -1)
+            n_bias = n_bias.view(len(items), self.negatives)
+            c = None if context is None else context[:, None]
+            neg = self.combine(u_vec[:, None], u_bias[:, None], n_vec, n_bias, c)
+            pos = self.combine(u_vec, u_bias, i_vec, i_bias, context)
+            if self.objective == "watch":
+                logits = torch.cat([pos, neg.reshape(-1)])
+                labels = torch.cat(
+                    [torch.ones_like(pos), torch.zeros(neg.numel(), device=pos.device)]
+                )
+                loss = bce_loss(logits, labels)
+            else:
+                loss = listwise_softmax_loss(torch.cat([pos[:, None], neg], 1))
+        return loss + self.l2 * penalty
+
+
+class RankingModel(Recommender):
+    """Ranking model over ids, side features and context (see the module docstring).
+
+    Args:
+        dim: embedding dimension D.
+        head: ``dot``, ``mlp``, ``dcn``, ``dot+mlp`` or ``dot+dcn``.
+        hidden: MLP layer sizes before the output unit (TFRS: ``[256, 64]``).
+        cross_layers, cross_rank: DCN-v2 cross layers and their rank (``None`` = full).
+        features: use the dataset's user and item side features (needs ``fit(dataset=...)``).
+        history: add SVD++ implicit feedback from the user's training items.
+        context: add a bias per timestamp bucket (the context feature).
+        objective: ``rating`` (MSE), ``watch`` (BCE with sampled negatives) or ``listwise``.
+        negatives: sampled negatives per positive (``watch``/``listwise``).
+        l2: penalty on the squared norms of the batch's user and item vectors.
+        biases: keep user/item/global biases (TFRS's basic ranking model has none).
+        init_scale: std of the normal initialisation of embeddings.
+        optimizer, learning_rate, weight_decay, batch_size, epochs, patience, device, seed: the
+            trainer (:class:`~recfunnel.training.TrainerConfig`).
+    """
+
+    kind = "ranking"
+    predicts_ratings = True
+    needs_dataset = True
+
+    def __init__(
+        self,
+        *,
+        dim: int = 32,
+        head: str = "dot",
+        hidden: list | tuple = (256, 64),
+        cross_layers: int = 1,
+        cross_rank: int | None = None,
+        features: bool = True,
+        history: bool = True,
+        context: bool = False,
+        objective: str = "rating",
+        negatives: int = 4,
+        l2: float = 0.0,
+        biases: bool = True,
+        init_scale: float = 0.01,
+        optimizer: str = "adam",
+        learning_rate: float = 0.005,
+        weight_decay: float = 0.0,
+        batch_size: int = 1024,
+        epochs: int = 20,
+        patience: int | None = None,
+        device: str = "auto",
+        seed: int = 0,
+    ) -> None:
+        params = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
+        params["hidden"] = list(hidden)
+        self._set_params(params)
+
+    # ----------------------------------------------------------------- fitting
+    def _check(self) -> None:
+        if self.head not in HEADS:
+            raise RecfunnelError(f"head must be one of {', '.join(HEADS)}, not {self.head!r}")
+        if self.objective not in OBJECTIVES:
+            raise RecfunnelError(
+                f"objective must be one of {', '.join(OBJECTIVES)}, not {self.objective!r}"
+            )
+        if self.negatives < 1:
+            raise RecfunnelError(f"negatives must be at least 1, not {self.negatives}")
+
+    def _build(self, sampling: torch.Tensor | None, rating_mean: float) -> RankingNet:
+        user_features = item_features = None
+        if self.features and self.spec_ is not None:
+            user_features, item_features = self.user_features_, self.item_features_
+            if user_features.num_features == 0:
+                user_features = None
+            if item_features.num_features == 0:
+                item_features = None
+        net = RankingNet(
+            self.seen_.shape[0],
+            self.seen_.shape[1],
+            dim=self.dim,
+            head=self.head,
+            hidden=tuple(self.hidden),
+            cross_layers=self.cross_layers,
+            cross_rank=self.cross_rank,
+            user_features=user_features,
+            item_features=item_features,
+            history=self.seen_ if self.history else None,
+            context_buckets=self.spec_.context.num_buckets if self.context and self.spec_ else 0,
+            objective=self.objective,
+            negatives=self.negatives,
+            l2=self.l2,
+            item_sampling=sampling,
+            init_scale=self.init_scale,
+            rating_mean=rating_mean,
+        )
+        if not self.biases:
+            for p in (net.user_bias.weight, net.item_bias.weight, net.global_bias):
+                p.requires_grad_(False)
+                p.data.zero_()
+        return net
+
+    def _encode_features(self, dataset) -> None:
+        spec = self.spec_
+        n_users, n_items = self.seen_.shape
+        user_table = {k: v[:n_users] for k, v in dataset.user_table.items()}
+        self.user_features_ = spec.user.encode(user_table, n_users)
+        self.item_features_ = spec.item.encode(spec.item_table(dataset), n_items)
+        self._add_oov_rows()
+
+    def _add_oov_rows(self) -> None:
+        """Append the OOV entity row (every column in its OOV bucket) to both matrices."""
+        for side, spec in (("user", self.spec_.user), ("item", self.spec_.item)):
+            matrix = getattr(self, f"{side}_features_")
+            oov = spec.encode({}, 1)
+            width = max(matrix.ids.shape[1], oov.ids.shape[1])
+            ids = torch.cat([_widen(matrix.ids, width), _widen(oov.ids, width)])
+            weights = torch.cat([_widen(matrix.weights, width), _widen(oov.weights, width)])
+            setattr(self, f"{side}_features_", FeatureMatrix(ids, weights, spec.num_features))
+
+    def trainer_config(self, progress: bool = False, monitor: str = "rmse") -> TrainerConfig:
+        return TrainerConfig(
+            epochs=self.epochs, batch_size=self.batch_size, optimizer=self.optimizer,
+            learning_rate=self.learning_rate, weight_decay=self.weight_decay, device=self.device,
+            seed=self.seed, patience=self.patience, monitor=monitor, minimize=True,
+            progress=progress,
+        )  # fmt: skip
+
+    def fit(self, train: Interactions, *, validation=None, progress=False, dataset=None):
+        """Fit on ``train``; ``dataset`` supplies the side features (``features=True``)."""
+        self._check()
+        config = self.trainer_config(progress)
+        if self.objective == "rating" and train.ratings is None:
+            raise RecfunnelError(
+                "objective 'rating' needs ratings; give --rating-col or use objective 'watch'"
+            )
+        self._remember(train)
+        self.spec_ = None
+        if self.features or self.context:
+            if dataset is None:
+                raise RecfunnelError(
+                    "this ranking model uses side features but got no dataset; pass "
+                    "fit(..., dataset=...) or set features=False"
+                )
+            self.spec_ = FeatureSpec.from_dataset(dataset, train.timestamps)
+            self._encode_features(dataset)
+        seed_everything(self.seed)
+        sampling = None
+        if self.objective != "rating":
+            counts = train.item_counts().astype(np.float64)
+            sampling = torch.as_tensor((counts + 1.0) ** 0.75, dtype=torch.float32)
+            if self.objective == "watch":
+                sampling = torch.ones(train.num_items)
+        self.rating_range_ = (
+            (float(train.ratings.min()), float(train.ratings.max()))
+            if train.ratings is not None
+            else (float("-inf"), float("inf"))
+        )
+        mean = float(train.ratings.mean()) if self.objective == "rating" else 0.0
+        self.net_ = self._build(sampling, mean)
+        validate = None
+        if validation is not None and len(validation) and self.objective == "rating":
+
+            def validate():
+                predicted = self.predict(validation.users, validation.items)
+                return rating_metrics(predicted, validation.ratings)
+
+        wrapped = _WithContext(self.net_, self.spec_)
+        self.history_ = Trainer(config).fit(wrapped, train, validate=validate)
+        self.net_.to("cpu").eval()
+        return self
+
+    # -------------------------------------------------------------- predicting
+    def _context_now(self, n: int) -> torch.Tensor | None:
+        if not self.context or self.spec_ is None:
+            return None
+        return torch.full((n,), self.spec_.context.num_buckets - 1, dtype=torch.long)
+
+    @torch.no_grad()
+    def predict(self, users, items) -> np.ndarray:
+        """Predicted ratings of (user, item) index pairs, clipped to the training range
+        (objective ``rating``); logits otherwise."""
+        self._check_fitted()
+        users = torch.as_tensor(np.asarray(users, dtype=np.int64))
+        items = torch.as_tensor(np.asarray(items, dtype=np.int64))
+        out = []
+        for start in range(0, len(users), 65536):
+            u, i = users[start : start + 65536], items[start : start + 65536]
+            u_vec, u_bias = self.net_.user_vectors(u)
+            i_vec, i_bias = self.net_.item_vectors(i)
+            out.append(self.net_.combine(u_vec, u_bias, i_vec, i_bias, self._context_now(len(u))))
+        scores = torch.cat(out).numpy() if out else np.zeros(0, np.float32)
+        if self.objective == "rating":
+            scores = np.clip(scores, *self.rating_range_)
+        return scores
+
+    @torch.no_grad()
+    def _score_vectors(self, u_vec, u_bias, items=None) -> torch.Tensor:
+        """[B, D], [B] user parts -> [B, M] scores of ``items`` (default: all)."""
+        items = torch.arange(self.num_items) if items is None else torch.as_tensor(items)
+        i_vec, i_bias = self.net_.item_vectors(items.reshape(-1))
+        i_vec = i_vec.view(*items.shape, -1)
+        i_bias = i_bias.view(items.shape)
+        if items.ndim == 1:
+            i_vec, i_bias = i_vec[None], i_bias[None]
+        ctx = self._context_now(1)
+        out = []
+        for start in range(0, len(u_vec), 256):
+            uv, ub = u_vec[start : start + 256, None], u_bias[start : start + 256, None]
+            iv = i_vec if items.ndim == 1 else i_vec[start : start + 256]
+            ib = i_bias if items.ndim == 1 else i_bias[start : start + 256]
+            out.append(self.net_.combine(uv, ub, iv, ib, ctx))
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def score(self, users) -> torch.Tensor:
+        self._check_fitted()
+        u_vec, u_bias = self.net_.user_vectors(torch.as_tensor(np.asarray(users, dtype=np.int64)))
+        return self._score_vectors(u_vec, u_bias)
+
+    @torch.no_grad()
+    def score_candidates(self, users, candidates) -> torch.Tensor:
+        """Scores [B, M] of each user's own candidate items ``candidates`` [B, M]."""
+        self._check_fitted()
+        u_vec, u_bias = self.net_.user_vectors(torch.as_tensor(np.asarray(users, dtype=np.int64)))
+        return self._score_vectors(u_vec, u_bias, torch.as_tensor(candidates))
+
+    # -------------------------------------------------------------- cold start
+    def _require_features(self, side: str) -> None:
+        self._check_fitted()
+        if not (
+            self.features and self.spec_ is not None and getattr(self.net_, f"has_{side}_features")
+        ):
+            raise RecfunnelError(
+                f"this model has no {side} features; train it with features=True on a dataset "
+                f"with a {side} table"
+            )
+
+    @torch.no_grad()
+    def score_new_user(self, features: dict) -> torch.Tensor:
+        """Scores [N] of every item for a user unseen in training, from their raw features
+        (e.g. ``{"age": [31], "gender": ["F"], "occupation": ["writer"], "zip": ["94"]}``)."""
+        self._require_features("user")
+        bag = self.spec_.user.encode(features, 1)
+        oov = torch.tensor([self.num_users])
+        implicit = torch.zeros(1, self.dim) if self.history else None
+        u_vec, u_bias = self.net_.user_vectors(oov, bag.ids, bag.weights, implicit)
+        return self._score_vectors(u_vec, u_bias)[0]
+
+    @torch.no_grad()
+    def score_new_item(self, features: dict, users) -> torch.Tensor:
+        """Scores [B] of an item unseen in training, from its raw features (e.g.
+        ``{"genres": [[0, 1, ...]], "year": [1995], "title": ["Heat (1995)"]}``), for ``users``."""
+        self._require_features("item")
+        bag = self.spec_.item.encode(features, 1)
+        i_vec, i_bias = self.net_.item_vectors(torch.tensor([self.num_items]), bag.ids, bag.weights)
+        users = torch.as_tensor(np.asarray(users, dtype=np.int64))
+        u_vec, u_bias = self.net_.user_vectors(users)
+        return self.net_.combine(u_vec, u_bias, i_vec, i_bias, self._context_now(len(users)))
+
+    # ----------------------------------------------------------- saving/loading
+    def _learned_tensors(self):
+        out = {f"net.{k}": v.detach().cpu().contiguous() for k, v in self.net_.state_dict().items()}
+        out["rating_range"] = torch.tensor(self.rating_range_, dtype=torch.float64)
+        if self.spec_ is not None:  # the encoded features are the net's buffers
+            out["features.spec_json"] = json_tensor(self.spec_.to_json())
+        return out
+
+    def _load_learned(self, tensors):
+        self.spec_ = None
+        if "features.spec_json" in tensors:
+            self.spec_ = FeatureSpec.from_json(tensor_json(tensors["features.spec_json"]))
+            for side, spec in (("user", self.spec_.user), ("item", self.spec_.item)):
+                ids = tensors.get(f"net.{side}_feat_ids", torch.zeros(0, 1, dtype=torch.long))
+                weights = tensors.get(f"net.{side}_feat_w", torch.zeros(0, 1))
+                setattr(self, f"{side}_features_", FeatureMatrix(ids, weights, spec.num_features))
+        self.rating_range_ = tuple(float(x) for x in tensors["rating_range"])
+        state = {k.removeprefix("net."): v for k, v in tensors.items() if k.startswith("net.")}
+        sampling = state.get("item_sampling")
+        self.net_ = self._build(sampling, 0.0)
+        self.net_.load_state_dict(state)
+        self.net_.eval()
+
+
+class _WithContext(nn.Module):
+    """Adds the context bucket of each row's timestamp to the trainer's batch."""
+
+    def __init__(self, net: RankingNet, spec: FeatureSpec | None) -> None:
+        super().__init__()
+        self.net = net
+        self.spec = spec
+
+    def compute_loss(self, batch):
+        if self.net.context_buckets and "timestamp" in batch:
+            batch = dict(batch, context=self.spec.context.encode(batch["timestamp"]))
+        return self.net.compute_loss(batch)

@@ -1,0 +1,161 @@
+"""Ranking model: losses and layers by hand, fitting, cold start from features, save -> load."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from recfunnel.data import Dataset, Interactions, Vocabulary
+from recfunnel.errors import RecfunnelError
+from recfunnel.models import RankingModel, TwoStage
+from recfunnel.models.ranking import CrossLayer, listwise_softmax_loss
+
+FAST = dict(dim=4, epochs=30, batch_size=32, learning_rate=0.05, history=False, init_scale=0.1)
+
+
+def gender_genre_dataset():
+    """20 users (even: F, odd: M) x 6 items (0-2 genre A, 3-5 genre B). F users rate genre A
+    5 and genre B 1; M users the reverse. Every rating is known, so features explain it all."""
+    users, items, ratings = [], [], []
+    for u in range(20):
+        for i in range(6):
+            likes = (u % 2 == 0) == (i < 3)
+            users.append(u)
+            items.append(i)
+            ratings.append(5.0 if likes else 1.0)
+    data = Interactions(users, items, 20, 6, ratings=ratings, timestamps=np.arange(len(users)))
+    genres = np.array([[1, 0]] * 3 + [[0, 1]] * 3, dtype=np.float32)
+    return Dataset(
+        interactions=data,
+        users=Vocabulary([f"u{u}" for u in range(20)], name="user"),
+        items=Vocabulary([f"i{i}" for i in range(6)], name="item"),
+        user_table={"gender": np.array(["F", "M"] * 10)},
+        item_table={"genres": genres},
+    )
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    dataset = gender_genre_dataset()
+    model = RankingModel(**FAST).fit(dataset.interactions, dataset=dataset)
+    return model, dataset
+
+
+def test_listwise_loss_by_hand():
+    # softmax over [2, 0] with the positive first: -log(e^2 / (e^2 + 1)) = log(1 + e^-2)
+    loss = listwise_softmax_loss(torch.tensor([[2.0, 0.0]]))
+    assert loss.item() == pytest.approx(math.log(1 + math.exp(-2)), abs=1e-6)
+
+
+def test_cross_layer_by_hand():
+    layer = CrossLayer(2)
+    with torch.no_grad():
+        layer.project.weight.copy_(torch.eye(2))
+        layer.project.bias.zero_()
+    x = torch.tensor([[1.0, 2.0]])
+    # x0 * (W x + b) + x = [1*1, 2*2] + [1, 2]
+    assert layer(x, x).tolist() == [[2.0, 6.0]]
+    low_rank = CrossLayer(8, rank=2)
+    assert low_rank(torch.ones(3, 8), torch.ones(3, 8)).shape == (3, 8)
+
+
+def test_fits_the_training_ratings(fitted):
+    model, dataset = fitted
+    data = dataset.interactions
+    predicted = model.predict(data.users, data.items)
+    assert np.sqrt(np.mean((predicted - data.ratings) ** 2)) < 0.3
+    assert predicted.min() >= 1.0 and predicted.max() <= 5.0  # clipped to the training range
+
+
+def test_new_user_is_scored_from_their_features(fitted):
+    model, _ = fitted
+    woman = model.score_new_user({"gender": ["F"]})
+    man = model.score_new_user({"gender": ["M"]})
+    assert woman[:3].min() > woman[3:].max()  # F users like genre A
+    assert man[3:].min() > man[:3].max()
+    unknown = model.score_new_user({})  # the shared OOV representation
+    assert not torch.allclose(woman, unknown) and not torch.allclose(man, unknown)
+
+
+def test_new_item_is_scored_from_its_features(fitted):
+    model, _ = fitted
+    women, men = np.arange(0, 20, 2), np.arange(1, 20, 2)
+    genre_a = {"genres": np.array([[1, 0]], np.float32)}
+    genre_b = {"genres": np.array([[0, 1]], np.float32)}
+    assert (model.score_new_item(genre_a, women) > model.score_new_item(genre_b, women)).all()
+    assert (model.score_new_item(genre_b, men) > model.score_new_item(genre_a, men)).all()
+
+
+def test_save_load_keeps_scores_and_feature_encoding(fitted):
+    model, _ = fitted
+    clone = RankingModel.from_state(model.get_params(), model.state_tensors())
+    users = np.arange(20)
+    torch.testing.assert_close(clone.score(users), model.score(users), rtol=0, atol=0)
+    torch.testing.assert_close(
+        clone.score_new_user({"gender": ["F"]}), model.score_new_user({"gender": ["F"]}),
+        rtol=0, atol=0,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("head", ["mlp", "dcn", "dot+dcn"])
+def test_deep_heads_learn_the_pattern(head):
+    dataset = gender_genre_dataset()
+    model = RankingModel(**{**FAST, "head": head, "hidden": [16], "cross_rank": 2}).fit(
+        dataset.interactions, dataset=dataset
+    )
+    scores = model.score(np.array([0, 1]))
+    assert scores[0, :3].min() > scores[0, 3:].max()
+    assert scores[1, 3:].min() > scores[1, :3].max()
+
+
+@pytest.mark.parametrize("objective", ["watch", "listwise"])
+def test_implicit_objectives_rank_positives_first(objective):
+    dataset = gender_genre_dataset()
+    liked = dataset.interactions.ratings == 5.0
+    data = Interactions(dataset.interactions.users[liked], dataset.interactions.items[liked], 20, 6)
+    model = RankingModel(**{**FAST, "objective": objective, "features": False}).fit(data)
+    scores = model.score(np.array([0, 1]))
+    assert scores[0, :3].min() > scores[0, 3:].max()
+    assert scores[1, 3:].min() > scores[1, :3].max()
+
+
+def test_bad_settings_and_missing_inputs():
+    dataset = gender_genre_dataset()
+    with pytest.raises(RecfunnelError, match="head must be one of"):
+        RankingModel(head="transformer").fit(dataset.interactions, dataset=dataset)
+    with pytest.raises(RecfunnelError, match="got no dataset"):
+        RankingModel().fit(dataset.interactions)
+    no_ratings = Interactions([0, 1], [0, 1], 2, 2)
+    with pytest.raises(RecfunnelError, match="needs ratings"):
+        RankingModel(features=False).fit(no_ratings)
+    model = RankingModel(**{**FAST, "features": False, "epochs": 1}).fit(dataset.interactions)
+    with pytest.raises(RecfunnelError, match="no user features"):
+        model.score_new_user({"gender": ["F"]})
+
+
+def test_two_stage_ranker_must_recommend():
+    with pytest.raises(RecfunnelError, match="'listwise' or 'watch'"):
+        TwoStage(ranker={"objective": "rating"}).fit(gender_genre_dataset().interactions)
+
+
+def test_two_stage_with_blend_one_keeps_the_retrieval_order():
+    from recfunnel.data import checkerboard
+
+    data = checkerboard(12, 16, seed=1)
+    model = TwoStage(
+        retrieval=dict(dim=8, epochs=3, batch_size=64, softmax="full", reduction="mean",
+                       optimizer="adam", learning_rate=0.05),
+        ranker=dict(dim=8, epochs=2, batch_size=64, features=False, objective="listwise"),
+        candidates=6, blend=1.0,
+    ).fit(data)  # fmt: skip
+    users = np.arange(12)
+    ids, _ = model.recommend(users, 4)
+    retrieval_ids, _ = model.retrieval_.recommend(users, 4)
+    np.testing.assert_array_equal(ids, retrieval_ids)
+    # score(): each user's unseen shortlist ranks first, everything else is finite and below it
+    scores = model.score(users)
+    assert torch.isfinite(scores).all()
+    shortlisted = scores > -1000
+    assert (shortlisted.sum(1) == 6).all()
+    assert not (shortlisted.numpy() & (model.seen_.toarray() > 0)).any()
