@@ -26,6 +26,7 @@ import signal
 import torch
 from fastapi import FastAPI, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -143,6 +144,13 @@ def create_app(run_dir, token: str | None = None, *, index: str = "auto") -> Fas
     @app.exception_handler(RecfunnelError)
     async def _bad_input(request: Request, exc: RecfunnelError):
         return _error(404 if isinstance(exc, UnknownIdError) else 422, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError):
+        # FastAPI's own handler echoes the input back, and fails (500) on e.g. k=Infinity,
+        # which JSON cannot carry: report where and what, without the input.
+        errors = [{key: e[key] for key in ("type", "loc", "msg") if key in e} for e in exc.errors()]
+        return FastJSON({"detail": errors}, status_code=422)
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, exc: Exception):  # a bug, never bad input: say so briefly
