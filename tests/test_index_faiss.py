@@ -21,8 +21,8 @@ KINDS = {"hnsw": {"ef_search": 200}, "ivf": {"nlist": 16, "nprobe": 8}}
 def data():
     g = torch.Generator().manual_seed(0)
     centres = torch.randn(20, 16, generator=g) * 3
-    vectors = centres[torch.randint(0, 20, (2000,), generator=g)] + torch.randn(2000, 16,
-                                                                                 generator=g)  # fmt: skip
+    noise = torch.randn(2000, 16, generator=g)
+    vectors = centres[torch.randint(0, 20, (2000,), generator=g)] + noise
     queries = torch.randn(40, 16, generator=g)
     return vectors, queries
 
@@ -63,7 +63,9 @@ def test_excluded_denied_and_not_allowed_items_never_appear(index, data):
     ids, _ = index.search(queries, 10, allow=allow)
     assert set(ids.reshape(-1).tolist()) <= set(allow.tolist())
     want, _ = BruteForceIndex(vectors).search(queries, 10, allow=allow)
-    overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids.tolist(), want.tolist())])
+    overlap = np.mean(
+        [len(set(a) & set(b)) / 10 for a, b in zip(ids.tolist(), want.tolist(), strict=True)]
+    )
     assert overlap >= 0.9
 
 

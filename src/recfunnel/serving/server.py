@@ -58,4 +58,10 @@ def serve(
     os.environ[WORKERS_ENV] = str(workers)
     if token:
         os.environ["RECFUNNEL_TOKEN"] = token
-    uvicorn.run("recfunnel.serving.app:app_from_env", factory=True, workers=workers, **options)
+    uvicorn.run(
+        "recfunnel.serving.app:app_from_env",
+        factory=True,
+        workers=workers,
+        timeout_worker_healthcheck=120,  # a new worker imports torch and loads the run
+        **options,
+    )
