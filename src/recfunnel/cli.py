@@ -265,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--token", help="bearer token required on every endpoint but /healthz "
                    "(default: $RECFUNNEL_TOKEN)")  # fmt: skip
     p.add_argument("--index", default="auto", choices=("auto", "exact", "hnsw", "ivf"),
-                   help="top-k index: auto = exact below 100k items, else FAISS HNSW")  # fmt: skip
+                   help="top-k index: auto = exact below 100k items, else FAISS IVF")  # fmt: skip
     p.add_argument("--access-log", action="store_true", help="log every request")
     p.set_defaults(func=cmd_serve)
     return parser

@@ -51,7 +51,7 @@ def choose_index(run: Run, index: str = "auto") -> dict:
     """Give a factorized model a top-k index suited to its catalogue; returns a description.
 
     ``index``: ``"auto"`` (exact below :data:`recfunnel.index_faiss.EXACT_BELOW` items, else
-    FAISS HNSW checked for recall), ``"exact"``, ``"hnsw"`` or ``"ivf"``.
+    FAISS IVF checked for recall), ``"exact"``, ``"hnsw"`` or ``"ivf"``.
     """
     from recfunnel.models.base import FactorizedRecommender
 
