@@ -19,8 +19,8 @@ import time
 
 import numpy as np
 import torch
-from _doc_table import markdown_table, write_section
 
+from _doc_table import markdown_table, write_section
 from recfunnel.index import BruteForceIndex
 from recfunnel.index_faiss import FaissIndex
 
@@ -40,8 +40,11 @@ def timed_search(index, queries, k, batch) -> tuple[float, torch.Tensor]:
 
 def recall(got: torch.Tensor, want: torch.Tensor) -> float:
     k = want.shape[1]
-    return float(np.mean([len(np.intersect1d(g, w)) / k for g, w in zip(got.numpy(),
-                                                                        want.numpy(), strict=True)]))  # fmt: skip
+    return float(
+        np.mean(
+            [len(np.intersect1d(g, w)) / k for g, w in zip(got.numpy(), want.numpy(), strict=True)]
+        )
+    )
 
 
 def main(argv=None) -> int:
@@ -82,8 +85,16 @@ def main(argv=None) -> int:
             qps = len(queries) / seconds
             name = {"ivf": "nprobe", "hnsw": "efSearch"}[kind]
             extra = f", nlist={index.faiss_index.nlist}" if kind == "ivf" else ", M=32"
-            rows.append([f"FAISS {kind.upper()}", f"{name}={effort}{extra}", f"{build:.1f}",
-                         f"{recall(got, want):.3f}", f"{qps:.0f}", f"{qps / exact_qps:.1f}x"])  # fmt: skip
+            rows.append(
+                [
+                    f"FAISS {kind.upper()}",
+                    f"{name}={effort}{extra}",
+                    f"{build:.1f}",
+                    f"{recall(got, want):.3f}",
+                    f"{qps:.0f}",
+                    f"{qps / exact_qps:.1f}x",
+                ]
+            )
             print(markdown_table(header, rows[-1:]), flush=True)
     table = markdown_table(header, rows)
     print()

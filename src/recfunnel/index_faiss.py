@@ -57,7 +57,8 @@ class FaissIndex(TopKIndex):
     Args:
         kind: ``"hnsw"`` (graph; no training) or ``"ivf"`` (k-means cells; trained here).
         hnsw_m: graph degree; ef_construction / ef_search: HNSW candidate list sizes.
-        nlist: IVF cells (default ``4 * sqrt(N)``); nprobe: cells visited per query.
+        nlist: IVF cells (default ``4 * sqrt(N)``); nprobe: cells visited per query;
+            train_size: k-means training sample (raised to 40 points per cell).
         overfetch: extra candidates fetched, as a multiple of ``k``, to survive filtering.
         threads: FAISS OpenMP threads (``None`` leaves FAISS's default).
     """
@@ -100,7 +101,8 @@ class FaissIndex(TopKIndex):
             quantizer = faiss.IndexFlatIP(dim)
             self.faiss_index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
             rng = np.random.default_rng(seed)
-            sample = vectors[rng.choice(n, min(n, train_size), replace=False)]
+            size = min(n, max(train_size, 40 * nlist))  # FAISS wants >= 39 points per cell
+            sample = vectors[rng.choice(n, size, replace=False)]
             self.faiss_index.cp.seed = seed
             self.faiss_index.train(sample)
             self.faiss_index.add(vectors)

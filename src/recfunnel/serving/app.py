@@ -181,6 +181,8 @@ def create_app(run_dir, token: str | None = None, *, index: str = "auto") -> Fas
         options = {"exclude_seen": body.exclude_seen, "filter_items": body.deny,
                    "items": body.allow}  # fmt: skip
         if body.history is not None:
+            if not hasattr(run.model, "recommend_history"):
+                raise RecfunnelError(f"a {run.model.kind} model cannot fold in a history")
             results = [run.recommend_history(body.history, body.k, **options)]
         else:
             results = [
