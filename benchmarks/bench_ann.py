@@ -57,7 +57,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=100, help="queries per search call")
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--kinds", default="ivf,hnsw")
-    p.add_argument("--nprobe", default="16,32,64", help="IVF settings to try")
+    p.add_argument("--nprobe", default="16,32,64,128", help="IVF settings to try")
     p.add_argument("--ef", default="128,256", help="HNSW efSearch settings to try")
     p.add_argument("--no-doc", action="store_true")
     args = p.parse_args(argv)

@@ -164,7 +164,7 @@ def create_app(run_dir, token: str | None = None, *, index: str = "auto") -> Fas
     async def model_info():
         return FastJSON(holder.current.describe())
 
-    @app.get("/v1/recommendations/{user_id}", tags=["recommend"])
+    @app.get("/v1/recommendations/{user_id:path}", tags=["recommend"])
     async def recommend_user(
         user_id: str = Path(..., description="raw user id"),
         k: int = Query(10, ge=1, le=MAX_K),
