@@ -104,7 +104,7 @@ def main(argv=None) -> int:
             f"`python benchmarks/bench_ann.py {' '.join(argv or sys.argv[1:])}`: "
             f"{args.items:,} items x {args.dim} dims around {args.clusters} centres, "
             f"{args.queries} queries in batches of {args.batch}, {args.threads} threads, "
-            f"{time.strftime('%Y-%m-%d %H:%M')}."
+            f"{time.strftime('%Y-%m-%d %H:%M')}, load average {os.getloadavg()[0]:.1f}."
         )
         write_section("bench_ann", note + "\n\n" + table)
     return 0

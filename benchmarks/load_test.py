@@ -266,6 +266,7 @@ def main(argv=None) -> int:
     from recfunnel.runs import Run
 
     rows = []
+    load_before = os.getloadavg()[0]  # other programs on the machine skew every number
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         run_dir = ensure_run(args.run, tmp)
@@ -331,7 +332,8 @@ def main(argv=None) -> int:
         note = (
             f"`{' '.join(['python benchmarks/load_test.py', *(argv or sys.argv[1:])])}` — "
             f"load generator: {tool} (1 thread, keep-alive); {os.cpu_count()} cores ({cpu}), "
-            f"{time.strftime('%Y-%m-%d %H:%M')}. Server and load generator share the machine."
+            f"{time.strftime('%Y-%m-%d %H:%M')}. Server and load generator share the machine; "
+            f"load average before/after: {load_before:.1f}/{os.getloadavg()[0]:.1f}."
         )
         write_section("load_test", note + "\n\n" + table)
     return 0
