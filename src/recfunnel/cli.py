@@ -177,13 +177,11 @@ def _write_csv_atomic(path: Path, header, rows) -> None:
 
 # ------------------------------------------------------------------ serve
 def cmd_serve(args) -> int:
-    from recfunnel.serving import require_serving
-
-    require_serving()
-    from recfunnel.serving import serve
+    from recfunnel.serving import require_serving, serve
 
     if args.workers < 1:
         raise RecfunnelError(f"--workers must be at least 1, not {args.workers}")
+    require_serving()
     token = args.token or os.environ.get("RECFUNNEL_TOKEN") or None
     serve(args.run_dir, host=args.host, port=args.port, workers=args.workers, token=token,
           index=args.index, access_log=args.access_log)  # fmt: skip

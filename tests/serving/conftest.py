@@ -8,8 +8,6 @@ from recfunnel.data import Vocabulary, checkerboard
 from recfunnel.models import TwoTower
 from recfunnel.runs import Run
 
-pytest.importorskip("fastapi", reason="the serve extra (fastapi) is not installed")
-
 
 def make_run(seed: int = 0, num_users: int = 8, num_items: int = 12) -> Run:
     data = checkerboard(num_users, num_items, seed=seed)

@@ -5,10 +5,13 @@ from __future__ import annotations
 import threading
 
 import pytest
-from fastapi.testclient import TestClient
 
-from recfunnel.runs import Run
-from recfunnel.serving import create_app
+pytest.importorskip("fastapi", reason="the serve extra (fastapi) is not installed")
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+from recfunnel.runs import Run  # noqa: E402
+from recfunnel.serving import create_app  # noqa: E402
 
 
 def test_recommendations_match_the_run(client, run_dir):

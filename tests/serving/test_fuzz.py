@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 from urllib.parse import quote
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+pytest.importorskip("fastapi", reason="the serve extra (fastapi) is not installed")
 
 ids = st.one_of(st.sampled_from(["u0", "u1", "i0", "i3", "a/b c", "stranger", ""]), st.text())
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70),

@@ -18,6 +18,8 @@ import pytest
 from recfunnel.cli import main
 from recfunnel.runs import Run
 
+pytest.importorskip("fastapi", reason="the serve extra (fastapi) is not installed")
+
 SRC = Path(__file__).resolve().parents[2] / "src"
 ENV = {**os.environ, "PYTHONPATH": f"{SRC}:{os.environ.get('PYTHONPATH', '')}"}
 
