@@ -4,6 +4,7 @@
     recfunnel evaluate runs/ml --json
     recfunnel recommend runs/ml --user 9 -k 3
     recfunnel recommend runs/ml --all-users -k 10 --output recs.csv
+    recfunnel serve runs/ml --port 8000 --workers 2
 
 Bad input prints one line, ``error: <problem>; <fix>``, on stderr and exits with status 2.
 """
@@ -176,6 +177,19 @@ def _write_csv_atomic(path: Path, header, rows) -> None:
         raise
 
 
+# ------------------------------------------------------------------ serve
+def cmd_serve(args) -> int:
+    from recfunnel.serving import require_serving, serve
+
+    if args.workers < 1:
+        raise RecfunnelError(f"--workers must be at least 1, not {args.workers}")
+    require_serving()
+    token = args.token or os.environ.get("RECFUNNEL_TOKEN") or None
+    serve(args.run_dir, host=args.host, port=args.port, workers=args.workers, token=token,
+          index=args.index, access_log=args.access_log)  # fmt: skip
+    return 0
+
+
 # ------------------------------------------------------------------ parser
 def build_parser() -> argparse.ArgumentParser:
     from recfunnel.data.sources import DATASETS, SPLITS
@@ -253,6 +267,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="CSV file for --all-users (user,rank,item,score)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_recommend)
+
+    p = sub.add_parser("serve", help="serve recommendations over HTTP (needs the serve extra)")
+    p.add_argument("run_dir")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--workers", type=int, default=1, help="worker processes")
+    p.add_argument("--token", help="bearer token required on every endpoint but /healthz "
+                   "(default: $RECFUNNEL_TOKEN)")  # fmt: skip
+    p.add_argument("--index", default="auto", choices=("auto", "exact", "hnsw", "ivf"),
+                   help="top-k index: auto = exact below 100k items, else FAISS IVF")  # fmt: skip
+    p.add_argument("--access-log", action="store_true", help="log every request")
+    p.set_defaults(func=cmd_serve)
     return parser
 
 

@@ -65,15 +65,19 @@ def top_k_chunked(
     best_scores = best_ids = None
     ex_rows = ex_cols = None
     if exclude is not None and exclude.nnz:
-        coo = exclude.tocoo()
-        ex_rows = torch.as_tensor(coo.row.astype(np.int64))
-        ex_cols = torch.as_tensor(coo.col.astype(np.int64))
+        if exclude.format != "csr":
+            exclude = exclude.tocsr()
+        rows_np = np.repeat(np.arange(exclude.shape[0]), np.diff(exclude.indptr))
+        ex_rows = torch.from_numpy(rows_np.astype(np.int64, copy=False))
+        ex_cols = torch.from_numpy(exclude.indices.astype(np.int64))
     for start in range(0, num_items, chunk_size):
         end = min(start + chunk_size, num_items)
         scores = score_chunk(start, end).float()
         if mask is not None:
             scores = scores.masked_fill(~mask[start:end].to(scores.device), float("-inf"))
-        if ex_rows is not None:
+        if ex_rows is not None and start == 0 and end == num_items:  # one chunk: no selection
+            scores[ex_rows.to(scores.device), ex_cols.to(scores.device)] = float("-inf")
+        elif ex_rows is not None:
             inside = (ex_cols >= start) & (ex_cols < end)
             rows, cols = ex_rows[inside].to(scores.device), ex_cols[inside].to(scores.device)
             scores[rows, cols - start] = float("-inf")
@@ -162,7 +166,9 @@ class BruteForceIndex(TopKIndex):
         out_ids, out_scores = [], []
         for start in range(0, queries.shape[0], self.query_batch):
             q = queries[start : start + self.query_batch]
-            ex = exclude[start : start + q.shape[0]] if exclude is not None else None
+            ex = exclude
+            if exclude is not None and q.shape[0] < queries.shape[0]:
+                ex = exclude[start : start + q.shape[0]]
             ids, scores = top_k_chunked(
                 lambda a, b, q=q: q @ self.item_vectors[a:b].T,
                 q.shape[0],

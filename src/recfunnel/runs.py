@@ -223,6 +223,24 @@ class Run:
         )
         return self._finish("(history)", ids, scores, k)
 
+    def similar_items(self, item, k: int = 10) -> Recommendations:
+        """The ``k`` items closest to raw item id ``item`` (the item itself excluded).
+
+        Needs a model with ``similar_items`` (factorized models have it); the answer's ``user``
+        field holds the query item.
+        """
+        if not hasattr(self.model, "similar_items"):
+            raise RecfunnelError(f"a {self.model.kind} model cannot find similar items")
+        from recfunnel.index import check_k
+
+        index = self.items.index(item)  # raises UnknownIdError with the standard message
+        k = check_k(k, len(self.items) - 1)
+        fetch = min(len(self.items) - 1, k + self._title_extra + 1)
+        ids, scores = self.model.similar_items(index, fetch)
+        own = self.item_titles[index]
+        keep = np.array([self.item_titles[i] != own for i in ids.tolist()], dtype=bool)
+        return self._finish(item, np.asarray(ids)[keep], np.asarray(scores)[keep], k)
+
     def _popular(self, user, k, fetch, allow, deny) -> Recommendations:
         from recfunnel.index import item_mask
 

@@ -101,7 +101,7 @@ class Recommender(ABC):
         k = check_k(k, self.num_items)
         exclude = None
         if exclude_seen:
-            exclude = seen if seen is not None else self.seen_[users]
+            exclude = seen if seen is not None else self._seen_rows(users)
         ids, scores = self._top_k(users, k, exclude=exclude, allow=items, deny=filter_items)
         ids, scores = ids.numpy(), scores.numpy()
         if single:
@@ -113,6 +113,18 @@ class Recommender(ABC):
         """Top-``k`` for a user known only by their items; only some models can fold in."""
         raise RecfunnelError(
             f"{type(self).__name__} cannot recommend from a history alone; use a two-tower run"
+        )
+
+    def _seen_rows(self, users: np.ndarray) -> sp.csr_matrix:
+        """CSR rows of ``seen_`` for ``users``; one user is sliced without scipy's indexing
+        machinery, which costs more than the whole search on small catalogues."""
+        if len(users) != 1:
+            return self.seen_[users]
+        seen = self.seen_
+        start, end = seen.indptr[users[0]], seen.indptr[users[0] + 1]
+        indptr = np.array([0, end - start], dtype=seen.indptr.dtype)
+        return sp.csr_matrix(
+            (seen.data[start:end], seen.indices[start:end], indptr), shape=(1, seen.shape[1])
         )
 
     def _top_k(self, users, k, *, exclude, allow, deny):

@@ -1,0 +1,86 @@
+"""Property tests: whatever a client sends, the service answers with a status below 500."""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import quote
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+pytest.importorskip("fastapi", reason="the serve extra (fastapi) is not installed")
+
+ids = st.one_of(st.sampled_from(["u0", "u1", "i0", "i3", "a/b c", "stranger", ""]), st.text())
+scalars = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70),
+                    st.floats(allow_nan=True), ids)  # fmt: skip
+json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
+                           | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+                           max_leaves=12)  # fmt: skip
+bodies = st.one_of(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "users": st.lists(ids, max_size=5),
+            "history": st.lists(ids, max_size=5),
+            "k": scalars,
+            "exclude_seen": scalars,
+            "cold_start": scalars,
+            "allow": st.lists(ids, max_size=5) | scalars,
+            "deny": st.lists(ids, max_size=5) | scalars,
+        },
+    ),  # fmt: skip
+    json_values,
+)
+FUZZ = settings(max_examples=150, deadline=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+
+
+@FUZZ
+@given(user=ids, k=scalars, flags=st.lists(st.sampled_from(["exclude_seen", "cold_start"])),
+       values=st.lists(scalars, max_size=2))  # fmt: skip
+def test_get_recommendations_never_5xx(client, user, k, flags, values):
+    params = {"k": str(k)} if k is not None else {}
+    for flag, value in zip(flags, values, strict=False):
+        params[flag] = str(value)
+    r = client.get("/v1/recommendations/" + quote(user, safe=""), params=params)
+    assert r.status_code < 500, r.text
+    if r.status_code >= 400:
+        assert "detail" in r.json()
+
+
+@FUZZ
+@given(item=ids, k=scalars)
+def test_similar_never_5xx(client, item, k):
+    r = client.get(f"/v1/items/{quote(item)}/similar", params={"k": str(k)})
+    assert r.status_code < 500, r.text
+
+
+@FUZZ
+@given(body=bodies)
+def test_post_recommendations_never_5xx(client, body):
+    try:
+        content = json.dumps(body, allow_nan=True)
+    except ValueError:
+        return
+    r = client.post("/v1/recommendations", content=content,
+                    headers={"content-type": "application/json"})  # fmt: skip
+    assert r.status_code < 500, r.text
+    if r.status_code >= 400:
+        assert "detail" in r.json()
+
+
+@FUZZ
+@given(raw=st.binary(max_size=64))
+def test_post_of_arbitrary_bytes_never_5xx(client, raw):
+    r = client.post("/v1/recommendations", content=raw,
+                    headers={"content-type": "application/json"})  # fmt: skip
+    assert r.status_code < 500, r.text
+
+
+@settings(FUZZ, max_examples=40)
+@given(body=json_values | st.fixed_dictionaries({"run_dir": ids}))
+def test_reload_with_junk_never_5xx(client, body):
+    r = client.post("/v1/admin/reload", content=json.dumps(body, allow_nan=True),
+                    headers={"content-type": "application/json"})  # fmt: skip
+    assert r.status_code < 500, r.text
