@@ -1,11 +1,14 @@
 """Models. Every model keeps the contract of :class:`~recfunnel.models.base.Recommender`."""
 
 from recfunnel.errors import RecfunnelError
+from recfunnel.models.als import WALS
 from recfunnel.models.base import FactorizedRecommender, Recommender
 from recfunnel.models.popularity import MostPopular
+from recfunnel.models.sgd_mf import BPR, SGDMF
 from recfunnel.models.two_tower import TwoTower
 
 MODELS: dict[str, type[Recommender]] = {m.kind: m for m in (TwoTower, MostPopular)}
+MODELS.update({m.kind: m for m in (WALS, SGDMF, BPR)})  # matrix factorization (#3)
 
 
 def model_class(kind: str) -> type[Recommender]:
@@ -17,7 +20,10 @@ def model_class(kind: str) -> type[Recommender]:
 
 
 __all__ = [
+    "BPR",
     "MODELS",
+    "SGDMF",
+    "WALS",
     "FactorizedRecommender",
     "MostPopular",
     "Recommender",
