@@ -30,7 +30,9 @@ def main() -> None:
     spec = DataSpec()
     _, train, _ = sources.load(spec)
     fit, validation = random_split(train, 0.1, seed=spec.seed + 1)
-    grid = itertools.product((0.01, 0.1, 1.0, 3.0, 10.0, 30.0), (0.5, 1.0, 2.0, 4.0), (0.0, 1.0))
+    grid = itertools.product(
+        (0.1, 1.0, 10.0, 30.0, 100.0, 300.0), (1.0, 2.0, 4.0, 8.0, 16.0), (0.0, 1.0)
+    )
     rows = []
     print(f"{'regularization':>14} {'alpha':>6} {'reg_exp':>7} {'recall@10':>9}")
     for reg, alpha, exponent in grid:
@@ -38,9 +40,9 @@ def main() -> None:
             reg = reg / 1000  # frequency scaling multiplies by ~(n_u + N) ~ 1.7e3
         model = WALS(dim=32, epochs=15, regularization=reg, alpha=alpha, reg_exponent=exponent)
         model.fit(fit)
-        recall = evaluate_scores(
-            model.score, fit, validation, factorized_ks=(), ranking_ks=(10,)
-        )["recall@10"]
+        recall = evaluate_scores(model.score, fit, validation, factorized_ks=(), ranking_ks=(10,))[
+            "recall@10"
+        ]
         rows.append((recall, reg, alpha, exponent))
         print(f"{reg:14g} {alpha:6g} {exponent:7g} {recall:9.4f}", flush=True)
     best = max(rows)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from recfunnel.data import checkerboard
+from recfunnel.data import Interactions, checkerboard
 from recfunnel.errors import NotFittedError, RecfunnelError
 from recfunnel.models import MODELS
 
@@ -12,6 +12,9 @@ SMALL = {
     "two-tower": dict(dim=8, epochs=3, batch_size=64, softmax="full", reduction="mean",
                       optimizer="adam", learning_rate=0.05),
     "most-popular": {},
+    "wals": dict(dim=4, epochs=3),
+    "sgd-mf": dict(dim=4, epochs=2, batch_size=64),
+    "bpr": dict(dim=4, epochs=2, batch_size=64),
 }  # fmt: skip
 
 
@@ -21,7 +24,9 @@ def make(kind):
 
 @pytest.fixture(params=sorted(MODELS))
 def fitted(request):
-    data = checkerboard(12, 16, seed=1)
+    board = checkerboard(12, 16, seed=1)
+    ratings = 1.0 + (board.users + board.items) % 5  # for rating models (sgd-mf)
+    data = Interactions(board.users, board.items, 12, 16, ratings=ratings)
     return make(request.param).fit(data), data
 
 

@@ -49,9 +49,6 @@ from recfunnel.training import Trainer, TrainerConfig, resolve_device
 FEEDBACK = ("implicit", "explicit")
 SOLVERS = ("cholesky", "cg")
 
-warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly disabled")
-
 
 # ---------------------------------------------------------------------------- the fast solvers
 class SparseRows:
@@ -73,7 +70,11 @@ class SparseRows:
         self._plan = None
 
     def csr(self, values: torch.Tensor) -> torch.Tensor:
-        return torch.sparse_csr_tensor(self.indptr, self.indices, values, size=self.shape)
+        with warnings.catch_warnings():  # "sparse CSR support is in beta"
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.sparse_csr_tensor(
+                self.indptr, self.indices, values, size=self.shape, check_invariants=False
+            )
 
     def row_dots(self, X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
         """[nnz] ``X[row] . Y[col]`` for every observed cell (a sampled dense-dense product)."""
@@ -334,10 +335,7 @@ class WALS(FactorizedRecommender):
         seed: int = 0,
     ) -> None:
         self._set_params({k: v for k, v in locals().items() if k not in ("self", "__class__")})
-
-    @property
-    def predicts_ratings(self) -> bool:  # type: ignore[override]
-        return self.feedback == "explicit"
+        self.predicts_ratings = feedback == "explicit"  # then predict() and rmse/mae apply
 
     def _validate(self, train: Interactions) -> None:
         if self.feedback not in FEEDBACK:

@@ -135,7 +135,9 @@ class _GradientMF(FactorizedRecommender):
         return torch.cat([self.net_.item.weight, self.net_.item_bias.weight], 1)
 
     def _learned_tensors(self):
-        return {f"net.{k}": v.detach().cpu().contiguous() for k, v in self.net_.state_dict().items()}
+        return {
+            f"net.{k}": v.detach().cpu().contiguous() for k, v in self.net_.state_dict().items()
+        }
 
     def _load_learned(self, tensors):
         num_users, num_items = self.seen_.shape
