@@ -29,7 +29,7 @@ PRESETS: dict[str, dict[str, dict]] = {
     # "default" is chosen by benchmarks/tune_mf.py on a validation split (see docs/mf.md).
     "wals": {
         "seed": dict(dim=32, regularization=0.01, alpha=1.0, epochs=15, solver="cg"),
-        "default": dict(dim=32, regularization=0.01, alpha=1.0, epochs=15, solver="cg"),
+        "default": dict(dim=32, regularization=30.0, alpha=4.0, epochs=15, solver="cg"),
     },
     "sgd-mf": {
         "seed": dict(dim=32, regularization=0.02, optimizer="sgd", learning_rate=0.005,
