@@ -22,9 +22,9 @@ Recommendation Benchmarks") and ``|I_u|`` for explicit (ALS-WR, Zhou et al. 2008
 
 Two solvers share the normal equations:
 
-* ``"cholesky"``: exact. Users are sorted by history length and solved in padded batches; each
-  batch builds its Gram matrices with one ``bmm`` and solves with batched
-  ``torch.linalg.cholesky`` / ``cholesky_solve``.
+* ``"cholesky"``: exact. Each batch of users builds its Gram matrices as segment sums of the
+  items' outer products (one sparse-dense product) and solves with batched
+  ``torch.linalg.cholesky_ex`` / ``cholesky_solve``.
 * ``"cg"``: a few conjugate-gradient steps per half step, warm-started from the previous
   factors (Takacs, Pilaszy & Tikk 2011), applied to all users at once through sparse products:
   ``A p = p Y^T Y + reg p + S((C - I) * (p Y^T)) Y`` where ``S`` samples the observed cells.
@@ -54,8 +54,8 @@ SOLVERS = ("cholesky", "cg")
 class SparseRows:
     """A CSR matrix on a device, with the bookkeeping both solvers need.
 
-    ``pattern`` is a torch CSR tensor of the observed cells (values are replaced per call);
-    ``rows`` [nnz] is each cell's row; ``lengths`` [R] the cells per row.
+    :meth:`csr` gives a torch CSR tensor of the observed cells with the values of a call;
+    ``lengths_np`` [R] counts the cells per row.
     """
 
     def __init__(self, matrix: sp.csr_matrix, device: torch.device) -> None:
@@ -67,39 +67,25 @@ class SparseRows:
         self.indptr = torch.as_tensor(self.indptr_np, device=device)
         self.indices = torch.as_tensor(matrix.indices.astype(np.int64), device=device)
         self.device = device
-        self._plan = None
 
-    def csr(self, values: torch.Tensor) -> torch.Tensor:
+    def csr(self, values: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """Rows ``start:stop`` as a torch CSR tensor with ``values`` [nnz] (all cells' values)."""
+        stop = self.shape[0] if stop is None else stop
+        lo, hi = int(self.indptr_np[start]), int(self.indptr_np[stop])
         with warnings.catch_warnings():  # "sparse CSR support is in beta"
             warnings.simplefilter("ignore", UserWarning)
             return torch.sparse_csr_tensor(
-                self.indptr, self.indices, values, size=self.shape, check_invariants=False
+                self.indptr[start : stop + 1] - lo,
+                self.indices[lo:hi],
+                values[lo:hi],
+                size=(stop - start, self.shape[1]),
+                check_invariants=False,
             )
 
     def row_dots(self, X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
         """[nnz] ``X[row] . Y[col]`` for every observed cell (a sampled dense-dense product)."""
         ones = torch.ones(len(self.indices), dtype=X.dtype, device=X.device)
         return torch.sparse.sampled_addmm(self.csr(ones), X, Y.T, beta=0.0).values()
-
-    def plan(self, budget: int) -> list[tuple[np.ndarray, int]]:
-        """Non-empty rows sorted by length, cut into batches of at most ``budget`` padded cells.
-
-        Returns ``(rows, L)`` per batch: the row indices and the longest history among them.
-        """
-        if self._plan is None or self._plan[0] != budget:
-            order = np.argsort(self.lengths_np, kind="stable")
-            order = order[self.lengths_np[order] > 0]
-            lengths = self.lengths_np[order]
-            batches, start = [], 0
-            while start < len(order):
-                window = lengths[start : start + budget]
-                # (e - start) * lengths[e - 1] grows with e: take the largest that fits
-                cost = np.arange(1, len(window) + 1) * window
-                take = max(1, int(np.searchsorted(cost, budget, side="right")))
-                batches.append((order[start : start + take], int(window[take - 1])))
-                start += take
-            self._plan = (budget, batches)
-        return self._plan[1]
 
 
 def solve_cholesky(
@@ -110,9 +96,13 @@ def solve_cholesky(
     regularization: torch.Tensor,
     base: torch.Tensor | None,
     out: torch.Tensor,
-    budget: int = 1 << 18,
+    batch: int = 4096,
 ) -> torch.Tensor:
     """Exact solve of ``(base + Y_r^T diag(g_r) Y_r + reg_r I) x_r = Y_r^T h_r`` for every row.
+
+    The per-row Gram matrices are segment sums of the items' outer products: with
+    ``O[i] = triu(y_i y_i^T)`` flattened to [N, D(D+1)/2], ``G = S(g) @ O`` is one sparse-dense
+    product per batch of rows, no Python loop per row. Then one batched Cholesky per batch.
 
     Args:
         rows: the observed cells (R rows).
@@ -121,32 +111,30 @@ def solve_cholesky(
         rhs_weights: [nnz] ``h`` per cell (``c`` implicit, the target explicit).
         regularization: [R] ridge per row.
         base: [D, D] shared Gram term (``Y^T Y`` implicit) or ``None``.
-        out: [R, D] written in place; rows with no cell get ``0``.
+        out: [R, D] written in place; rows with no cell and no ``base`` get ``0``.
+        batch: rows solved at once.
     """
     dim = Y.shape[1]
     device = Y.device
+    iu, ju = torch.triu_indices(dim, dim, device=device)
+    outer = Y[:, iu] * Y[:, ju]  # [N, D(D+1)/2]
     eye = torch.eye(dim, dtype=Y.dtype, device=device)
-    out.zero_()
-    for batch, width in rows.plan(budget):
-        batch_t = torch.as_tensor(batch, device=device)
-        starts = rows.indptr[batch_t]
-        offsets = torch.arange(width, device=device)
-        valid = offsets[None, :] < (rows.indptr[batch_t + 1] - starts)[:, None]  # [B, L]
-        cells = torch.where(valid, starts[:, None] + offsets[None, :], 0)
-        Yp = Y[rows.indices[cells]]  # [B, L, D]
-        g = torch.where(valid, gram_weights[cells], 0.0)
-        h = torch.where(valid, rhs_weights[cells], 0.0)
-        A = torch.bmm(Yp.transpose(1, 2), Yp * g[:, :, None])  # [B, D, D]
-        A += regularization[batch_t][:, None, None] * eye
+    for start in range(0, rows.shape[0], batch):
+        stop = min(start + batch, rows.shape[0])
+        tri = rows.csr(gram_weights, start, stop) @ outer  # [B, D(D+1)/2]
+        A = torch.zeros(stop - start, dim, dim, dtype=Y.dtype, device=device)
+        A[:, iu, ju] = tri
+        A[:, ju, iu] = tri
+        A += regularization[start:stop, None, None] * eye
         if base is not None:
             A += base
-        b = torch.bmm(h[:, None, :], Yp)[:, 0]  # [B, D]
+        b = rows.csr(rhs_weights, start, stop) @ Y  # [B, D]
         factor, info = torch.linalg.cholesky_ex(A)
         if bool(info.any()):
             raise RecfunnelError(
                 "a least-squares system is not positive definite; raise --regularization"
             )
-        out[batch_t] = torch.cholesky_solve(b[:, :, None], factor)[:, :, 0]
+        out[start:stop] = torch.cholesky_solve(b[:, :, None], factor)[:, :, 0]
     return out
 
 
