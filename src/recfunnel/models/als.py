@@ -71,21 +71,27 @@ class SparseRows:
     def csr(self, values: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
         """Rows ``start:stop`` as a torch CSR tensor with ``values`` [nnz] (all cells' values)."""
         stop = self.shape[0] if stop is None else stop
-        lo, hi = int(self.indptr_np[start]), int(self.indptr_np[stop])
+        if start == 0 and stop == self.shape[0]:
+            indptr, indices = self.indptr, self.indices
+        else:
+            lo, hi = int(self.indptr_np[start]), int(self.indptr_np[stop])
+            indptr, indices = self.indptr[start : stop + 1] - lo, self.indices[lo:hi]
+            values = values[lo:hi]
         with warnings.catch_warnings():  # "sparse CSR support is in beta"
             warnings.simplefilter("ignore", UserWarning)
             return torch.sparse_csr_tensor(
-                self.indptr[start : stop + 1] - lo,
-                self.indices[lo:hi],
-                values[lo:hi],
+                indptr,
+                indices,
+                values,
                 size=(stop - start, self.shape[1]),
                 check_invariants=False,
             )
 
     def row_dots(self, X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
         """[nnz] ``X[row] . Y[col]`` for every observed cell (a sampled dense-dense product)."""
-        ones = torch.ones(len(self.indices), dtype=X.dtype, device=X.device)
-        return torch.sparse.sampled_addmm(self.csr(ones), X, Y.T, beta=0.0).values()
+        if getattr(self, "_pattern", None) is None or self._pattern.dtype != X.dtype:
+            self._pattern = self.csr(torch.ones(len(self.indices), dtype=X.dtype, device=X.device))
+        return torch.sparse.sampled_addmm(self._pattern, X, Y.T, beta=0.0).values()
 
 
 def solve_cholesky(
@@ -150,7 +156,6 @@ def solve_cg(
 ) -> torch.Tensor:
     """``steps`` conjugate-gradient steps on the same systems as :func:`solve_cholesky`, for all
     rows at once, starting from (and updating) ``out`` [R, D]."""
-    b = rows.csr(rhs_weights) @ Y
 
     def apply(P: torch.Tensor) -> torch.Tensor:
         AP = regularization[:, None] * P + rows.csr(gram_weights * rows.row_dots(P, Y)) @ Y
@@ -159,7 +164,10 @@ def solve_cg(
         return AP
 
     x = out
-    r = b - apply(x)
+    # r = b - A x, with b = S(h) Y and the sparse part of A x fused into one product
+    r = rows.csr(rhs_weights - gram_weights * rows.row_dots(x, Y)) @ Y - regularization[:, None] * x
+    if base is not None:
+        r -= x @ base
     p = r.clone()
     rs = (r * r).sum(1)
     for _ in range(steps):
