@@ -227,6 +227,8 @@ def cmd_explicit(args) -> None:
     from recfunnel.experiment import build_model
     from recfunnel.metrics import rating_metrics
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     rows = []
     per_model: dict[str, list] = {}
     for fold in args.folds.split(","):
@@ -322,6 +324,7 @@ def main() -> None:
     p = sub.add_parser("explicit")
     p.add_argument("--folds", default="u1,u2,u3,u4,u5")
     p.add_argument("--peers", default="svd,svdpp")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = leave)")
     p.set_defaults(func=cmd_explicit)
     p = sub.add_parser("foldin")
     p.set_defaults(func=cmd_foldin)

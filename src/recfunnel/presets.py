@@ -34,8 +34,8 @@ PRESETS: dict[str, dict[str, dict]] = {
     "sgd-mf": {
         "seed": dict(dim=32, regularization=0.02, optimizer="sgd", learning_rate=0.005,
                      batch_size=1, epochs=20),
-        "default": dict(dim=32, regularization=0.1, optimizer="adam", learning_rate=0.005,
-                        batch_size=256, epochs=20),
+        "default": dict(dim=32, regularization=0.1, optimizer="adam", learning_rate=0.01,
+                        batch_size=1024, epochs=20),
     },
     "bpr": {
         "seed": dict(dim=32, regularization=0.0001, learning_rate=0.01, batch_size=1024,
