@@ -100,6 +100,14 @@ def test_explicit_wals_recovers_a_planted_low_rank_matrix(solver):
     assert rmse(model, test) < 0.1  # the ratings' own spread is ~1
 
 
+def test_explicit_wals_with_an_unrated_item_and_frequency_scaled_regularization(tiny):
+    wide = Interactions(tiny.users, tiny.items, 4, 7, ratings=tiny.ratings)  # items 5, 6 unrated
+    model = WALS(feedback="explicit", dim=2, epochs=3, reg_exponent=1.0, solver="cholesky")
+    model.fit(wide)
+    assert not model.item_factors_[5:].any() and not model.item_bias_[5:].any()
+    assert np.isfinite(model.predict([0, 1], [5, 6])).all()
+
+
 def test_sgd_mf_recovers_a_planted_low_rank_matrix():
     train, test = planted_ratings()
     model = SGDMF(dim=3, epochs=150, regularization=0.0, batch_size=64, learning_rate=0.02)

@@ -210,8 +210,9 @@ class WALSSolver:
         n_i = torch.as_tensor(self.items.lengths_np, dtype=torch.float32, device=device)
         if not self.explicit:
             n_u, n_i = n_u + N, n_i + U
-        self.user_reg = model.regularization * n_u.pow(model.reg_exponent)
-        self.item_reg = model.regularization * n_i.pow(model.reg_exponent)
+        # a row with no cell keeps a positive ridge (its factors solve to 0)
+        self.user_reg = model.regularization * n_u.clamp_min(1).pow(model.reg_exponent)
+        self.item_reg = model.regularization * n_i.clamp_min(1).pow(model.reg_exponent)
         scale = model.init_scale
         self.X = (torch.randn(U, D, generator=generator) * scale).to(device)
         self.Y = (torch.randn(N, D, generator=generator) * scale).to(device)
