@@ -140,16 +140,17 @@ def compare(name, title, train, test, args, tmp: Path, settings, implicit_input,
         X, Y = implicit_factors(tmp / "implicit", train)
         rec_implicit = recall_at_10(X, Y, train, test, users)
         rows.append([label, "implicit ALS (cg)", reg, alpha, rec_implicit,
-                     implicit["fit_seconds"], 1.0, implicit["peak_rss_mb"]])  # fmt: skip
+                     implicit["fit_seconds"], 1.0, implicit["peak_rss_mb"],
+                     implicit["peak_rss_mb_before_fit"]])  # fmt: skip
         for solver in args.solvers.split(","):
             ours = wals_fit(npz, tmp / f"wals-{solver}", args, reg, alpha, solver)
             X, Y = factors(tmp / f"wals-{solver}")
             rows.append([label, f"recfunnel WALS ({solver})", reg, alpha,
                          recall_at_10(X, Y, train, test, users), ours["fit_seconds"],
                          ours["fit_seconds"] / implicit["fit_seconds"],
-                         ours["peak_rss_mb"]])  # fmt: skip
+                         ours["peak_rss_mb"], ours["peak_rss_mb_before_fit"]])  # fmt: skip
     headers = ["settings", "model", "regularization", "alpha", "recall@10", "fit s",
-               "fit / implicit", "peak RSS MB"]  # fmt: skip
+               "fit / implicit", "peak RSS MB", "RSS MB before fit"]  # fmt: skip
     text = table(headers, rows)
     print(text)
     write_section(name, f"### {title}\n\n{text}\n\n{args.dim} factors, {args.iterations} "
