@@ -70,7 +70,16 @@ def save_npz(path: Path, data) -> None:
              num_items=data.num_items)  # fmt: skip
 
 
-def run_child(argv: list[str]) -> dict:
+def run_child(argv: list[str], repeats: int = 1) -> dict:
+    """Run a fitting child ``repeats`` times; its result with the median ``fit_seconds``."""
+    results = [_run_child(argv) for _ in range(repeats)]
+    result = dict(results[-1])
+    result["fit_seconds"] = float(np.median([r["fit_seconds"] for r in results]))
+    result["peak_rss_mb"] = max(r["peak_rss_mb"] for r in results)
+    return result
+
+
+def _run_child(argv: list[str]) -> dict:
     out = Path(argv[argv.index("--out") + 1])
     # Through a shell that forks (not execs) the command: a child exec'd straight from this
     # (large) process would report this process's peak RSS as its own ru_maxrss.
@@ -82,14 +91,15 @@ def implicit_fit(train_arg: list[str], out: Path, args, reg: float, alpha: float
     return run_child([PEERS_PYTHON, str(PEERS / "implicit_als.py"), *train_arg, "--out", str(out),
                       "--factors", str(args.dim), "--regularization", str(reg),
                       "--iterations", str(args.iterations), "--alpha", str(alpha),
-                      "--threads", str(args.threads), "--seed", "42"])  # fmt: skip
+                      "--threads", str(args.threads), "--seed", "42"], args.repeats)  # fmt: skip
 
 
 def wals_fit(npz: Path, out: Path, args, reg: float, alpha: float, solver: str) -> dict:
     return run_child([sys.executable, __file__, "fit-wals", "--train-npz", str(npz), "--out",
                       str(out), "--dim", str(args.dim), "--regularization", str(reg),
                       "--alpha", str(alpha), "--iterations", str(args.iterations),
-                      "--solver", solver, "--threads", str(args.threads)])  # fmt: skip
+                      "--solver", solver, "--threads", str(args.threads)],
+                     args.repeats)  # fmt: skip
 
 
 def factors(out: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -154,7 +164,8 @@ def compare(name, title, train, test, args, tmp: Path, settings, implicit_input,
     text = table(headers, rows)
     print(text)
     write_section(name, f"### {title}\n\n{text}\n\n{args.dim} factors, {args.iterations} "
-                  f"iterations, {args.threads or 'all'} threads each; {machine()}.")  # fmt: skip
+                  f"iterations, {args.threads or 'all'} threads each, median fit time of "
+                  f"{args.repeats} runs; {machine()}.")  # fmt: skip
 
 
 def implicit_factors(out: Path, train) -> tuple[np.ndarray, np.ndarray]:
@@ -313,6 +324,7 @@ def main() -> None:
         p.add_argument("--iterations", type=int, default=15)
         p.add_argument("--threads", type=int, default=0, help="0 = all cores")
         p.add_argument("--solvers", default="cg,cholesky")
+        p.add_argument("--repeats", type=int, default=3, help="fits per model; median time")
 
     common(p := sub.add_parser("ml100k"))
     p.set_defaults(func=cmd_ml100k)
