@@ -125,3 +125,53 @@ def test_unknown_user_is_a_flagged_cold_start(files, tmp_path, capsys):
     captured = capsys.readouterr()
     assert "cold start" in captured.err
     assert len(captured.out.strip().splitlines()) == 2
+
+
+# ------------------------------------------------------------ matrix factorization (#3)
+MF = {
+    "wals": ["--model", "wals", "--dim", "4", "--epochs", "3", "--regularization", "0.1",
+             "--alpha", "2"],
+    "sgd-mf": ["--model", "sgd-mf", "--dim", "4", "--epochs", "2", "--batch-size", "64"],
+    "bpr": ["--model", "bpr", "--dim", "4", "--epochs", "2", "--batch-size", "64"],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", sorted(MF))
+def test_train_mf_models_from_the_command_line(files, tmp_path, capsys, kind):
+    train, test = files
+    argv = ["train", "--train", str(train), "--rating-col", "rating", "--test", str(test),
+            "--json", "--out", str(tmp_path / kind), *MF[kind]]  # fmt: skip
+    assert main(argv) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["config"]["dim"] == 4
+    if kind == "wals":
+        assert metrics["config"]["regularization"] == 0.1 and metrics["config"]["alpha"] == 2
+    assert ("rmse" in metrics) == (kind == "sgd-mf")
+
+
+def test_recommend_from_a_history(files, tmp_path, capsys):
+    run = tmp_path / "run"
+    argv = ["train", "--train", str(files[0]), "--out", str(run), *MF["wals"]]
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert main(["recommend", str(run), "--history", "item0,item2", "-k", "3", "--json"]) == 0
+    recs = json.loads(capsys.readouterr().out)
+    assert len(recs) == 3 and not {"item0", "item2"} & {r["item"] for r in recs}
+    assert main(["recommend", str(run), "--history", "item0,nope", "-k", "3"]) == 2
+    assert "nope" in capsys.readouterr().err
+
+
+def test_sgd_mf_without_ratings_is_a_clear_error(files, capsys):
+    assert main(["train", "--train", str(files[0]), *MF["sgd-mf"]]) == 2
+    assert "sgd-mf needs ratings" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv", ".npz"])
+def test_synth_writes_a_file(tmp_path, capsys, suffix):
+    out = tmp_path / f"synth{suffix}"
+    argv = ["synth", "--users", "50", "--items", "30", "--interactions", "200", "--out", str(out)]
+    assert main(argv) == 0
+    assert out.is_file() and not list(tmp_path.glob(".synth*"))
+    if suffix == ".csv":
+        lines = out.read_text().splitlines()
+        assert lines[0] == "user,item" and 150 < len(lines) - 1 <= 200

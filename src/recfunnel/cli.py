@@ -5,6 +5,8 @@
     recfunnel recommend runs/ml --user 9 -k 3
     recfunnel recommend runs/ml --all-users -k 10 --output recs.csv
     recfunnel serve runs/ml --port 8000 --workers 2
+    recfunnel recommend runs/ml --history 50,172,181 -k 10
+    recfunnel synth --users 1000000 --items 200000 --interactions 20000000 --out big.parquet
 
 Bad input prints one line, ``error: <problem>; <fix>``, on stderr and exits with status 2.
 """
@@ -75,6 +77,9 @@ def cmd_train(args) -> int:
     }  # fmt: skip
     if args.model != "most-popular":
         overrides["seed"] = args.seed
+    for name in ("regularization", "alpha"):  # matrix factorization; only when given
+        if getattr(args, name) is not None:
+            overrides[name] = getattr(args, name)
     for pair in args.set or []:
         name, _, value = pair.partition("=")
         if not _:
@@ -141,9 +146,20 @@ def cmd_evaluate(args) -> int:
 def cmd_recommend(args) -> int:
     from recfunnel.runs import Run
 
-    if (args.user is None) == (not args.all_users):
-        raise RecfunnelError("give either --user ID or --all-users")
+    if sum((args.user is not None, args.all_users, args.history is not None)) != 1:
+        raise RecfunnelError("give exactly one of --user ID, --history ITEMS or --all-users")
     run = Run.load(args.run_dir)
+    if args.history is not None:
+        history = [item.strip() for item in args.history.split(",") if item.strip()]
+        if not history:
+            raise RecfunnelError("--history is empty; give raw item ids, e.g. --history 50,172")
+        rec = run.recommend_history(history, args.k, exclude_seen=not args.include_seen)
+        if args.json:
+            print(_dump(rec.to_records()))
+            return 0
+        for rank, (title, score) in enumerate(zip(rec.titles, rec.scores, strict=False), 1):
+            print(f"{rank:3d}. {title}  ({score:.4f})")
+        return 0
     if args.all_users:
         if not args.output:
             raise RecfunnelError("--all-users needs --output FILE.csv")
@@ -187,6 +203,16 @@ def cmd_serve(args) -> int:
     token = args.token or os.environ.get("RECFUNNEL_TOKEN") or None
     serve(args.run_dir, host=args.host, port=args.port, workers=args.workers, token=token,
           index=args.index, access_log=args.access_log)  # fmt: skip
+    return 0
+
+
+# ------------------------------------------------------------------ synth
+def cmd_synth(args) -> int:
+    from recfunnel.data.synthetic import power_law, write_interactions
+
+    data = power_law(args.users, args.items, args.interactions, seed=args.seed)
+    write_interactions(data, Path(args.out))
+    print(f"wrote {data!r} to {args.out}", file=sys.stderr)
     return 0
 
 
@@ -235,6 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--batch-size", type=int)
     model.add_argument("--learning-rate", type=float)
     model.add_argument("--device", help="auto (default), cpu or cuda")
+    model.add_argument("--regularization", type=float, help="L2 strength (wals, sgd-mf, bpr)")
+    model.add_argument("--alpha", type=float, help="wals: confidence = alpha * weight")
     model.add_argument("--set", action="append", metavar="NAME=VALUE",
                        help="any other hyper-parameter, e.g. --set temperature=0.1")  # fmt: skip
     model.add_argument(
@@ -262,6 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--user", help="raw user id")
     p.add_argument("--all-users", action="store_true", help="export every user's top k")
+    p.add_argument("--history", help="comma-separated raw item ids of a new user (fold-in)")
     p.add_argument("-k", type=int, default=10)
     p.add_argument("--include-seen", action="store_true", help="do not drop the user's seen items")
     p.add_argument("--output", help="CSV file for --all-users (user,rank,item,score)")
@@ -279,6 +308,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="top-k index: auto = exact below 100k items, else FAISS IVF")  # fmt: skip
     p.add_argument("--access-log", action="store_true", help="log every request")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("synth", help="write seeded power-law synthetic interactions")
+    p.add_argument("--users", type=int, required=True)
+    p.add_argument("--items", type=int, required=True)
+    p.add_argument("--interactions", type=int, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="FILE.parquet, FILE.csv or FILE.npz")
+    p.set_defaults(func=cmd_synth)
     return parser
 
 

@@ -25,6 +25,24 @@ PRESETS: dict[str, dict[str, dict]] = {
         ),
     },
     "most-popular": {"seed": {}, "default": {}},
+    # Matrix factorization (#3). wals "seed" is implicit's ALS at the benchmark's settings;
+    # "default" is chosen by benchmarks/tune_mf.py on a validation split (see docs/mf.md).
+    "wals": {
+        "seed": dict(dim=32, regularization=0.01, alpha=1.0, epochs=15, solver="cg"),
+        "default": dict(dim=32, regularization=30.0, alpha=4.0, epochs=15, solver="cg"),
+    },
+    "sgd-mf": {
+        "seed": dict(dim=32, regularization=0.02, optimizer="sgd", learning_rate=0.005,
+                     batch_size=1, epochs=20),
+        "default": dict(dim=32, regularization=0.1, optimizer="adam", learning_rate=0.01,
+                        batch_size=1024, epochs=20),
+    },
+    "bpr": {
+        "seed": dict(dim=32, regularization=0.0001, learning_rate=0.01, batch_size=1024,
+                     epochs=30),
+        "default": dict(dim=32, regularization=0.0001, learning_rate=0.01, batch_size=1024,
+                        epochs=30),
+    },
     # TFRS basic ranking: ids only, MLP 256-64-1 over [user, item], no biases; "default" is a
     # biased factorization machine over ids + side features + SVD++ implicit feedback, tuned on
     # a validation split carved from u1.base (benchmarks/bench_ranking.py, docs/ranking.md).

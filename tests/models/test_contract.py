@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from recfunnel.data import checkerboard
+from recfunnel.data import Interactions, checkerboard
 from recfunnel.errors import NotFittedError, RecfunnelError
 from recfunnel.models import MODELS
 
@@ -23,6 +23,9 @@ SMALL = {
                     learning_rate=0.05),
         candidates=5,
     ),
+    "wals": dict(dim=4, epochs=3),
+    "sgd-mf": dict(dim=4, epochs=2, batch_size=64),
+    "bpr": dict(dim=4, epochs=2, batch_size=64),
 }  # fmt: skip
 
 
@@ -32,7 +35,9 @@ def make(kind):
 
 @pytest.fixture(params=sorted(MODELS))
 def fitted(request):
-    data = checkerboard(12, 16, seed=1)
+    board = checkerboard(12, 16, seed=1)
+    ratings = 1.0 + (board.users + board.items) % 5  # for rating models (sgd-mf)
+    data = Interactions(board.users, board.items, 12, 16, ratings=ratings)
     return make(request.param).fit(data), data
 
 

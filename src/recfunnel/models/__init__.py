@@ -1,15 +1,17 @@
 """Models. Every model keeps the contract of :class:`~recfunnel.models.base.Recommender`."""
 
 from recfunnel.errors import RecfunnelError
+from recfunnel.models.als import WALS
 from recfunnel.models.base import FactorizedRecommender, Recommender
 from recfunnel.models.multitask import Multitask
 from recfunnel.models.popularity import MostPopular
 from recfunnel.models.ranking import RankingModel
+from recfunnel.models.sgd_mf import BPR, SGDMF
 from recfunnel.models.two_stage import TwoStage
 from recfunnel.models.two_tower import TwoTower
 
 MODELS: dict[str, type[Recommender]] = {
-    m.kind: m for m in (TwoTower, MostPopular, RankingModel, TwoStage, Multitask)
+    m.kind: m for m in (TwoTower, MostPopular, WALS, SGDMF, BPR, RankingModel, TwoStage, Multitask)
 }
 
 
@@ -22,7 +24,10 @@ def model_class(kind: str) -> type[Recommender]:
 
 
 __all__ = [
+    "BPR",
     "MODELS",
+    "SGDMF",
+    "WALS",
     "FactorizedRecommender",
     "MostPopular",
     "Multitask",

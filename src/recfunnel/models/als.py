@@ -1,0 +1,457 @@
+"""Weighted alternating least squares (WALS) for implicit feedback and for explicit ratings.
+
+Matrix factorization: the user x item feedback matrix is approximated by ``X @ Y.T`` with user
+factors ``X`` [U, D] and item factors ``Y`` [N, D]. WALS fixes ``Y`` and solves every user's
+regularised least-squares problem exactly, then the reverse; each half step lowers the loss.
+
+* **implicit** (Hu, Koren & Volinsky 2008, "Collaborative Filtering for Implicit Feedback
+  Datasets"): every cell is a target, 1 where observed and 0 elsewhere; an observed cell has
+  confidence ``c_ui = alpha * w_ui`` (``w_ui`` the interaction weight, 1 by default; this is the
+  convention of implicit >= 0.5, *not* ``1 + alpha * w``) and an unobserved cell confidence 1.
+  Loss: ``sum_obs c (1 - x.y)^2 + sum_unobs (x.y)^2 + sum_u reg_u |x_u|^2 + sum_i reg_i |y_i|^2``.
+  The user solve uses ``Y^T C_u Y = Y^T Y + Y_u^T (C_u - I) Y_u``, so the dense Gram matrix is
+  built once per half step and each user adds only their own rows.
+* **explicit**: ridge regression on the observed ratings only, with a global mean and user and
+  item biases: ``r_ui ~ mu + b_u + b_i + x_u . y_i``.
+
+Regularization is ``reg_u = regularization * n_u ** reg_exponent`` where ``n_u`` counts the
+user's weighted cells: ``|I_u| + N`` for implicit (every cell is a target, the frequency-scaled
+regularization of Rendle et al. 2021, "Revisiting the Performance of iALS on Item
+Recommendation Benchmarks") and ``|I_u|`` for explicit (ALS-WR, Zhou et al. 2008).
+``reg_exponent=0`` gives plain ridge, as implicit does.
+
+Two solvers share the normal equations:
+
+* ``"cholesky"``: exact. Each batch of users builds its Gram matrices as segment sums of the
+  items' outer products (one sparse-dense product) and solves with batched
+  ``torch.linalg.cholesky_ex`` / ``cholesky_solve``.
+* ``"cg"``: a few conjugate-gradient steps per half step, warm-started from the previous
+  factors (Takacs, Pilaszy & Tikk 2011), applied to all users at once through sparse products:
+  ``A p = p Y^T Y + reg p + S((C - I) * (p Y^T)) Y`` where ``S`` samples the observed cells.
+
+Letters: U users, N items, D factors, B users in a batch, L padded history length.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from recfunnel.data.interactions import Interactions
+from recfunnel.errors import RecfunnelError
+from recfunnel.metrics import evaluate_scores
+from recfunnel.models.base import FactorizedRecommender
+from recfunnel.training import Trainer, TrainerConfig, resolve_device
+
+FEEDBACK = ("implicit", "explicit")
+SOLVERS = ("cholesky", "cg")
+
+
+# ---------------------------------------------------------------------------- the fast solvers
+class SparseRows:
+    """A CSR matrix on a device, with the bookkeeping both solvers need.
+
+    :meth:`csr` gives a torch CSR tensor of the observed cells with the values of a call;
+    ``lengths_np`` [R] counts the cells per row.
+    """
+
+    def __init__(self, matrix: sp.csr_matrix, device: torch.device) -> None:
+        matrix = matrix.tocsr()
+        matrix.sort_indices()
+        self.shape = matrix.shape
+        self.indptr_np = matrix.indptr.astype(np.int64)
+        self.lengths_np = np.diff(self.indptr_np)
+        self.indptr = torch.as_tensor(self.indptr_np, device=device)
+        self.indices = torch.as_tensor(matrix.indices.astype(np.int64), device=device)
+        self.device = device
+
+    def csr(self, values: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """Rows ``start:stop`` as a torch CSR tensor with ``values`` [nnz] (all cells' values)."""
+        stop = self.shape[0] if stop is None else stop
+        if start == 0 and stop == self.shape[0]:
+            indptr, indices = self.indptr, self.indices
+        else:
+            lo, hi = int(self.indptr_np[start]), int(self.indptr_np[stop])
+            indptr, indices = self.indptr[start : stop + 1] - lo, self.indices[lo:hi]
+            values = values[lo:hi]
+        with warnings.catch_warnings():  # "sparse CSR support is in beta"
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.sparse_csr_tensor(
+                indptr,
+                indices,
+                values,
+                size=(stop - start, self.shape[1]),
+                check_invariants=False,
+            )
+
+    def row_dots(self, X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
+        """[nnz] ``X[row] . Y[col]`` for every observed cell (a sampled dense-dense product)."""
+        if getattr(self, "_pattern", None) is None or self._pattern.dtype != X.dtype:
+            self._pattern = self.csr(torch.ones(len(self.indices), dtype=X.dtype, device=X.device))
+        return torch.sparse.sampled_addmm(self._pattern, X, Y.T, beta=0.0).values()
+
+
+def solve_cholesky(
+    rows: SparseRows,
+    Y: torch.Tensor,
+    gram_weights: torch.Tensor,
+    rhs_weights: torch.Tensor,
+    regularization: torch.Tensor,
+    base: torch.Tensor | None,
+    out: torch.Tensor,
+    batch: int = 4096,
+) -> torch.Tensor:
+    """Exact solve of ``(base + Y_r^T diag(g_r) Y_r + reg_r I) x_r = Y_r^T h_r`` for every row.
+
+    The per-row Gram matrices are segment sums of the items' outer products: with
+    ``O[i] = triu(y_i y_i^T)`` flattened to [N, D(D+1)/2], ``G = S(g) @ O`` is one sparse-dense
+    product per batch of rows, no Python loop per row. Then one batched Cholesky per batch.
+
+    Args:
+        rows: the observed cells (R rows).
+        Y: [N, D] fixed factors.
+        gram_weights: [nnz] ``g`` per cell (``c - 1`` implicit, 1 explicit).
+        rhs_weights: [nnz] ``h`` per cell (``c`` implicit, the target explicit).
+        regularization: [R] ridge per row.
+        base: [D, D] shared Gram term (``Y^T Y`` implicit) or ``None``.
+        out: [R, D] written in place; rows with no cell and no ``base`` get ``0``.
+        batch: rows solved at once.
+    """
+    dim = Y.shape[1]
+    device = Y.device
+    iu, ju = torch.triu_indices(dim, dim, device=device)
+    outer = Y[:, iu] * Y[:, ju]  # [N, D(D+1)/2]
+    eye = torch.eye(dim, dtype=Y.dtype, device=device)
+    for start in range(0, rows.shape[0], batch):
+        stop = min(start + batch, rows.shape[0])
+        tri = rows.csr(gram_weights, start, stop) @ outer  # [B, D(D+1)/2]
+        A = torch.zeros(stop - start, dim, dim, dtype=Y.dtype, device=device)
+        A[:, iu, ju] = tri
+        A[:, ju, iu] = tri
+        A += regularization[start:stop, None, None] * eye
+        if base is not None:
+            A += base
+        b = rows.csr(rhs_weights, start, stop) @ Y  # [B, D]
+        factor, info = torch.linalg.cholesky_ex(A)
+        if bool(info.any()):
+            raise RecfunnelError(
+                "a least-squares system is not positive definite; raise --regularization"
+            )
+        out[start:stop] = torch.cholesky_solve(b[:, :, None], factor)[:, :, 0]
+    return out
+
+
+def solve_cg(
+    rows: SparseRows,
+    Y: torch.Tensor,
+    gram_weights: torch.Tensor,
+    rhs_weights: torch.Tensor,
+    regularization: torch.Tensor,
+    base: torch.Tensor | None,
+    out: torch.Tensor,
+    steps: int = 3,
+) -> torch.Tensor:
+    """``steps`` conjugate-gradient steps on the same systems as :func:`solve_cholesky`, for all
+    rows at once, starting from (and updating) ``out`` [R, D]."""
+
+    def apply(P: torch.Tensor) -> torch.Tensor:
+        AP = regularization[:, None] * P + rows.csr(gram_weights * rows.row_dots(P, Y)) @ Y
+        if base is not None:
+            AP += P @ base
+        return AP
+
+    x = out
+    # r = b - A x, with b = S(h) Y and the sparse part of A x fused into one product
+    r = rows.csr(rhs_weights - gram_weights * rows.row_dots(x, Y)) @ Y - regularization[:, None] * x
+    if base is not None:
+        r -= x @ base
+    p = r.clone()
+    rs = (r * r).sum(1)
+    for _ in range(steps):
+        if float(rs.max()) < 1e-20:
+            break
+        Ap = apply(p)
+        denom = (p * Ap).sum(1)
+        step = torch.where(denom > 0, rs / denom.clamp_min(1e-30), 0.0)
+        x += step[:, None] * p
+        r -= step[:, None] * Ap
+        rs_new = (r * r).sum(1)
+        p = r + torch.where(rs > 0, rs_new / rs.clamp_min(1e-30), 0.0)[:, None] * p
+        rs = rs_new
+    return x
+
+
+# ------------------------------------------------------------------------- the training state
+class WALSSolver:
+    """The alternating updates of one WALS fit; the :class:`~recfunnel.training.Trainer` calls
+    :meth:`fit_epoch` once per iteration (users then items) and gets the loss back."""
+
+    def __init__(self, model: WALS, train: Interactions, device: torch.device) -> None:
+        self.model = model
+        self.device = device
+        self.explicit = model.feedback == "explicit"
+        generator = torch.Generator().manual_seed(model.seed)
+        U, N, D = train.num_users, train.num_items, model.dim
+        values = (
+            "ratings" if self.explicit else ("weights" if train.weights is not None else "ones")
+        )
+        by_user = train.to_csr(values)
+        by_item = by_user.T.tocsr()
+        self.users, self.items = SparseRows(by_user, device), SparseRows(by_item, device)
+        # values aligned with each side's cell order
+        self.user_values = torch.as_tensor(by_user.data, dtype=torch.float32, device=device)
+        self.item_values = torch.as_tensor(by_item.data, dtype=torch.float32, device=device)
+        self.user_cols = self.users.indices
+        self.item_cols = self.items.indices
+        n_u = torch.as_tensor(self.users.lengths_np, dtype=torch.float32, device=device)
+        n_i = torch.as_tensor(self.items.lengths_np, dtype=torch.float32, device=device)
+        if not self.explicit:
+            n_u, n_i = n_u + N, n_i + U
+        # a row with no cell keeps a positive ridge (its factors solve to 0)
+        self.user_reg = model.regularization * n_u.clamp_min(1).pow(model.reg_exponent)
+        self.item_reg = model.regularization * n_i.clamp_min(1).pow(model.reg_exponent)
+        scale = model.init_scale
+        self.X = (torch.randn(U, D, generator=generator) * scale).to(device)
+        self.Y = (torch.randn(N, D, generator=generator) * scale).to(device)
+        if self.explicit:
+            self.mu = float(self.user_values.mean())
+            self.user_rows = torch.repeat_interleave(
+                torch.arange(U, device=device),
+                torch.as_tensor(self.users.lengths_np, device=device),
+            )
+            self.bu = torch.zeros(U, device=device)
+            self.bi = torch.zeros(N, device=device)
+            # solvers work on factors augmented with a bias column
+            self.X = torch.cat([self.X, torch.zeros(U, 1, device=device)], 1)
+            self.Y = torch.cat([self.Y, torch.zeros(N, 1, device=device)], 1)
+        else:
+            confidence = model.alpha * self.user_values
+            self.user_conf, self.item_conf = confidence, model.alpha * self.item_values
+
+    def _solve(self, rows, Y, g, h, reg, base, out):
+        if self.model.solver == "cg":
+            return solve_cg(rows, Y, g, h, reg, base, out, steps=self.model.cg_steps)
+        return solve_cholesky(rows, Y, g, h, reg, base, out)
+
+    def fit_epoch(self) -> float:
+        if self.explicit:
+            self._explicit_half(users=True)
+            self._explicit_half(users=False)
+        else:
+            YtY = self.Y.T @ self.Y
+            self._solve(self.users, self.Y, self.user_conf - 1, self.user_conf, self.user_reg,
+                        YtY, self.X)  # fmt: skip
+            XtX = self.X.T @ self.X
+            self._solve(self.items, self.X, self.item_conf - 1, self.item_conf, self.item_reg,
+                        XtX, self.Y)  # fmt: skip
+        return self.loss()
+
+    def _explicit_half(self, users: bool) -> None:
+        """Solve one side's [factors, bias] against the other side's [factors, 1]."""
+        D = self.model.dim
+        if users:
+            rows, mine, other, reg = self.users, self.X, self.Y, self.user_reg
+            values, other_bias = self.user_values, self.bi
+        else:
+            rows, mine, other, reg = self.items, self.Y, self.X, self.item_reg
+            values, other_bias = self.item_values, self.bu
+        fixed = torch.cat([other[:, :D], torch.ones(len(other), 1, device=self.device)], 1)
+        targets = values - self.mu - other_bias[rows.indices]
+        ones = torch.ones_like(targets)
+        self._solve(rows, fixed, ones, targets, reg, None, mine)
+        if users:
+            self.bu = mine[:, D].clone()
+        else:
+            self.bi = mine[:, D].clone()
+
+    def loss(self) -> float:
+        """The objective divided by the number of observed cells."""
+        D = self.model.dim
+        X, Y = self.X[:, :D], self.Y[:, :D]
+        dots = self.users.row_dots(X, Y)
+        penalty = (self.user_reg * X.pow(2).sum(1)).sum() + (self.item_reg * Y.pow(2).sum(1)).sum()
+        if self.explicit:
+            predicted = self.mu + self.bu[self.user_rows] + self.bi[self.user_cols] + dots
+            fit = (self.user_values - predicted).pow(2).sum()
+            penalty += (self.user_reg * self.bu**2).sum() + (self.item_reg * self.bi**2).sum()
+        else:
+            c = self.user_conf
+            # sum over all cells of (x.y)^2 is trace(X^T X Y^T Y); observed cells correct it
+            fit = ((X.T @ X) * (Y.T @ Y)).sum() + (c * (1 - dots) ** 2 - dots**2).sum()
+        return float((fit + penalty) / max(1, len(self.user_values)))
+
+    def user_vectors(self, users: np.ndarray) -> torch.Tensor:
+        """[B, D(+1)] query vectors (explicit: factors and a 1 that meets the item bias)."""
+        users = torch.as_tensor(np.asarray(users, dtype=np.int64), device=self.device)
+        if self.explicit:
+            X = self.X[users, : self.model.dim]
+            return torch.cat([X, torch.ones(len(users), 1, device=self.device)], 1).cpu()
+        return self.X[users].cpu()
+
+    def item_vectors(self) -> torch.Tensor:
+        if self.explicit:
+            return torch.cat([self.Y[:, : self.model.dim], self.bi[:, None]], 1).cpu()
+        return self.Y.cpu()
+
+
+# ------------------------------------------------------------------------------- the model
+class WALS(FactorizedRecommender):
+    """Matrix factorization by weighted alternating least squares (see the module docstring).
+
+    Args:
+        dim: number of factors D.
+        regularization: ridge strength (scaled per row by ``reg_exponent``).
+        alpha: implicit only: confidence of an observed cell is ``alpha * weight``.
+        reg_exponent: ``0`` plain ridge; ``1`` frequency-scaled (Rendle et al. 2021 / ALS-WR).
+        feedback: ``"implicit"`` (interactions) or ``"explicit"`` (ratings, with biases).
+        solver: ``"cholesky"`` (exact) or ``"cg"`` (``cg_steps`` warm-started CG steps).
+        epochs: alternating iterations (users then items).
+        init_scale: standard deviation of the initial factors.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        seed: initialisation seed.
+    """
+
+    kind = "wals"
+
+    def __init__(
+        self,
+        *,
+        dim: int = 32,
+        regularization: float = 0.01,
+        alpha: float = 1.0,
+        reg_exponent: float = 0.0,
+        feedback: str = "implicit",
+        solver: str = "cg",
+        cg_steps: int = 3,
+        epochs: int = 15,
+        init_scale: float = 0.01,
+        device: str = "cpu",
+        seed: int = 0,
+    ) -> None:
+        self._set_params({k: v for k, v in locals().items() if k not in ("self", "__class__")})
+        self.predicts_ratings = feedback == "explicit"  # then predict() and rmse/mae apply
+
+    def _validate(self, train: Interactions) -> None:
+        if self.feedback not in FEEDBACK:
+            raise RecfunnelError(
+                f"feedback must be one of {', '.join(FEEDBACK)}, not {self.feedback!r}"
+            )
+        if self.solver not in SOLVERS:
+            raise RecfunnelError(f"solver must be one of {', '.join(SOLVERS)}, not {self.solver!r}")
+        if self.dim < 1:
+            raise RecfunnelError(f"dim must be at least 1, not {self.dim}")
+        if not self.regularization > 0:
+            raise RecfunnelError(
+                f"regularization must be positive, not {self.regularization}; try 0.01"
+            )
+        if not self.alpha > 0:
+            raise RecfunnelError(
+                f"alpha must be positive, not {self.alpha}; confidences are alpha * weight"
+            )
+        if self.cg_steps < 1:
+            raise RecfunnelError(f"cg_steps must be at least 1, not {self.cg_steps}")
+        if self.feedback == "explicit" and train.ratings is None:
+            raise RecfunnelError(
+                "explicit WALS needs ratings; pass --rating-col or use feedback=implicit"
+            )
+
+    def fit(self, train: Interactions, *, validation: Interactions | None = None, progress=False):
+        config = TrainerConfig(epochs=self.epochs, device=self.device, seed=self.seed,
+                               progress=progress)  # fmt: skip
+        self._validate(train)
+        if self.feedback == "explicit" and train.duplicate_pairs():
+            train = train.deduplicate("mean")  # repeated ratings of a pair: their mean
+        self._remember(train)
+        solver = WALSSolver(self, train, resolve_device(self.device))
+        validate = None
+        if validation is not None and len(validation):
+
+            def validate():
+                def scorer(users):
+                    return solver.user_vectors(users) @ solver.item_vectors().T
+
+                return evaluate_scores(
+                    scorer, train, validation, factorized_ks=(), ranking_ks=(10,)
+                )
+
+        self.history_ = Trainer(config).fit(solver, train, validate=validate)
+        self._take(solver)
+        return self
+
+    def _take(self, solver: WALSSolver) -> None:
+        D = self.dim
+        self.user_factors_ = solver.X[:, :D].float().cpu().contiguous()
+        self.item_factors_ = solver.Y[:, :D].float().cpu().contiguous()
+        if solver.explicit:
+            self.user_bias_ = solver.bu.float().cpu().contiguous()
+            self.item_bias_ = solver.bi.float().cpu().contiguous()
+            self.global_mean_ = torch.tensor(solver.mu, dtype=torch.float32)
+        self._index = None
+
+    # --------------------------------------------------------------- vectors
+    def user_vectors(self, users):
+        self._check_fitted()
+        X = self.user_factors_[torch.as_tensor(np.asarray(users, dtype=np.int64))]
+        if self.feedback == "explicit":
+            return torch.cat([X, torch.ones(len(X), 1)], 1)
+        return X
+
+    def item_vectors(self):
+        self._check_fitted()
+        if self.feedback == "explicit":
+            return torch.cat([self.item_factors_, self.item_bias_[:, None]], 1)
+        return self.item_factors_
+
+    def predict(self, users, items) -> np.ndarray:
+        """Explicit only: predicted ratings ``mu + b_u + b_i + x_u . y_i`` for pairs [B]."""
+        self._check_fitted()
+        if self.feedback != "explicit":
+            raise RecfunnelError("only feedback=explicit WALS predicts ratings")
+        u = torch.as_tensor(np.asarray(users, dtype=np.int64))
+        i = torch.as_tensor(np.asarray(items, dtype=np.int64))
+        dots = (self.user_factors_[u] * self.item_factors_[i]).sum(1)
+        return (self.global_mean_ + self.user_bias_[u] + self.item_bias_[i] + dots).numpy()
+
+    @torch.no_grad()
+    def fold_in(self, items: np.ndarray) -> torch.Tensor:
+        """[1, D] factors of a new user from their items: one exact regularised least-squares
+        solve against the fixed item factors (the same equation as a training user's update,
+        each history item with weight 1)."""
+        self._check_fitted()
+        if self.feedback == "explicit":
+            raise RecfunnelError(
+                "explicit WALS cannot fold in a history without ratings; use feedback=implicit"
+            )
+        items = np.unique(np.asarray(items, dtype=np.int64))
+        if len(items) == 0:
+            raise RecfunnelError("the history is empty; give at least one item")
+        if items.min() < 0 or items.max() >= self.num_items:
+            raise RecfunnelError(f"item index out of range [0, {self.num_items})")
+        Y = self.item_factors_.double()
+        Yh = Y[torch.as_tensor(items)]
+        c = torch.full((len(items),), float(self.alpha), dtype=torch.float64)
+        n = len(items) + (0 if self.feedback == "explicit" else self.num_items)
+        reg = self.regularization * float(n) ** self.reg_exponent
+        A = Y.T @ Y + Yh.T @ ((c - 1)[:, None] * Yh) + reg * torch.eye(self.dim, dtype=Y.dtype)
+        x = torch.linalg.solve(A, Yh.T @ c)
+        return x[None, :].float()
+
+    # -------------------------------------------------------------- saving
+    def _learned_tensors(self):
+        out = {"user_factors": self.user_factors_, "item_factors": self.item_factors_}
+        if self.feedback == "explicit":
+            out.update(user_bias=self.user_bias_, item_bias=self.item_bias_,
+                       global_mean=self.global_mean_.reshape(1))  # fmt: skip
+        return out
+
+    def _load_learned(self, tensors):
+        self.user_factors_ = tensors["user_factors"]
+        self.item_factors_ = tensors["item_factors"]
+        if "user_bias" in tensors:
+            self.user_bias_ = tensors["user_bias"]
+            self.item_bias_ = tensors["item_bias"]
+            self.global_mean_ = tensors["global_mean"].reshape(())
+        self._index = None
