@@ -20,7 +20,7 @@ import time
 import numpy as np
 import torch
 
-from _doc_table import markdown_table, write_section
+from common import markdown_table, write_section
 from recfunnel.index import BruteForceIndex
 from recfunnel.index_faiss import FaissIndex
 
@@ -106,7 +106,7 @@ def main(argv=None) -> int:
             f"{args.queries} queries in batches of {args.batch}, {args.threads} threads, "
             f"{time.strftime('%Y-%m-%d %H:%M')}, load average {os.getloadavg()[0]:.1f}."
         )
-        write_section("bench_ann", note + "\n\n" + table)
+        write_section("serving.md", "bench_ann", note + "\n\n" + table)
     return 0
 
 

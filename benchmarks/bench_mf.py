@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import re
 import resource
 import subprocess
 import sys
@@ -33,38 +31,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-DOC = REPO / "docs" / "mf.md"
-PEERS_PYTHON = os.environ.get("RECFUNNEL_PEERS_PYTHON", "/work/main/.venv-peers/bin/python")
+from common import PEER_PYTHON, REPO, machine, markdown_table, write_section
+
+PEERS_PYTHON = str(PEER_PYTHON)
 PEERS = REPO / "benchmarks" / "peers"
 
 
 # ----------------------------------------------------------------------------- helpers
-def table(headers: list[str], rows: list[list]) -> str:
-    def cell(v):
-        return f"{v:.4f}" if isinstance(v, float) else str(v)
-
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def write_section(name: str, text: str) -> None:
-    """Replace the ``<!-- bench:name -->`` section of docs/mf.md (append it when missing)."""
-    start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
-    doc = DOC.read_text(encoding="utf-8") if DOC.exists() else "# Matrix factorization\n"
-    block = f"{start}\n{text.strip()}\n{end}"
-    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
-    doc = pattern.sub(lambda _: block, doc) if pattern.search(doc) else doc + f"\n{block}\n"
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    DOC.write_text(doc, encoding="utf-8")
-
-
-def machine() -> str:
-    return (f"{os.cpu_count()} CPUs, torch {torch.__version__}, "
-            f"{time.strftime('%Y-%m-%d %H:%M')}")  # fmt: skip
-
-
 def save_npz(path: Path, data) -> None:
     np.savez(path, users=data.users, items=data.items, num_users=data.num_users,
              num_items=data.num_items)  # fmt: skip
@@ -161,9 +134,9 @@ def compare(name, title, train, test, args, tmp: Path, settings, implicit_input,
                          ours["peak_rss_mb"], ours["peak_rss_mb_before_fit"]])  # fmt: skip
     headers = ["settings", "model", "regularization", "alpha", "recall@10", "fit s",
                "fit / implicit", "peak RSS MB", "RSS MB before fit"]  # fmt: skip
-    text = table(headers, rows)
+    text = markdown_table(headers, rows)
     print(text)
-    write_section(name, f"### {title}\n\n{text}\n\n{args.dim} factors, {args.iterations} "
+    write_section("mf.md", name, f"### {title}\n\n{text}\n\n{args.dim} factors, {args.iterations} "
                   f"iterations, {args.threads or 'all'} threads each, median fit time of "
                   f"{args.repeats} runs; {machine()}.")  # fmt: skip
 
@@ -276,9 +249,9 @@ def cmd_explicit(args) -> None:
                 per_model.setdefault(name, []).append(m["rmse"])
     for name, values in per_model.items():
         rows.append(["mean", name, float(np.mean(values)), "", ""])
-    text = table(["fold", "model", "rmse", "mae", "fit s"], rows)
+    text = markdown_table(["fold", "model", "rmse", "mae", "fit s"], rows)
     print(text)
-    write_section("explicit", "### Explicit ratings, MovieLens 100k folds (item ids)\n\n"
+    write_section("mf.md", "explicit", "### Explicit ratings, MovieLens 100k folds (item ids)\n\n"
                   f"{text}\n\nPredictions unclipped for recfunnel, clipped to [1, 5] by "
                   f"Surprise; {machine()}.")  # fmt: skip
 
@@ -307,9 +280,9 @@ def cmd_foldin(args) -> None:
         ["trained with them (history in training)", recall_trained, 1.0],
         ["folded in (trained without them)", recall_fold, recall_fold / recall_trained],
     ]
-    text = table(["held-out users' recall@10", "recall@10", "ratio"], rows)
+    text = markdown_table(["held-out users' recall@10", "recall@10", "ratio"], rows)
     print(text)
-    write_section("foldin", "### Folding in held-out users (MovieLens 100k, titles)\n\n"
+    write_section("mf.md", "foldin", "### Folding in held-out users (MovieLens 100k, titles)\n\n"
                   f"10% of users held out (`holdout_users`, seed 0); each one's rows split "
                   f"50/50 (seed 42) into history and test; WALS `default` preset "
                   f"{params}.\n\n{text}\n\n{machine()}.")  # fmt: skip

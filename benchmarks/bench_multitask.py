@@ -13,12 +13,10 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from docs_table import machine, markdown_table, write_section  # noqa: E402
-from recfunnel import experiment  # noqa: E402
-from recfunnel.data.sources import DataSpec  # noqa: E402
-from recfunnel.metrics import factorized_key  # noqa: E402
+from common import machine, markdown_table, write_section
+from recfunnel import experiment
+from recfunnel.data.sources import DataSpec
+from recfunnel.metrics import factorized_key
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "ranking.md"
 # printed in the TFRS "Multi-task recommenders" tutorial (top-100 accuracy, RMSE)

@@ -14,11 +14,9 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from docs_table import machine, markdown_table, write_section  # noqa: E402
-from recfunnel import experiment  # noqa: E402
-from recfunnel.data.sources import DataSpec  # noqa: E402
+from common import machine, markdown_table, write_section
+from recfunnel import experiment
+from recfunnel.data.sources import DataSpec
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "ranking.md"
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.common import (
+from common import (
     load_factors,
     machine,
     run_peer,

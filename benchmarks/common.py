@@ -7,6 +7,7 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,8 @@ DOCS = REPO / "docs"
 def machine() -> str:
     """One line describing where a benchmark ran."""
     return (
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"{time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cores, "
         f"torch {torch.__version__} ({torch.get_num_threads()} threads), Python "
         f"{platform.python_version()}"
     )
@@ -63,6 +65,17 @@ def load_factors(folder: Path) -> tuple[list[str], list[str], torch.Tensor, torc
     return users, items, uf, itf, json.loads((folder / "result.json").read_text())
 
 
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    """A Markdown table from a header and rows of cells (floats shown with 4 decimals)."""
+
+    def cell(value):
+        return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
 def table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
     """A Markdown table; ``columns`` are (header, key, format)."""
     lines = ["| " + " | ".join(h for h, _, _ in columns) + " |"]
@@ -76,9 +89,10 @@ def table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
     return "\n".join(lines)
 
 
-def write_section(doc: str, name: str, text: str) -> Path:
-    """Replace the block between ``<!-- BEGIN name -->`` and ``<!-- END name -->`` in docs/doc."""
-    path = DOCS / doc
+def write_section(doc: str | Path, name: str, text: str) -> Path:
+    """Replace the block between ``<!-- BEGIN name -->`` and ``<!-- END name -->`` in ``doc``
+    (a file name under docs/, or a path); the block is appended when the markers are missing."""
+    path = DOCS / doc if isinstance(doc, str) else Path(doc)
     begin, end = f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"
     current = path.read_text(encoding="utf-8") if path.exists() else ""
     block = f"{begin}\n{text.rstrip()}\n{end}"

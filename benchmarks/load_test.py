@@ -40,7 +40,7 @@ from pathlib import Path
 
 import httpx
 
-from _doc_table import markdown_table, write_section
+from common import markdown_table, write_section
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -335,7 +335,7 @@ def main(argv=None) -> int:
             f"{time.strftime('%Y-%m-%d %H:%M')}. Server and load generator share the machine; "
             f"load average before/after: {load_before:.1f}/{os.getloadavg()[0]:.1f}."
         )
-        write_section("load_test", note + "\n\n" + table)
+        write_section("serving.md", "load_test", note + "\n\n" + table)
     return 0
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from benchmarks.common import machine, table, write_section
+from common import machine, table, write_section
 from recfunnel.data import random_split, sources
 from recfunnel.data.sources import DataSpec
 from recfunnel.models import TwoTower

@@ -112,7 +112,8 @@ class Recommender(ABC):
     def recommend_history(self, history, k: int = 10, **kwargs):
         """Top-``k`` for a user known only by their items; only some models can fold in."""
         raise RecfunnelError(
-            f"{type(self).__name__} cannot recommend from a history alone; use a two-tower or wals run"
+            f"{type(self).__name__} cannot recommend from a history alone; "
+            "use a two-tower or wals run"
         )
 
     def _seen_rows(self, users: np.ndarray) -> sp.csr_matrix:
