@@ -25,6 +25,8 @@ CANDIDATES = [
     dict(dim=32, learning_rate=0.01, batch_size=2048, history=True, item_bias=True, user_l2=0.01),
     dict(dim=64, learning_rate=0.005, batch_size=2048, history=True, item_bias=True, user_l2=0.01),
     dict(dim=32, learning_rate=0.01, batch_size=2048, history=True, item_bias=True, user_l2=0.0),
+    dict(dim=32, learning_rate=0.02, batch_size=4096, history=True, item_bias=True, user_l2=0.01),
+    dict(dim=32, learning_rate=0.01, batch_size=4096, history=True, item_bias=True, user_l2=0.01),
 ]
 
 

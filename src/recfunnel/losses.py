@@ -138,7 +138,7 @@ def fused_in_batch_softmax_loss(
     temperature: float = 1.0,
     weights: torch.Tensor | None = None,
     reduction: str = "sum",
-    chunk: int = 1024,
+    chunk: int = 128,
 ) -> torch.Tensor:
     """:func:`in_batch_softmax_loss`, fused (same arguments and result; ``sum``/``mean`` only)."""
     targets = torch.arange(queries.shape[0], device=queries.device)
@@ -154,7 +154,7 @@ def fused_full_softmax_loss(
     temperature: float = 1.0,
     weights: torch.Tensor | None = None,
     reduction: str = "mean",
-    chunk: int = 512,
+    chunk: int = 256,
 ) -> torch.Tensor:
     """:func:`full_softmax_loss` (without ``item_bias``), fused; ``sum``/``mean`` only."""
     return _fused(queries, item_vectors, targets, None, None, weights, temperature, reduction,

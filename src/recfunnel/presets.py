@@ -20,8 +20,8 @@ PRESETS: dict[str, dict[str, dict]] = {
         ),
         "default": dict(
             dim=32, softmax="full", reduction="mean", history=True, item_bias=True,
-            user_l2=0.01, init="normal", init_scale=0.01, optimizer="adam", learning_rate=0.01,
-            batch_size=2048, epochs=8,
+            user_l2=0.01, init="normal", init_scale=0.01, optimizer="adam", learning_rate=0.02,
+            batch_size=4096, epochs=5,
         ),
     },
     "most-popular": {"seed": {}, "default": {}},
