@@ -208,21 +208,26 @@ class TwoTower(FactorizedRecommender):
         if validation is not None and len(validation):
 
             def validate():
+                self._user_cache = None  # the towers changed since the last epoch
                 return evaluate_scores(
                     self.score, train, validation, factorized_ks=(), ranking_ks=(10,)
                 )
 
         self.history_ = Trainer(config).fit(self.net_, train, validate=validate)
         self.net_.to("cpu")
-        self._index = None
+        self._index = self._user_cache = None
         return self
 
     @torch.no_grad()
     def user_vectors(self, users):
+        """[B, D] query vectors. Computed once for every user after fitting (the history
+        tower pools all users in one product), then served from that cache."""
         self._check_fitted()
-        device = next(self.net_.parameters()).device
-        queries = self.net_.queries(torch.as_tensor(np.asarray(users), device=device))
-        return self.net_.full_queries(queries).float().cpu()
+        if getattr(self, "_user_cache", None) is None:
+            device = next(self.net_.parameters()).device
+            everyone = torch.arange(self.num_users, device=device)
+            self._user_cache = self.net_.full_queries(self.net_.queries(everyone)).float().cpu()
+        return self._user_cache[torch.as_tensor(np.asarray(users, dtype=np.int64))]
 
     @torch.no_grad()
     def item_vectors(self):
@@ -256,3 +261,4 @@ class TwoTower(FactorizedRecommender):
         self.net_.item_log_probs = state["item_log_probs"]
         self.net_.load_state_dict(state)
         self.net_.eval()
+        self._index = self._user_cache = None
