@@ -13,7 +13,7 @@ import copy
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
@@ -91,6 +91,12 @@ class TrainerConfig:
     monitor: str = "recall@10"
     minimize: bool = False
     progress: bool = False
+
+    @classmethod
+    def from_params(cls, params: dict, **overrides) -> TrainerConfig:
+        """The trainer settings found among a model's hyper-parameters (same names)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{**{k: v for k, v in params.items() if k in names}, **overrides})
 
     def __post_init__(self) -> None:
         if self.epochs < 1:

@@ -359,8 +359,7 @@ class WALS(FactorizedRecommender):
             )
 
     def fit(self, train: Interactions, *, validation: Interactions | None = None, progress=False):
-        config = TrainerConfig(epochs=self.epochs, device=self.device, seed=self.seed,
-                               progress=progress)  # fmt: skip
+        config = TrainerConfig.from_params(self.get_params(), progress=progress)
         self._validate(train)
         if self.feedback == "explicit" and train.duplicate_pairs():
             train = train.deduplicate("mean")  # repeated ratings of a pair: their mean

@@ -122,11 +122,7 @@ class Multitask(FactorizedRecommender):
             raise RecfunnelError("both task weights are 0; give rating_weight or retrieval_weight")
         if self.rating_weight and train.ratings is None:
             raise RecfunnelError("rating_weight > 0 needs ratings; give --rating-col")
-        config = TrainerConfig(
-            epochs=self.epochs, batch_size=self.batch_size, optimizer=self.optimizer,
-            learning_rate=self.learning_rate, weight_decay=self.weight_decay, device=self.device,
-            seed=self.seed, progress=progress,
-        )  # fmt: skip
+        config = TrainerConfig.from_params(self.get_params(), progress=progress)
         self._remember(train)
         seed_everything(self.seed)
         self.net_ = self._build(train.num_users, train.num_items)

@@ -373,12 +373,9 @@ class RankingModel(Recommender):
             setattr(self, f"{side}_features_", FeatureMatrix(ids, weights, spec.num_features))
 
     def trainer_config(self, progress: bool = False, monitor: str = "rmse") -> TrainerConfig:
-        return TrainerConfig(
-            epochs=self.epochs, batch_size=self.batch_size, optimizer=self.optimizer,
-            learning_rate=self.learning_rate, weight_decay=self.weight_decay, device=self.device,
-            seed=self.seed, patience=self.patience, monitor=monitor, minimize=True,
-            progress=progress,
-        )  # fmt: skip
+        return TrainerConfig.from_params(
+            self.get_params(), monitor=monitor, minimize=True, progress=progress
+        )
 
     def fit(self, train: Interactions, *, validation=None, progress=False, dataset=None):
         """Fit on ``train``; ``dataset`` supplies the side features (``features=True``)."""

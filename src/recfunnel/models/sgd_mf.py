@@ -98,11 +98,7 @@ class _GradientMF(FactorizedRecommender):
         raise NotImplementedError
 
     def fit(self, train: Interactions, *, validation: Interactions | None = None, progress=False):
-        config = TrainerConfig(
-            epochs=self.epochs, batch_size=self.batch_size, optimizer=self.optimizer,
-            learning_rate=self.learning_rate, device=self.device, seed=self.seed,
-            progress=progress,
-        )  # fmt: skip
+        config = TrainerConfig.from_params(self.get_params(), progress=progress)
         self._check(train)
         self._remember(train)
         seed_everything(self.seed)

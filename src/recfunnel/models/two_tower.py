@@ -186,17 +186,7 @@ class TwoTower(FactorizedRecommender):
         )
 
     def trainer_config(self, progress: bool = False) -> TrainerConfig:
-        return TrainerConfig(
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            optimizer=self.optimizer,
-            learning_rate=self.learning_rate,
-            weight_decay=self.weight_decay,
-            device=self.device,
-            seed=self.seed,
-            patience=self.patience,
-            progress=progress,
-        )
+        return TrainerConfig.from_params(self.get_params(), progress=progress)
 
     def fit(self, train: Interactions, *, validation: Interactions | None = None, progress=False):
         config = self.trainer_config(progress)  # validates the trainer settings first
