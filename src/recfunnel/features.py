@@ -304,20 +304,12 @@ def read_feature_file(path: str, id_column: str, vocabulary, what: str) -> dict[
     """
     from pathlib import Path
 
-    from recfunnel.data.io import FORMATS, _read_rows
+    from recfunnel.data.io import read_table
 
     file = Path(path)
-    if not file.is_file():
-        raise DataError(f"{what} feature file not found: {path}; check --{what}-features")
-    fmt = FORMATS.get(file.suffix.lower())
-    if fmt is None:
-        raise DataError(
-            f"cannot tell the format of {path}; use a .csv, .tsv, .jsonl or .parquet file"
-        )
-    try:
-        names, rows = _read_rows(file, fmt)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise DataError(f"cannot read {what} feature file {path}: {exc}") from None
+    names, rows = read_table(
+        file, f"{what} feature file not found: {path}; check --{what}-features"
+    )
     if id_column not in names:
         raise DataError(
             f"{what} feature file {path} has no {id_column!r} column (has {', '.join(names)}); "

@@ -138,6 +138,27 @@ def _timestamps(values: list, column: str, path: Path) -> np.ndarray:
     return out
 
 
+def read_table(path: Path, missing: str) -> tuple[list[str], object]:
+    """Column names and rows of a CSV/TSV/JSONL/Parquet file (format from the extension).
+
+    ``missing`` is the error message when the file does not exist. Raises :class:`DataError`
+    for an unknown extension, text that is not UTF-8, or an unreadable file.
+    """
+    if not path.is_file():
+        raise DataError(missing)
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise DataError(
+            f"cannot tell the format of {path}: use a .csv, .tsv, .jsonl or .parquet file"
+        )
+    try:
+        return _read_rows(path, fmt)
+    except UnicodeDecodeError:
+        raise DataError(f"{path} is not UTF-8 text; re-encode it as UTF-8") from None
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
 def read_interactions(path: str | Path, columns: Columns) -> RawInteractions:
     """Read one interaction file.
 
@@ -145,19 +166,7 @@ def read_interactions(path: str | Path, columns: Columns) -> RawInteractions:
     :class:`DataError` for a missing file, unknown columns, non-numeric ratings, or no rows.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"file not found: {path}; check the path")
-    fmt = FORMATS.get(path.suffix.lower())
-    if fmt is None:
-        raise DataError(
-            f"cannot tell the format of {path}: use a .csv, .tsv, .jsonl or .parquet file"
-        )
-    try:
-        names, rows = _read_rows(path, fmt)
-    except UnicodeDecodeError:
-        raise DataError(f"{path} is not UTF-8 text; re-encode it as UTF-8") from None
-    except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
+    names, rows = read_table(path, f"file not found: {path}; check the path")
     for role, column in columns.wanted().items():
         if column not in names:
             raise DataError(
