@@ -7,6 +7,7 @@ from recfunnel.losses import (
     bpr_loss,
     full_softmax_loss,
     fused_full_softmax_loss,
+    distinct_in_batch_softmax_loss,
     fused_in_batch_softmax_loss,
     in_batch_softmax_loss,
     mse_loss,
@@ -67,6 +68,48 @@ def test_fused_equals_reference_in_value_and_gradient(options):
     fused_grads = torch.autograd.grad(fused, (q, c))
     assert fused.item() == pytest.approx(ref.item(), rel=1e-5)
     for a, b_ in zip(ref_grads, fused_grads, strict=False):
+        torch.testing.assert_close(a, b_, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"temperature": 0.3},
+        {"reduction": "mean"},
+        {"remove_accidental_hits": True},
+        {"candidate_log_probs": True},
+        {"candidate_log_probs": True, "remove_accidental_hits": True, "temperature": 2.0},
+        {"weights": True, "reduction": "mean"},
+    ],
+)
+def test_distinct_items_equal_the_batch_form_in_value_and_embedding_gradient(options):
+    # Candidates are looked up by id, so repeats are exact copies; the loss over the distinct
+    # items must equal the [B, B] reference and give the embeddings the same gradient.
+    gen = torch.Generator().manual_seed(3)
+    b, d, n = 400, 8, 30
+    ids = torch.randint(0, n, (b,), generator=gen)
+    table = torch.randn(n, d, generator=gen, requires_grad=True)
+    q = torch.randn(b, d, generator=gen, requires_grad=True)
+    item_logq = torch.randn(n, generator=gen)
+    weights = torch.rand(b, generator=gen)
+    ref_opts = {k: v for k, v in options.items() if k in ("temperature", "reduction")}
+    if options.get("candidate_log_probs"):
+        ref_opts["candidate_log_probs"] = item_logq[ids]
+    if options.get("weights"):
+        ref_opts["weights"] = weights
+    ref = in_batch_softmax_loss(
+        q, table[ids], candidate_ids=ids if options.get("remove_accidental_hits") else None,
+        **ref_opts,
+    )  # fmt: skip
+    got = distinct_in_batch_softmax_loss(
+        q, table[ids], ids, remove_accidental_hits=bool(options.get("remove_accidental_hits")),
+        chunk=64, **ref_opts,
+    )  # fmt: skip
+    assert got.item() == pytest.approx(ref.item(), rel=1e-5)
+    pairs = zip(torch.autograd.grad(ref, (q, table)), torch.autograd.grad(got, (q, table)),
+                strict=True)  # fmt: skip
+    for a, b_ in pairs:
         torch.testing.assert_close(a, b_, rtol=1e-4, atol=1e-5)
 
 

@@ -12,7 +12,11 @@ from dataclasses import dataclass
 import torch
 
 from recfunnel.errors import RecfunnelError
-from recfunnel.losses import fused_full_softmax_loss, fused_in_batch_softmax_loss
+from recfunnel.losses import (
+    distinct_in_batch_softmax_loss,
+    fused_full_softmax_loss,
+    fused_in_batch_softmax_loss,
+)
 
 
 @dataclass
@@ -26,6 +30,11 @@ class RetrievalTask:
         remove_accidental_hits: in-batch only; drop a row's own item where it recurs in the batch.
         logq_correction: in-batch only; subtract each item's log sampling probability.
         reduction: ``"sum"`` (TFRS) or ``"mean"``.
+        distinct_candidates: in-batch only; score each row against the batch's distinct items,
+            weighted by how often each occurs (:func:`~recfunnel.losses.
+            distinct_in_batch_softmax_loss`): the same loss and gradients at a fraction of the
+            cost, valid because a candidate's vector here is a function of its item id. Turn it
+            off for a candidate tower that is not (dropout, per-row context).
     """
 
     softmax: str = "in-batch"
@@ -33,6 +42,7 @@ class RetrievalTask:
     remove_accidental_hits: bool = False
     logq_correction: bool = False
     reduction: str = "sum"
+    distinct_candidates: bool = True
 
     def __post_init__(self) -> None:
         if self.softmax not in ("in-batch", "full"):
@@ -69,6 +79,13 @@ class RetrievalTask:
             if item_log_probs is None:
                 raise RecfunnelError("the logQ correction needs item sampling probabilities")
             log_probs = item_log_probs[item_ids]
+        if self.distinct_candidates:
+            return distinct_in_batch_softmax_loss(
+                queries, positives, item_ids,
+                remove_accidental_hits=self.remove_accidental_hits,
+                candidate_log_probs=log_probs, temperature=self.temperature, weights=weights,
+                reduction=self.reduction,
+            )  # fmt: skip
         return fused_in_batch_softmax_loss(
             queries,
             positives,
