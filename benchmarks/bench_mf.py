@@ -20,6 +20,7 @@ recfunnel's WALS uses the same convention, so at equal settings both minimise th
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
 import subprocess
@@ -68,12 +69,15 @@ def implicit_fit(train_arg: list[str], out: Path, args, reg: float, alpha: float
                       "--threads", str(args.threads), "--seed", "42"], args.repeats)  # fmt: skip
 
 
-def wals_fit(npz: Path, out: Path, args, reg: float, alpha: float, solver: str) -> dict:
+def wals_fit(npz: Path, out: Path, args, reg: float, alpha: float, solver: str,
+             profile: bool = False) -> dict:  # fmt: skip
+    """Fit WALS in a child, ``args.repeats`` times; ``profile``: once, under torch.profiler."""
     return run_child([sys.executable, __file__, "fit-wals", "--train-npz", str(npz), "--out",
                       str(out), "--dim", str(args.dim), "--regularization", str(reg),
                       "--alpha", str(alpha), "--iterations", str(args.iterations),
-                      "--solver", solver, "--threads", str(args.threads)],
-                     args.repeats)  # fmt: skip
+                      "--solver", solver, "--threads", str(args.threads),
+                      *(["--profile"] if profile else [])],
+                     1 if profile else args.repeats)  # fmt: skip
 
 
 def factors(out: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -101,8 +105,10 @@ def cmd_fit_wals(args) -> None:
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     model = WALS(dim=args.dim, regularization=args.regularization, alpha=args.alpha,
                  epochs=args.iterations, solver=args.solver, seed=42)  # fmt: skip
+    profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
     started = time.perf_counter()
-    model.fit(data)
+    with profiler if args.profile else contextlib.nullcontext():
+        model.fit(data)
     fit_seconds = time.perf_counter() - started
     args.out.mkdir(parents=True, exist_ok=True)
     np.save(args.out / "user_factors.npy", model.user_factors_.numpy())
@@ -111,14 +117,26 @@ def cmd_fit_wals(args) -> None:
               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
               "peak_rss_mb_before_fit": rss_before, "threads": torch.get_num_threads(),
               "solver": args.solver, "loss": model.history_.epochs[-1]["loss"]}  # fmt: skip
+    if args.profile:
+        result["profile"] = profile_rows(profiler, fit_seconds)
     (args.out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+
+
+def profile_rows(profiler, total: float, top: int = 8) -> list[list]:
+    """The ``top`` torch operators by self time: ``[operator, calls, seconds, share of fit]``.
+
+    A WALS fit runs a few thousand large operators, so the profiler's overhead is small.
+    """
+    events = sorted(profiler.key_averages(), key=lambda e: -e.self_cpu_time_total)[:top]
+    return [[e.key, e.count, round(e.self_cpu_time_total / 1e6, 2),
+             round(e.self_cpu_time_total / 1e6 / total, 3)] for e in events]  # fmt: skip
 
 
 # --------------------------------------------------------------------------- comparisons
 def compare(name, title, train, test, args, tmp: Path, settings, implicit_input, users=None):
     npz = tmp / "train.npz"
     save_npz(npz, train)
-    rows = []
+    rows, profiles = [], []
     for label, reg, alpha in settings:
         implicit = implicit_fit(implicit_input(tmp), tmp / "implicit", args, reg, alpha)
         X, Y = implicit_factors(tmp / "implicit", train)
@@ -129,6 +147,9 @@ def compare(name, title, train, test, args, tmp: Path, settings, implicit_input,
         for solver in args.solvers.split(","):
             ours = wals_fit(npz, tmp / f"wals-{solver}", args, reg, alpha, solver)
             X, Y = factors(tmp / f"wals-{solver}")
+            if args.profile:  # one more fit, not timed above: the profiler slows it down
+                traced = wals_fit(npz, tmp / "profile", args, reg, alpha, solver, profile=True)
+                profiles.append((f"recfunnel WALS ({solver}), {label}", traced))
             rows.append([label, f"recfunnel WALS ({solver})", reg, alpha,
                          recall_at_10(X, Y, train, test, users), ours["fit_seconds"],
                          ours["fit_seconds"] / implicit["fit_seconds"],
@@ -136,10 +157,19 @@ def compare(name, title, train, test, args, tmp: Path, settings, implicit_input,
     headers = ["settings", "model", "regularization", "alpha", "recall@10", "fit s",
                "fit / implicit", "peak RSS MB", "RSS MB before fit"]  # fmt: skip
     text = markdown_table(headers, rows)
+    text += (
+        f"\n\n{args.dim} factors, {args.iterations} iterations, {args.threads or 'all'} "
+        f"threads each, median fit time of {args.repeats} runs; {machine()}."
+    )
+    for model, traced in profiles:
+        text += (
+            f"\n\nWhere the time of the {model} fit goes: torch.profiler, self time of the "
+            f"top operators in a separate profiled fit ({traced['fit_seconds']:.1f} s with the "
+            f"profiler on):\n\n"
+            + markdown_table(["operator", "calls", "seconds", "share of fit"], traced["profile"])
+        )
     print(text)
-    write_section("mf.md", name, f"### {title}\n\n{text}\n\n{args.dim} factors, {args.iterations} "
-                  f"iterations, {args.threads or 'all'} threads each, median fit time of "
-                  f"{args.repeats} runs; {machine()}.")  # fmt: skip
+    write_section("mf.md", name, f"### {title}\n\n{text}")
 
 
 def implicit_factors(out: Path, train) -> tuple[np.ndarray, np.ndarray]:
@@ -299,6 +329,7 @@ def main() -> None:
         p.add_argument("--threads", type=int, default=0, help="0 = all cores")
         p.add_argument("--solvers", default="cg,cholesky")
         p.add_argument("--repeats", type=int, default=3, help="fits per model; median time")
+        p.add_argument("--profile", action="store_true", help="torch.profiler on each WALS fit")
 
     common(p := sub.add_parser("ml100k"))
     p.set_defaults(func=cmd_ml100k)
@@ -324,6 +355,7 @@ def main() -> None:
     p.add_argument("--iterations", type=int, default=15)
     p.add_argument("--solver", default="cg")
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--profile", action="store_true")
     p.set_defaults(func=cmd_fit_wals)
     args = parser.parse_args()
     args.func(args)
