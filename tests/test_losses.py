@@ -5,9 +5,9 @@ import torch
 
 from recfunnel.losses import (
     bpr_loss,
+    distinct_in_batch_softmax_loss,
     full_softmax_loss,
     fused_full_softmax_loss,
-    distinct_in_batch_softmax_loss,
     fused_in_batch_softmax_loss,
     in_batch_softmax_loss,
     mse_loss,

@@ -54,6 +54,7 @@ PRESETS: dict[str, dict[str, dict]] = {
         "default": dict(
             dim=32, head="dot", features=True, history=True, l2=0.1, init_scale=0.01,
             optimizer="adam", learning_rate=0.003, batch_size=1024, epochs=25,
+            autoencoder=500, autoencoder_l2=100.0, autoencoder_epochs=60, autoencoder_weight=0.6,
         ),
     },
     # TFRS multitask tutorial: dim 32, rating MLP 256-128-1, Adagrad 0.1, batch 8192, 3 epochs.
@@ -64,18 +65,19 @@ PRESETS: dict[str, dict[str, dict]] = {
 }  # fmt: skip
 
 # Two-stage: the two-tower preset of the same name shortlists 100 items; the ranker is the
-# ranking model trained listwise (1 positive vs 10 popularity-sampled negatives). The default
-# ranker and ``blend`` were chosen on a validation split carved from the training part of the
-# seeded 80/20 split (benchmarks/bench_two_stage.py, docs/ranking.md).
+# ranking model trained listwise, each positive against 10 negatives drawn from the user's own
+# retrieval shortlist. The default ranker and ``blend`` were chosen on a validation split carved
+# from the training part of the seeded 80/20 split (benchmarks/tune_two_stage.py,
+# docs/ranking.md): ids and SVD++ history without side features, 3 epochs, blend 0.6.
 PRESETS["two-stage"] = {
     "seed": dict(
         retrieval=PRESETS["two-tower"]["seed"], candidates=100, blend=0.5,
         ranker=dict(PRESETS["ranking"]["seed"], objective="listwise", negatives=10),
     ),
     "default": dict(
-        retrieval=PRESETS["two-tower"]["default"], candidates=100, blend=0.9,
+        retrieval=PRESETS["two-tower"]["default"], candidates=100, blend=0.6,
         ranker=dict(PRESETS["ranking"]["default"], objective="listwise", negatives=10, l2=0.0,
-                    learning_rate=0.005, epochs=5),
+                    learning_rate=0.005, epochs=3, features=False, autoencoder=0),
     ),
 }  # fmt: skip
 

@@ -2,7 +2,9 @@
 
 Models state *what* to optimise; the trainer owns *how*. A gradient-trained network exposes
 ``compute_loss(batch) -> scalar tensor`` where ``batch`` maps ``"user"``, ``"item"`` and, when
-present, ``"rating"``, ``"weight"`` and ``"timestamp"`` to [B] tensors. A model with a
+present, ``"rating"``, ``"weight"`` and ``"timestamp"`` to [B] tensors (rows of the training
+interactions; a model whose rows are something else, e.g. the item autoencoder's items, passes
+its own dict of columns instead). A model with a
 closed-form update instead (alternating least squares) exposes ``fit_epoch() -> float`` and the
 trainer runs its epochs the same way, with the same progress, validation and stopping.
 """
@@ -50,8 +52,12 @@ def make_optimizer(name: str, params, learning_rate: float, weight_decay: float 
     raise RecfunnelError(f"unknown optimizer {name!r}; use one of {', '.join(OPTIMIZERS)}")
 
 
-def to_tensors(data: Interactions, device: torch.device) -> dict[str, torch.Tensor]:
-    """The columns of ``data`` as tensors on ``device``."""
+def to_tensors(
+    data: Interactions | dict[str, torch.Tensor], device: torch.device
+) -> dict[str, torch.Tensor]:
+    """The columns of ``data`` as tensors on ``device`` (a dict of columns is moved as is)."""
+    if isinstance(data, dict):
+        return {name: torch.as_tensor(column).to(device) for name, column in data.items()}
     out = {
         "user": torch.as_tensor(data.users, device=device),
         "item": torch.as_tensor(data.items, device=device),
@@ -125,7 +131,7 @@ class Trainer:
     def fit(
         self,
         model: nn.Module,
-        data: Interactions,
+        data: Interactions | dict[str, torch.Tensor],
         *,
         validate: Callable[[], dict[str, float]] | None = None,
     ) -> History:
@@ -142,6 +148,7 @@ class Trainer:
                 cfg.optimizer, model.parameters(), cfg.learning_rate, cfg.weight_decay
             )
             tensors = to_tensors(data, device)
+        rows = len(next(iter(tensors.values()))) if tensors else len(data)
         best_value = None
         best_state = None
         bad_epochs = 0
@@ -156,7 +163,7 @@ class Trainer:
             if closed_form:
                 loss = float(model.fit_epoch())
             else:
-                loss = self._epoch(model, tensors, len(data), optimizer, generator, device)
+                loss = self._epoch(model, tensors, rows, optimizer, generator, device)
             if not math.isfinite(loss):
                 raise TrainingError(
                     f"training diverged at epoch {epoch + 1} (loss is {loss}); lower the learning "

@@ -159,3 +159,111 @@ def test_two_stage_with_blend_one_keeps_the_retrieval_order():
     shortlisted = scores > -1000
     assert (shortlisted.sum(1) == 6).all()
     assert not (shortlisted.numpy() & (model.seen_.toarray() > 0)).any()
+
+
+def test_negatives_come_from_the_users_shortlist_and_skip_padding_and_the_positive():
+    dataset = gender_genre_dataset()
+    liked = dataset.interactions.ratings == 5.0
+    data = Interactions(dataset.interactions.users[liked], dataset.interactions.items[liked], 20, 6)
+    lists = np.full((20, 4), -1)
+    lists[:, 0] = (np.arange(20) % 2) * 3 + 1  # each user's list: one item they like, padding
+    model = RankingModel(**{**FAST, "objective": "listwise", "features": False, "epochs": 1})
+    model.fit(data, shortlists=lists)
+    net = model.net_
+    assert net.shortlists is None  # training only: a fitted model does not keep them
+    net.shortlists = torch.as_tensor(lists)
+    torch.manual_seed(0)
+    users = torch.arange(20).repeat(5)
+    items = torch.as_tensor(lists[users.numpy(), 0])  # the positive is the listed item itself
+    negatives, invalid = net.draw_negatives(users, items)
+    assert invalid.all()  # every draw is padding or the positive: nothing to push down
+    users, items = torch.tensor([0, 1]), torch.tensor([0, 3])
+    negatives, invalid = net.draw_negatives(users.repeat(50), items.repeat(50))
+    assert set(negatives[~invalid].tolist()) == {1, 4}  # only the listed items
+    with pytest.raises(RecfunnelError, match="one row per user"):
+        RankingModel(**{**FAST, "objective": "listwise", "features": False}).fit(
+            data, shortlists=lists[:5]
+        )
+    with pytest.raises(RecfunnelError, match="objective 'rating' has none"):
+        RankingModel(**{**FAST, "features": False}).fit(dataset.interactions, shortlists=lists)
+
+
+def test_two_stage_ranker_trains_on_the_retrieval_shortlists(monkeypatch):
+    from recfunnel.data import checkerboard
+
+    seen = {}
+    original = RankingModel.fit
+
+    def spy(self, train, **kwargs):
+        seen["shortlists"] = kwargs.get("shortlists")
+        return original(self, train, **kwargs)
+
+    monkeypatch.setattr(RankingModel, "fit", spy)
+    data = checkerboard(12, 16, seed=1)
+    model = TwoStage(
+        retrieval=dict(dim=8, epochs=3, batch_size=64, softmax="full", reduction="mean",
+                       optimizer="adam", learning_rate=0.05),
+        ranker=dict(dim=8, epochs=2, batch_size=64, features=False, objective="listwise"),
+        candidates=5,
+    ).fit(data)  # fmt: skip
+    lists = seen["shortlists"]
+    assert lists.shape == (12, 5)
+    expected, _ = model.retrieval_.recommend(np.arange(12), 5)  # seen items excluded
+    np.testing.assert_array_equal(lists.numpy(), expected)
+    assert model.ranker_.net_.shortlists is None
+
+
+def held_out_genre_ratings():
+    """gender_genre_dataset with every user's rating of one item held out (item u % 6)."""
+    dataset = gender_genre_dataset()
+    data = dataset.interactions
+    held = data.items == data.users % 6
+    part = lambda m: Interactions(  # noqa: E731
+        data.users[m], data.items[m], 20, 6, ratings=data.ratings[m], timestamps=data.timestamps[m]
+    )
+    return dataset, part(~held), part(held)
+
+
+def test_item_autoencoder_predicts_held_out_ratings():
+    from recfunnel.models.autoencoder import ItemAutoencoder
+
+    _, train, test = held_out_genre_ratings()
+    model = ItemAutoencoder.fit(train, hidden=8, l2=0.01, epochs=300, learning_rate=0.01,
+                                batch_size=6)  # fmt: skip
+    predicted = model.predict(torch.as_tensor(test.users), torch.as_tensor(test.items))
+    error = (predicted.numpy() - test.ratings) ** 2
+    assert np.sqrt(error.mean()) < 0.5  # ratings are 1 or 5: the mean alone is off by ~2
+    scores = model.score(torch.as_tensor([0, 1]), torch.arange(6))
+    torch.testing.assert_close(scores[0, 2], model.predict(torch.tensor([0]), torch.tensor([2]))[0])
+
+
+def test_ranking_model_blends_the_autoencoder_and_saves_it(tmp_path):
+    dataset, train, test = held_out_genre_ratings()
+    params = {**FAST, "features": False, "autoencoder": 8, "autoencoder_l2": 0.01,
+              "autoencoder_epochs": 100, "autoencoder_weight": 0.5}  # fmt: skip
+    model = RankingModel(**params).fit(train)
+    users, items = torch.as_tensor(test.users), torch.as_tensor(test.items)
+    mixed = model.predict(test.users, test.items)
+    model.autoencoder_weight = 0.0
+    alone = model.predict(test.users, test.items)
+    model.autoencoder_weight = 1.0
+    auto = model.predict(test.users, test.items)
+    expected = np.clip(model.autoencoder_.predict(users, items).numpy(), 1.0, 5.0)
+    np.testing.assert_allclose(auto, expected, rtol=1e-5)
+    inside = (alone > 1) & (alone < 5) & (auto > 1) & (auto < 5)  # no clipping
+    assert inside.sum() >= 5
+    np.testing.assert_allclose(mixed[inside], 0.5 * (alone + auto)[inside], rtol=1e-4)
+    # ranking scores blend the same way; an unseen (OOV) user keeps the network's alone
+    torch.testing.assert_close(
+        model.score([0])[0], model.autoencoder_.score(users[:1] * 0, torch.arange(6))[0]
+    )
+    oov_blended = model.score([20])
+    model.autoencoder_weight = 0.0
+    torch.testing.assert_close(oov_blended, model.score([20]))
+    model.autoencoder_weight = 1.0
+    from recfunnel.models import model_class
+
+    again = model_class("ranking").from_state(model.get_params(), model.state_tensors())
+    np.testing.assert_allclose(again.predict(test.users, test.items), mixed, rtol=1e-6)
+    with pytest.raises(RecfunnelError, match="objective 'rating'"):
+        RankingModel(**{**params, "objective": "listwise"}).fit(train)

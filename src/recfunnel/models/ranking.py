@@ -14,12 +14,16 @@ representations (letters: B batch, D dim, F features, L bag length, M candidates
   positives, ``negatives`` uniformly sampled items per row are negatives) and ``listwise``
   (softmax cross-entropy over a candidate list of the positive and ``negatives`` sampled
   items; negatives are drawn by popularity^0.75 so the list looks like a retrieved shortlist).
+  Given per-user ``shortlists`` (the two-stage model passes its retrieval stage's), negatives
+  are drawn from the user's own shortlist instead: the hard negatives the ranker must order.
 
 A user or item unseen in training keeps its own features: its id row is the OOV row, but its
 feature bag is its own (:meth:`RankingModel.score_new_user`, :meth:`RankingModel.score_new_item`).
 """
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import scipy.sparse as sp
@@ -32,6 +36,7 @@ from recfunnel.errors import RecfunnelError
 from recfunnel.features import FeatureMatrix, FeatureSpec, json_tensor, tensor_json
 from recfunnel.losses import mse_loss
 from recfunnel.metrics import rating_metrics
+from recfunnel.models.autoencoder import ItemAutoencoder
 from recfunnel.models.base import Recommender
 from recfunnel.training import Trainer, TrainerConfig, seed_everything
 
@@ -101,6 +106,7 @@ class RankingNet(nn.Module):
         item_sampling: torch.Tensor | None,
         init_scale: float,
         rating_mean: float,
+        shortlists: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
         self.head, self.objective, self.negatives, self.l2 = head, objective, negatives, l2
@@ -141,7 +147,7 @@ class RankingNet(nn.Module):
             self.register_buffer(
                 "hist_weights", torch.as_tensor(np.repeat(norm, counts).astype(np.float32))
             )
-            self.implicit = nn.EmbeddingBag(num_items, dim, mode="sum")
+            self.implicit = nn.Embedding(num_items, dim)
             nn.init.normal_(self.implicit.weight, 0.0, init_scale)
         self.context_buckets = context_buckets
         if context_buckets:
@@ -149,6 +155,8 @@ class RankingNet(nn.Module):
             nn.init.zeros_(self.context_bias.weight)
         if item_sampling is not None:
             self.register_buffer("item_sampling", item_sampling)
+        # per-user lists [U, M] (-1 = padding) to draw negatives from; training only
+        self.register_buffer("shortlists", shortlists, persistent=False)
         self.dot = head.startswith("dot")
         deep = head.split("+")[-1] if head != "dot" else None
         self.cross = nn.ModuleList()
@@ -168,10 +176,17 @@ class RankingNet(nn.Module):
 
     # ------------------------------------------------------------ representations
     def _implicit_all(self) -> torch.Tensor:
-        """[U, D] SVD++ implicit-feedback vectors of every known user."""
-        return self.implicit(
-            self.hist_indices, self.hist_offsets, per_sample_weights=self.hist_weights
-        )
+        """[U, D] SVD++ implicit-feedback vectors of every known user: the history matrix
+        (rows scaled by ``|H(u)|^-1/2``) times the item table, as one sparse product (its
+        backward is another, several times faster than an embedding bag's)."""
+        ends = self.hist_indices.new_tensor([len(self.hist_indices)])
+        with warnings.catch_warnings():  # "sparse CSR support is in beta": used as documented
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+            pool = torch.sparse_csr_tensor(
+                torch.cat([self.hist_offsets, ends]), self.hist_indices, self.hist_weights,
+                size=(len(self.hist_offsets), self.implicit.num_embeddings), check_invariants=False,
+            )  # fmt: skip
+        return torch.sparse.mm(pool, self.implicit.weight)
 
     def user_vectors(self, users, feat_ids=None, feat_w=None, implicit=None):
         """[B] user indices (OOV = ``num_users``) -> (vectors [B, D], biases [B])."""
@@ -224,6 +239,21 @@ class RankingNet(nn.Module):
         return batch["context"]
 
     # ------------------------------------------------------------------ the loss
+    def draw_negatives(self, users, items) -> tuple[torch.Tensor, torch.Tensor]:
+        """``negatives`` items per row [B, K] and a mask [B, K] of draws to ignore (padding,
+        or the row's own positive). From the user's shortlist when the net has shortlists,
+        else from ``item_sampling`` over the catalogue."""
+        shape = (len(items), self.negatives)
+        if self.shortlists is None:
+            draws = torch.multinomial(self.item_sampling, shape[0] * shape[1], True)
+            negatives = draws.view(shape)
+            return negatives, negatives == items[:, None]
+        lists = self.shortlists[users]
+        picks = torch.randint(0, lists.shape[1], shape, device=lists.device)
+        negatives = lists.gather(1, picks)
+        invalid = (negatives < 0) | (negatives == items[:, None])
+        return negatives.clamp_min(0), invalid
+
     def compute_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         users, items = batch["user"], batch["item"]
         u_vec, u_bias = self.user_vectors(users)
@@ -238,8 +268,7 @@ class RankingNet(nn.Module):
             predicted = self.combine(u_vec, u_bias, i_vec, i_bias, context)
             loss = mse_loss(predicted, batch["rating"].float(), batch.get("weight"))
         else:
-            draws = torch.multinomial(self.item_sampling, len(items) * self.negatives, True)
-            negatives = draws.view(len(items), self.negatives)
+            negatives, invalid = self.draw_negatives(users, items)
             n_vec, n_bias = self.item_vectors(negatives.reshape(-1))
             n_vec = n_vec.view(len(items), self.negatives, -1)
             n_bias = n_bias.view(len(items), self.negatives)
@@ -251,8 +280,11 @@ class RankingNet(nn.Module):
                 labels = torch.cat(
                     [torch.ones_like(pos), torch.zeros(neg.numel(), device=pos.device)]
                 )
-                loss = bce_loss(logits, labels)
+                weights = torch.cat([torch.ones_like(pos), (~invalid).reshape(-1).float()])
+                loss = F.binary_cross_entropy_with_logits(logits, labels, weights, reduction="sum")
+                loss = loss / weights.sum()
             else:
+                neg = neg.masked_fill(invalid, float("-inf"))
                 loss = listwise_softmax_loss(torch.cat([pos[:, None], neg], 1))
         return loss + self.l2 * penalty
 
@@ -273,6 +305,12 @@ class RankingModel(Recommender):
         l2: penalty on the squared norms of the batch's user and item vectors.
         biases: keep user/item/global biases (TFRS's basic ranking model has none).
         init_scale: std of the normal initialisation of embeddings.
+        autoencoder: hidden units of an item autoencoder (I-AutoRec,
+            :mod:`recfunnel.models.autoencoder`) trained beside the network and blended into
+            its predicted ratings; 0 = none. Objective ``rating`` only.
+        autoencoder_l2, autoencoder_epochs: its L2 penalty and epochs (Adam, lr 1e-3).
+        autoencoder_weight: its share of the blended prediction, for users and items seen in
+            training (others get the network's prediction alone).
         optimizer, learning_rate, weight_decay, batch_size, epochs, patience, device, seed: the
             trainer (:class:`~recfunnel.training.TrainerConfig`).
     """
@@ -297,6 +335,10 @@ class RankingModel(Recommender):
         l2: float = 0.0,
         biases: bool = True,
         init_scale: float = 0.01,
+        autoencoder: int = 0,
+        autoencoder_l2: float = 100.0,
+        autoencoder_epochs: int = 60,
+        autoencoder_weight: float = 0.5,
         optimizer: str = "adam",
         learning_rate: float = 0.005,
         weight_decay: float = 0.0,
@@ -320,8 +362,22 @@ class RankingModel(Recommender):
             )
         if self.negatives < 1:
             raise RecfunnelError(f"negatives must be at least 1, not {self.negatives}")
+        if self.autoencoder < 0:
+            raise RecfunnelError(
+                f"autoencoder must be 0 (none) or hidden units, not {self.autoencoder}"
+            )
+        if self.autoencoder and self.objective != "rating":
+            raise RecfunnelError(
+                "the item autoencoder predicts ratings; use it with objective 'rating' or set "
+                "autoencoder=0"
+            )
+        if not 0.0 <= self.autoencoder_weight <= 1.0:
+            raise RecfunnelError(
+                f"autoencoder_weight must lie in [0, 1], not {self.autoencoder_weight}"
+            )
 
-    def _build(self, sampling: torch.Tensor | None, rating_mean: float) -> RankingNet:
+    def _build(self, sampling: torch.Tensor | None, rating_mean: float,
+               shortlists: torch.Tensor | None = None) -> RankingNet:  # fmt: skip
         user_features = item_features = None
         if self.features and self.spec_ is not None:
             user_features, item_features = self.user_features_, self.item_features_
@@ -347,6 +403,7 @@ class RankingModel(Recommender):
             item_sampling=sampling,
             init_scale=self.init_scale,
             rating_mean=rating_mean,
+            shortlists=shortlists,
         )
         if not self.biases:
             for p in (net.user_bias.weight, net.item_bias.weight, net.global_bias):
@@ -377,9 +434,24 @@ class RankingModel(Recommender):
             self.get_params(), monitor=monitor, minimize=True, progress=progress
         )
 
-    def fit(self, train: Interactions, *, validation=None, progress=False, dataset=None):
-        """Fit on ``train``; ``dataset`` supplies the side features (``features=True``)."""
+    def fit(self, train: Interactions, *, validation=None, progress=False, dataset=None,
+            shortlists=None):  # fmt: skip
+        """Fit on ``train``; ``dataset`` supplies the side features (``features=True``).
+
+        ``shortlists`` [U, M] (item indices, ``-1`` = padding): per-user candidate lists that
+        the ``listwise``/``watch`` objectives draw their negatives from instead of the whole
+        catalogue, e.g. the retrieval stage's shortlists (hard negatives).
+        """
         self._check()
+        if shortlists is not None:
+            if self.objective == "rating":
+                raise RecfunnelError("shortlists give negatives; objective 'rating' has none")
+            shortlists = torch.as_tensor(np.asarray(shortlists), dtype=torch.long)
+            if shortlists.ndim != 2 or len(shortlists) != train.num_users:
+                raise RecfunnelError(
+                    f"shortlists must have one row per user ({train.num_users}), got shape "
+                    f"{tuple(shortlists.shape)}"
+                )
         config = self.trainer_config(progress)
         if self.objective == "rating" and train.ratings is None:
             raise RecfunnelError(
@@ -408,7 +480,7 @@ class RankingModel(Recommender):
             else (float("-inf"), float("inf"))
         )
         mean = float(train.ratings.mean()) if self.objective == "rating" else 0.0
-        self.net_ = self._build(sampling, mean)
+        self.net_ = self._build(sampling, mean, shortlists)
         validate = None
         if validation is not None and len(validation) and self.objective == "rating":
 
@@ -417,8 +489,15 @@ class RankingModel(Recommender):
                 return rating_metrics(predicted, validation.ratings)
 
         wrapped = _WithContext(self.net_, self.spec_)
+        self.autoencoder_ = None
         self.history_ = Trainer(config).fit(wrapped, train, validate=validate)
+        self.net_.shortlists = None  # training only
         self.net_.to("cpu").eval()
+        if self.autoencoder:
+            self.autoencoder_ = ItemAutoencoder.fit(
+                train, hidden=self.autoencoder, l2=self.autoencoder_l2,
+                epochs=self.autoencoder_epochs, device=self.device, seed=self.seed,
+            )  # fmt: skip
         return self
 
     # -------------------------------------------------------------- predicting
@@ -440,7 +519,13 @@ class RankingModel(Recommender):
             u_vec, u_bias = self.net_.user_vectors(u)
             i_vec, i_bias = self.net_.item_vectors(i)
             out.append(self.net_.combine(u_vec, u_bias, i_vec, i_bias, self._context_now(len(u))))
-        scores = torch.cat(out).numpy() if out else np.zeros(0, np.float32)
+        scores = torch.cat(out) if out else torch.zeros(0)
+        if self.autoencoder_ is not None:
+            known = (users < self.num_users) & (items < self.num_items)
+            w = self.autoencoder_weight
+            blended = self.autoencoder_.predict(users[known], items[known])
+            scores[known] = (1 - w) * scores[known] + w * blended
+        scores = scores.numpy()
         if self.objective == "rating":
             scores = np.clip(scores, *self.rating_range_)
         return scores
@@ -463,18 +548,41 @@ class RankingModel(Recommender):
             out.append(self.net_.combine(uv, ub, iv, ib, ctx))
         return torch.cat(out)
 
+    def _blend_autoencoder(self, scores, users, items=None) -> torch.Tensor:
+        """Blend the item autoencoder into [B, M] ``scores`` of known ``users`` and ``items``."""
+        if self.autoencoder_ is None:
+            return scores
+        items = torch.arange(self.num_items) if items is None else items
+        known = users < self.num_users
+        if not known.any():
+            return scores
+        safe = items.clamp(max=self.num_items - 1)
+        rows = safe if items.ndim == 1 else safe[known]
+        blended = self.autoencoder_.score(users[known], rows)
+        w = self.autoencoder_weight
+        mixed = (1 - w) * scores[known] + w * blended
+        oov_items = (
+            (items >= self.num_items) if items.ndim == 1 else (items >= self.num_items)[known]
+        )
+        scores[known] = torch.where(oov_items, scores[known], mixed)
+        return scores
+
     @torch.no_grad()
     def score(self, users) -> torch.Tensor:
         self._check_fitted()
-        u_vec, u_bias = self.net_.user_vectors(torch.as_tensor(np.asarray(users, dtype=np.int64)))
-        return self._score_vectors(u_vec, u_bias)
+        users = torch.as_tensor(np.asarray(users, dtype=np.int64))
+        u_vec, u_bias = self.net_.user_vectors(users)
+        return self._blend_autoencoder(self._score_vectors(u_vec, u_bias), users)
 
     @torch.no_grad()
     def score_candidates(self, users, candidates) -> torch.Tensor:
         """Scores [B, M] of each user's own candidate items ``candidates`` [B, M]."""
         self._check_fitted()
-        u_vec, u_bias = self.net_.user_vectors(torch.as_tensor(np.asarray(users, dtype=np.int64)))
-        return self._score_vectors(u_vec, u_bias, torch.as_tensor(candidates))
+        users = torch.as_tensor(np.asarray(users, dtype=np.int64))
+        candidates = torch.as_tensor(candidates)
+        u_vec, u_bias = self.net_.user_vectors(users)
+        scores = self._score_vectors(u_vec, u_bias, candidates)
+        return self._blend_autoencoder(scores, users, candidates)
 
     # -------------------------------------------------------------- cold start
     def _require_features(self, side: str) -> None:
@@ -513,6 +621,8 @@ class RankingModel(Recommender):
     def _learned_tensors(self):
         out = {f"net.{k}": v.detach().cpu().contiguous() for k, v in self.net_.state_dict().items()}
         out["rating_range"] = torch.tensor(self.rating_range_, dtype=torch.float64)
+        if self.autoencoder_ is not None:
+            out.update({f"autoencoder.{k}": v for k, v in self.autoencoder_.tensors().items()})
         if self.spec_ is not None:  # the encoded features are the net's buffers
             out["features.spec_json"] = json_tensor(self.spec_.to_json())
         return out
@@ -526,6 +636,12 @@ class RankingModel(Recommender):
                 weights = tensors.get(f"net.{side}_feat_w", torch.zeros(0, 1))
                 setattr(self, f"{side}_features_", FeatureMatrix(ids, weights, spec.num_features))
         self.rating_range_ = tuple(float(x) for x in tensors["rating_range"])
+        self.autoencoder_ = None
+        if "autoencoder.codes" in tensors:
+            self.autoencoder_ = ItemAutoencoder(
+                tensors["autoencoder.codes"], tensors["autoencoder.decoder"],
+                tensors["autoencoder.offsets"],
+            )  # fmt: skip
         state = {k.removeprefix("net."): v for k, v in tensors.items() if k.startswith("net.")}
         sampling = state.get("item_sampling")
         self.net_ = self._build(sampling, 0.0)

@@ -3,8 +3,11 @@
 For each user: the retrieval model (a :class:`~recfunnel.models.TwoTower`) returns its top
 ``candidates`` items with the user's training items excluded; the ranker (a
 :class:`~recfunnel.models.ranking.RankingModel`, trained for the recommending objective -
-``listwise`` or ``watch`` - not for rating regression) scores those candidates; the final score
-of a candidate is
+``listwise`` or ``watch`` - not for rating regression) scores those candidates. With
+``hard_negatives`` (the default) the ranker is trained on the retrieval stage's own shortlists:
+each training row's list is its positive and ``negatives`` items drawn from the user's
+shortlist, so it learns to order exactly what retrieval hands it. The final score of a
+candidate is
 
     (1 - blend) * z(ranker score) + blend * z(retrieval score)
 
@@ -50,6 +53,8 @@ class TwoStage(Recommender):
         ranker: keyword arguments of the :class:`RankingModel` ranker.
         candidates: shortlist size N per user (default 100).
         blend: weight of the retrieval score in the final score (0 = ranker only).
+        hard_negatives: draw the ranker's training negatives from the retrieval shortlists
+            (else as its ``objective`` does alone: sampled from the catalogue).
         seed: seeds both sub-models unless their own arguments set ``seed``.
     """
 
@@ -63,6 +68,7 @@ class TwoStage(Recommender):
         ranker: dict | None = None,
         candidates: int = 100,
         blend: float = 0.5,
+        hard_negatives: bool = True,
         seed: int = 0,
     ) -> None:
         self._set_params(
@@ -71,6 +77,7 @@ class TwoStage(Recommender):
                 "ranker": dict(ranker or {}),
                 "candidates": candidates,
                 "blend": blend,
+                "hard_negatives": hard_negatives,
                 "seed": seed,
             }
         )
@@ -92,8 +99,23 @@ class TwoStage(Recommender):
         retrieval = {"seed": self.seed, **self.retrieval}
         ranker = {"seed": self.seed, **self.ranker}
         self.retrieval_ = TwoTower(**retrieval).fit(train, progress=progress)
-        self.ranker_ = RankingModel(**ranker).fit(train, progress=progress, dataset=dataset)
+        shortlists = self.shortlists(np.arange(train.num_users)) if self.hard_negatives else None
+        self.ranker_ = RankingModel(**ranker).fit(
+            train, progress=progress, dataset=dataset, shortlists=shortlists
+        )
         return self
+
+    def shortlists(self, users, batch: int = 4096) -> torch.Tensor:
+        """[B, candidates] the retrieval stage's top items per user, training items excluded
+        (``-1`` pads a user with fewer unseen items)."""
+        n = min(self.candidates, self.num_items)
+        parts = []
+        for start in range(0, len(users), batch):
+            chunk = users[start : start + batch]
+            ids, _ = self.retrieval_._top_k(chunk, n, exclude=self.seen_[chunk], allow=None,
+                                            deny=None)  # fmt: skip
+            parts.append(ids)
+        return torch.cat(parts) if parts else torch.zeros(0, n, dtype=torch.long)
 
     @torch.no_grad()
     def _rerank(self, users, ids: torch.Tensor, retrieved: torch.Tensor) -> torch.Tensor:
