@@ -23,8 +23,6 @@ feature bag is its own (:meth:`RankingModel.score_new_user`, :meth:`RankingModel
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -38,6 +36,7 @@ from recfunnel.losses import mse_loss
 from recfunnel.metrics import rating_metrics
 from recfunnel.models.autoencoder import ItemAutoencoder
 from recfunnel.models.base import Recommender
+from recfunnel.models.towers import pooled, pooling_matrices
 from recfunnel.training import Trainer, TrainerConfig, seed_everything
 
 HEADS = ("dot", "mlp", "dcn", "dot+mlp", "dot+dcn")
@@ -138,15 +137,9 @@ class RankingNet(nn.Module):
             nn.init.zeros_(self.item_feat_bias.weight)
         self.has_history = history is not None
         if history is not None:
-            counts = np.diff(history.indptr)
-            self.register_buffer("hist_indices", torch.as_tensor(history.indices.astype(np.int64)))
-            self.register_buffer(
-                "hist_offsets", torch.as_tensor(history.indptr[:-1].astype(np.int64))
-            )
-            norm = 1.0 / np.sqrt(np.maximum(counts, 1))
-            self.register_buffer(
-                "hist_weights", torch.as_tensor(np.repeat(norm, counts).astype(np.float32))
-            )
+            pool, pool_t, _ = pooling_matrices(history)
+            self.register_buffer("hist_pool", pool, persistent=False)
+            self.register_buffer("hist_pool_t", pool_t, persistent=False)
             self.implicit = nn.Embedding(num_items, dim)
             nn.init.normal_(self.implicit.weight, 0.0, init_scale)
         self.context_buckets = context_buckets
@@ -179,14 +172,7 @@ class RankingNet(nn.Module):
         """[U, D] SVD++ implicit-feedback vectors of every known user: the history matrix
         (rows scaled by ``|H(u)|^-1/2``) times the item table, as one sparse product (its
         backward is another, several times faster than an embedding bag's)."""
-        ends = self.hist_indices.new_tensor([len(self.hist_indices)])
-        with warnings.catch_warnings():  # "sparse CSR support is in beta": used as documented
-            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-            pool = torch.sparse_csr_tensor(
-                torch.cat([self.hist_offsets, ends]), self.hist_indices, self.hist_weights,
-                size=(len(self.hist_offsets), self.implicit.num_embeddings), check_invariants=False,
-            )  # fmt: skip
-        return torch.sparse.mm(pool, self.implicit.weight)
+        return pooled(self.hist_pool, self.hist_pool_t, self.implicit.weight)
 
     def user_vectors(self, users, feat_ids=None, feat_w=None, implicit=None):
         """[B] user indices (OOV = ``num_users``) -> (vectors [B, D], biases [B])."""

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import warnings
+
+import numpy as np
+import scipy.sparse as sp
 import torch
 from torch import nn
 
@@ -17,6 +21,47 @@ def init_embedding_(weight: torch.Tensor, init: str, scale: float) -> None:
         weight.normal_(0.0, scale)
     else:
         raise RecfunnelError(f"init must be 'uniform' or 'normal', not {init!r}")
+
+
+def _torch_csr(matrix: sp.csr_matrix) -> torch.Tensor:
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": it is used as documented
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        return torch.sparse_csr_tensor(
+            torch.as_tensor(matrix.indptr.astype(np.int64)),
+            torch.as_tensor(matrix.indices.astype(np.int64)),
+            torch.as_tensor(matrix.data.astype(np.float32)),
+            size=matrix.shape,
+            check_invariants=True,
+        )
+
+
+def pooling_matrices(history: sp.csr_matrix) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(A, A^T, counts)``: the [U, N] history matrix with rows scaled by ``1 / sqrt(count)``
+    and its transpose as torch CSR tensors, and the per-user counts [U]."""
+    history = history.tocsr()
+    counts = np.diff(history.indptr).astype(np.float32)
+    scale = np.repeat(1.0 / np.sqrt(np.maximum(counts, 1.0)), np.diff(history.indptr))
+    matrix = sp.csr_matrix((scale.astype(np.float32), history.indices, history.indptr),
+                           shape=history.shape)  # fmt: skip
+    return _torch_csr(matrix), _torch_csr(matrix.T.tocsr()), torch.as_tensor(counts)
+
+
+class _ConstantSparseProduct(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, matrix, transposed, dense):
+        ctx.transposed = transposed
+        return torch.sparse.mm(matrix, dense)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return None, None, torch.sparse.mm(ctx.transposed, grad)
+
+
+def pooled(matrix: torch.Tensor, transposed: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+    """``matrix @ dense`` [R, D] for a constant sparse ``matrix`` [R, N] whose transpose is
+    given: autograd through :func:`torch.sparse.mm` transposes the matrix again (a sort) on
+    every backward pass, which here is a plain sparse product."""
+    return _ConstantSparseProduct.apply(matrix, transposed, dense)
 
 
 class EmbeddingTower(nn.Module):
@@ -63,7 +108,8 @@ class HistoryQueryTower(nn.Module):
     the row-normalised [U, N] history matrix, far cheaper than pooling each row of a batch
     separately (a batch repeats its users many times).
 
-    Shapes: user ids [B], ``A`` sparse [U, N], ``counts`` [U], ``leave_out`` [B] -> [B, D].
+    Shapes: user ids [B], ``pool = (A, A^T)`` sparse [U, N] and [N, U] (see
+    :func:`pooling_matrices`), ``counts`` [U], ``leave_out`` [B] -> [B, D].
     """
 
     def __init__(self, num_users: int, num_items: int, dim: int, *, init="uniform", scale=0.05):
@@ -75,17 +121,17 @@ class HistoryQueryTower(nn.Module):
     def forward(
         self,
         user_ids: torch.Tensor,
-        pool: torch.Tensor,
+        pool: tuple[torch.Tensor, torch.Tensor],
         counts: torch.Tensor,
         leave_out: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        pooled = torch.sparse.mm(pool, self.history)[user_ids]
+        history = pooled(*pool, self.history)[user_ids]
         if leave_out is not None:
             n = counts[user_ids]
-            pooled = (pooled * n.sqrt()[:, None] - self.history[leave_out]) * (
+            history = (history * n.sqrt()[:, None] - self.history[leave_out]) * (
                 (n - 1.0).clamp(min=1.0).rsqrt()[:, None]
             )
-        return self.users(user_ids) + pooled
+        return self.users(user_ids) + history
 
     def fold_in(self, items: torch.Tensor) -> torch.Tensor:
         """[1, D] query of an unknown user (the OOV row) with history ``items`` [n]."""

@@ -7,8 +7,6 @@ a full-catalogue softmax).
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -17,26 +15,9 @@ from torch import nn
 from recfunnel.data.interactions import Interactions
 from recfunnel.metrics import evaluate_scores
 from recfunnel.models.base import FactorizedRecommender
-from recfunnel.models.towers import EmbeddingTower, HistoryQueryTower
+from recfunnel.models.towers import EmbeddingTower, HistoryQueryTower, pooling_matrices
 from recfunnel.tasks import RetrievalTask
 from recfunnel.training import Trainer, TrainerConfig, seed_everything
-
-
-def pooling_matrix(history: sp.csr_matrix) -> tuple[torch.Tensor, torch.Tensor]:
-    """The history matrix with rows scaled by ``1 / sqrt(count)`` as a sparse [U, N] tensor,
-    and the per-user counts [U]."""
-    counts = np.diff(history.indptr).astype(np.float32)
-    scale = np.repeat(1.0 / np.sqrt(np.maximum(counts, 1.0)), np.diff(history.indptr))
-    with warnings.catch_warnings():  # "sparse CSR support is in beta": it is used as documented
-        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-        matrix = torch.sparse_csr_tensor(
-            torch.as_tensor(history.indptr.astype(np.int64)),
-            torch.as_tensor(history.indices.astype(np.int64)),
-            torch.as_tensor(scale.astype(np.float32)),
-            size=history.shape,
-            check_invariants=True,
-        )
-    return matrix, torch.as_tensor(counts)
 
 
 class TwoTowerNet(nn.Module):
@@ -63,9 +44,10 @@ class TwoTowerNet(nn.Module):
         self.task = task
         self.user_l2 = user_l2
         if history is not None:
-            pool, counts = pooling_matrix(history)
+            pool, pool_t, counts = pooling_matrices(history)
             # Buffers, not state: rebuilt from the saved training matrix on load.
             self.register_buffer("history_pool", pool, persistent=False)
+            self.register_buffer("history_pool_t", pool_t, persistent=False)
             self.register_buffer("history_counts", counts, persistent=False)
             self.query_tower = HistoryQueryTower(
                 num_users, num_items, dim, init=init, scale=init_scale
@@ -83,7 +65,8 @@ class TwoTowerNet(nn.Module):
     def queries(self, users: torch.Tensor, leave_out: torch.Tensor | None = None) -> torch.Tensor:
         """[B] user ids -> [B, D] query embeddings (``leave_out``: see HistoryQueryTower)."""
         if isinstance(self.query_tower, HistoryQueryTower):
-            return self.query_tower(users, self.history_pool, self.history_counts, leave_out)
+            pool = (self.history_pool, self.history_pool_t)
+            return self.query_tower(users, pool, self.history_counts, leave_out)
         return self.query_tower(users)
 
     def candidates(self, items: torch.Tensor | None = None) -> torch.Tensor:
