@@ -101,3 +101,11 @@ def test_anonymous_user_from_history(run):
         run.recommend_history(["zz"], 3)
     with pytest.raises(RecfunnelError, match="history is empty"):
         run.recommend_history([], 3)
+
+
+@pytest.mark.parametrize("name", ["x" * 300, "nul\x00byte", "missing"])
+def test_a_path_that_cannot_be_a_run_is_refused_with_an_artifact_error(tmp_path, name):
+    # a name longer than the file system allows raised a bare OSError (a 500 in the service's
+    # reload endpoint, found by the fuzz test)
+    with pytest.raises(ArtifactError):
+        Run.load(tmp_path / name)

@@ -297,7 +297,14 @@ class Run:
     def load(cls, path: str | Path) -> Run:
         """Load a run folder, checking its manifest and schema; never unpickles."""
         path = Path(path)
-        if not (path / "config.json").is_file():
+        try:
+            is_run = (path / "config.json").is_file()
+        except OSError as exc:  # e.g. a name too long for the file system
+            raise ArtifactError(
+                f"cannot look into {str(path)[:80]!r}: {exc.strerror}; pass the folder given to "
+                "train --out"
+            ) from None
+        if not is_run:
             raise ArtifactError(
                 f"{path} is not a recfunnel run folder (no config.json); "
                 "pass the folder given to train --out"

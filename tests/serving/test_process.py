@@ -145,7 +145,11 @@ def test_sighup_reloads_and_a_broken_folder_keeps_the_old_model(run_dir, other_r
 
 def test_workers_reload_by_rolling_restart(run_dir, other_run_dir, break_run):
     proc, url = start(run_dir, "--workers", "2")
-    items = lambda: {httpx.get(url + "/v1/model").json()["num_items"] for _ in range(6)}  # noqa: E731
+    # a generous timeout: while a replacement worker starts (imports torch, loads the run) the
+    # two cores are busy and an answer can take longer than httpx's default 5 s
+    items = lambda: {  # noqa: E731
+        httpx.get(url + "/v1/model", timeout=30).json()["num_items"] for _ in range(6)
+    }
     try:
         assert items() == {12}
         r = httpx.post(url + "/v1/admin/reload", json={"run_dir": str(other_run_dir)})
