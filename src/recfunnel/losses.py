@@ -84,30 +84,30 @@ class _FusedSoftmaxCrossEntropy(torch.autograd.Function):
         dc = torch.zeros_like(c)
         total = q.new_zeros((), dtype=torch.float64)
         scale = 1.0 / temperature
+        minus_one = q.new_full((min(chunk, n), 1), -1.0)
         for start in range(0, n, chunk):
             end = min(start + chunk, n)
-            rows = torch.arange(end - start, device=q.device)
-            target = targets[start:end]
+            target = targets[start:end, None]  # [b, 1]: gather/scatter are cheaper than indexing
             logits = torch.mm(q[start:end], c.T)
             if scale != 1.0:
                 logits.mul_(scale)
             if column_offsets is not None:
                 logits.add_(column_offsets[None, :])
             if target_offsets is not None:
-                logits[rows, target] += target_offsets[start:end]
+                logits.scatter_add_(1, target, target_offsets[start:end, None])
             if hit_ids is not None:  # the row's own item elsewhere among the candidates
-                same = hit_ids[target][:, None] == hit_ids[None, :]
-                same[rows, target] = False
+                same = hit_ids[target] == hit_ids[None, :]
+                same.scatter_(1, target, False)
                 logits.masked_fill_(same, NEG_INF)
             top = logits.amax(1, keepdim=True)
-            positive = logits[rows, target]
+            positive = logits.gather(1, target)
             logits.sub_(top).exp_()
             norm = logits.sum(1, keepdim=True)
-            row_loss = top.squeeze(1) + norm.squeeze(1).log() - positive
+            row_loss = (top + norm.log() - positive).squeeze(1)
             if loss_offsets is not None:
                 row_loss += loss_offsets[start:end]
             logits.div_(norm)
-            logits[rows, target] -= 1.0
+            logits.scatter_add_(1, target, minus_one[: end - start])
             if weights is not None:
                 row_loss = row_loss * weights[start:end]
                 logits.mul_(weights[start:end, None])
