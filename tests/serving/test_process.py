@@ -37,17 +37,23 @@ def start(run_dir, *extra) -> tuple[subprocess.Popen, str]:
         env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
+    workers = int(extra[extra.index("--workers") + 1]) if "--workers" in extra else 1
+    seen: set[int] = set()  # every worker has answered: none is still starting up
     deadline = time.time() + 90
     while time.time() < deadline:
         if proc.poll() is not None:
             pytest.fail(f"server exited: {proc.stderr.read().decode()}")
         try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                return proc, url
+            r = httpx.get(url + "/healthz", timeout=1)
+            if r.status_code == 200:
+                seen.add(r.json()["worker"])
+                if len(seen) >= workers:
+                    return proc, url
         except httpx.HTTPError:
-            time.sleep(0.2)
+            pass
+        time.sleep(0.05 if seen else 0.2)
     stop(proc)
-    pytest.fail("server did not start within 90 s")
+    pytest.fail(f"server did not start {workers} worker(s) within 90 s (saw {len(seen)})")
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -157,7 +163,7 @@ def test_workers_reload_by_rolling_restart(run_dir, other_run_dir, break_run):
         Run.load(other_run_dir).save(run_dir)
         r = httpx.post(url + "/v1/admin/reload", timeout=30)
         assert r.status_code == 202
-        assert wait_for(lambda: items() == {14}, 60)
+        assert wait_for(lambda: items() == {14}, 60), f"after the restart: {items()}"
         break_run(run_dir)
         r = httpx.post(url + "/v1/admin/reload", timeout=30)
         assert r.status_code == 409 and "does not match its checksum" in r.json()["detail"]

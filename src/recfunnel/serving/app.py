@@ -2,7 +2,7 @@
 
 Endpoints (all but ``/healthz`` need ``Authorization: Bearer TOKEN`` when a token is set)::
 
-    GET  /healthz                              liveness; no token needed
+    GET  /healthz                              liveness and the answering worker's pid; no token
     GET  /v1/model                             run metadata and metrics
     GET  /v1/recommendations/{user_id}?k=10&exclude_seen=true&cold_start=true
     POST /v1/recommendations                   {"users": [...]} or {"history": [...]}, allow/deny
@@ -158,7 +158,9 @@ def create_app(run_dir, token: str | None = None, *, index: str = "auto") -> Fas
 
     @app.get("/healthz", tags=["ops"])
     async def healthz():
-        return FastJSON({"status": "ok", "generation": holder.current.generation})
+        return FastJSON(
+            {"status": "ok", "generation": holder.current.generation, "worker": os.getpid()}
+        )
 
     @app.get("/v1/model", tags=["ops"])
     async def model_info():
