@@ -10,10 +10,9 @@ numbers the TFRS tutorial prints, and writes docs/ranking.md (section ``bench_mu
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from common import machine, markdown_table, write_section
+from common import markdown_table, write_with_command
 from recfunnel import experiment
 from recfunnel.data.sources import DataSpec
 from recfunnel.metrics import factorized_key
@@ -47,8 +46,7 @@ def main() -> None:
     )  # fmt: skip
     print(table)
     if not args.no_docs:
-        command = "python benchmarks/bench_multitask.py " + " ".join(sys.argv[1:])
-        write_section(DOCS, "bench_multitask", f"`{command.strip()}` ({machine()})\n\n{table}")
+        write_with_command(DOCS, "bench_multitask", table)
 
 
 if __name__ == "__main__":

@@ -11,10 +11,9 @@ from u1.base, never on a test file.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from common import machine, markdown_table, write_section
+from common import markdown_table, write_with_command
 from recfunnel import experiment
 from recfunnel.data.sources import DataSpec
 
@@ -47,8 +46,7 @@ def main() -> None:
     table = markdown_table(["preset", "fold", "RMSE", "MAE", "fit s"], rows)
     print(table)
     if not args.no_docs:
-        command = "python benchmarks/bench_ranking.py " + " ".join(sys.argv[1:])
-        write_section(DOCS, "bench_ranking", f"`{command.strip()}` ({machine()})\n\n{table}")
+        write_with_command(DOCS, "bench_ranking", table)
 
 
 if __name__ == "__main__":

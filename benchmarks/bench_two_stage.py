@@ -11,10 +11,9 @@ Writes docs/ranking.md (section ``bench_two_stage``).
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from common import machine, markdown_table, write_section
+from common import markdown_table, write_with_command
 from recfunnel import experiment
 from recfunnel.data.sources import DataSpec
 
@@ -36,8 +35,7 @@ def main() -> None:
     table = markdown_table(["metric", "retrieval alone", "two-stage"], rows)
     print(table)
     if not args.no_docs:
-        command = "python benchmarks/bench_two_stage.py " + " ".join(sys.argv[1:])
-        write_section(DOCS, "bench_two_stage", f"`{command.strip()}` ({machine()})\n\n{table}")
+        write_with_command(DOCS, "bench_two_stage", table)
 
 
 if __name__ == "__main__":

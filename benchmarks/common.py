@@ -105,3 +105,11 @@ def write_section(doc: str | Path, name: str, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(current, encoding="utf-8")
     return path
+
+
+def write_with_command(doc: str | Path, name: str, text: str) -> Path:
+    """:func:`write_section` with the command line that produced ``text`` and the machine
+    above it."""
+    script = Path(sys.argv[0]).name
+    command = " ".join(["python", f"benchmarks/{script}", *sys.argv[1:]])
+    return write_section(doc, name, f"`{command}` ({machine()})\n\n{text}")

@@ -45,3 +45,15 @@ def tiny() -> Interactions:
         ratings=[5, 3, 4, 2, 1, 5, 4, 3],
         timestamps=[10, 20, 10, 30, 5, 1, 2, 3],
     )
+
+
+@pytest.fixture
+def train_csv(tmp_path) -> Path:
+    """A small ratings file: 12 users x 16 items, each user rating every other item."""
+    rows = ["user,item,rating,ts"]
+    for u in range(12):
+        for i in range(u % 2, 16, 2):
+            rows.append(f"user{u},item{i},{1 + (u + i) % 5},{u * 100 + i}")
+    train = tmp_path / "train.csv"
+    train.write_text("\n".join(rows) + "\n")
+    return train

@@ -11,13 +11,8 @@ FAST = ["--model", "two-tower", "--epochs", "3", "--dim", "8", "--batch-size", "
 
 
 @pytest.fixture
-def files(tmp_path):
-    rows = ["user,item,rating,ts"]
-    for u in range(12):
-        for i in range(u % 2, 16, 2):
-            rows.append(f"user{u},item{i},{1 + (u + i) % 5},{u * 100 + i}")
-    train = tmp_path / "train.csv"
-    train.write_text("\n".join(rows) + "\n")
+def files(tmp_path, train_csv):
+    train = train_csv
     test = tmp_path / "test.csv"
     test.write_text("user,item,rating,ts\nuser0,item0,5,1\nuser1,item1,4,2\n")
     return train, test

@@ -10,13 +10,8 @@ RANKING = ["--model", "ranking", "--epochs", "3", "--dim", "8", "--batch-size", 
 
 
 @pytest.fixture
-def files(tmp_path):
-    rows = ["user,item,rating,ts"]
-    for u in range(12):
-        for i in range(u % 2, 16, 2):
-            rows.append(f"user{u},item{i},{1 + (u + i) % 5},{u * 100 + i}")
-    train = tmp_path / "train.csv"
-    train.write_text("\n".join(rows) + "\n")
+def files(tmp_path, train_csv):
+    train = train_csv
     users = tmp_path / "users.csv"
     users.write_text("user,age,city\n" + "".join(f"user{u},{20 + u},c{u % 3}\n" for u in range(12)))
     items = tmp_path / "items.tsv"

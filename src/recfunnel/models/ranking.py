@@ -121,20 +121,17 @@ class RankingNet(nn.Module):
             nn.init.zeros_(table.weight)
         self.has_user_features = user_features is not None
         self.has_item_features = item_features is not None
-        if user_features is not None:
-            self.register_buffer("user_feat_ids", user_features.ids)
-            self.register_buffer("user_feat_w", user_features.weights)
-            self.user_feat = nn.Embedding(user_features.num_features, dim)
-            self.user_feat_bias = nn.Embedding(user_features.num_features, 1)
-            nn.init.normal_(self.user_feat.weight, 0.0, init_scale)
-            nn.init.zeros_(self.user_feat_bias.weight)
-        if item_features is not None:
-            self.register_buffer("item_feat_ids", item_features.ids)
-            self.register_buffer("item_feat_w", item_features.weights)
-            self.item_feat = nn.Embedding(item_features.num_features, dim)
-            self.item_feat_bias = nn.Embedding(item_features.num_features, 1)
-            nn.init.normal_(self.item_feat.weight, 0.0, init_scale)
-            nn.init.zeros_(self.item_feat_bias.weight)
+        for side, features in (("user", user_features), ("item", item_features)):
+            if features is None:
+                continue
+            self.register_buffer(f"{side}_feat_ids", features.ids)
+            self.register_buffer(f"{side}_feat_w", features.weights)
+            table = nn.Embedding(features.num_features, dim)
+            bias = nn.Embedding(features.num_features, 1)
+            nn.init.normal_(table.weight, 0.0, init_scale)
+            nn.init.zeros_(bias.weight)
+            setattr(self, f"{side}_feat", table)
+            setattr(self, f"{side}_feat_bias", bias)
         self.has_history = history is not None
         if history is not None:
             pool, pool_t, _ = pooling_matrices(history)
