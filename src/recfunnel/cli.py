@@ -261,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--batch-size", type=int)
     model.add_argument("--learning-rate", type=float)
     model.add_argument("--device", help="auto (default), cpu or cuda")
-    model.add_argument("--regularization", type=float, help="L2 strength (wals, sgd-mf, bpr; ease: lambda)")
+    model.add_argument("--regularization", type=float, help="L2 strength (wals, sgd-mf, bpr, ease)")
     model.add_argument("--alpha", type=float, help="wals: confidence = alpha * weight")
     model.add_argument("--set", action="append", metavar="NAME=VALUE",
                        help="any other hyper-parameter, e.g. --set temperature=0.1")  # fmt: skip
