@@ -18,10 +18,15 @@ PRESETS: dict[str, dict[str, dict]] = {
             dim=32, softmax="in-batch", reduction="sum", init="uniform", init_scale=0.05,
             optimizer="adagrad", learning_rate=0.1, batch_size=8192, epochs=3,
         ),
+        # softmax "auto": the full softmax where it is cheap (MovieLens: the settings tuned
+        # above), else mixed negatives with sparse updates, sized for 20M rows on 2 cores
+        # (benchmarks/bench_scale.py, docs/scale.md)
         "default": dict(
-            dim=32, softmax="full", reduction="mean", history=True, item_bias=True,
+            dim=32, softmax="auto", reduction="mean", history=True, item_bias=True,
             user_l2=0.01, init="normal", init_scale=0.01, optimizer="adam", learning_rate=0.02,
             batch_size=4096, epochs=5,
+            large=dict(softmax="mixed", negatives=256, sampler="uniform", logq_correction=True,
+                       sparse_updates=True, batch_size=1024, max_examples=16_000_000),
         ),
     },
     "most-popular": {"seed": {}, "default": {}},

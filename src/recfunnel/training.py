@@ -54,6 +54,52 @@ def make_optimizer(name: str, params, learning_rate: float, weight_decay: float 
     raise RecfunnelError(f"unknown optimizer {name!r}; use one of {', '.join(OPTIMIZERS)}")
 
 
+def make_sparse_optimizer(name: str, params, learning_rate: float, weight_decay: float = 0.0):
+    """The optimiser ``name`` for parameters with sparse gradients: Adam/AdamW become
+    :class:`torch.optim.SparseAdam` (a lazy Adam: only the rows a step touches move, their
+    moments included); Adagrad and SGD take sparse gradients as they are."""
+    if weight_decay:
+        raise RecfunnelError(
+            "weight_decay does not go with sparse updates; use user_l2 or sparse_updates=false"
+        )
+    if name in ("adam", "adamw"):
+        return torch.optim.SparseAdam(list(params), lr=learning_rate)
+    return make_optimizer(name, params, learning_rate)
+
+
+class Optimizers:
+    """One optimiser for dense parameters and one for sparse ones, stepped together."""
+
+    def __init__(self, model: nn.Module, cfg: TrainerConfig) -> None:
+        sparse = list(model.sparse_parameters()) if hasattr(model, "sparse_parameters") else []
+        ids = {id(p) for p in sparse}
+        dense = [p for p in model.parameters() if id(p) not in ids]
+        self.parts = []
+        if dense:
+            self.parts.append(
+                make_optimizer(cfg.optimizer, dense, cfg.learning_rate, cfg.weight_decay)
+            )
+        if sparse:
+            self.parts.append(
+                make_sparse_optimizer(cfg.optimizer, sparse, cfg.learning_rate, cfg.weight_decay)
+            )
+
+    def zero_grad(self) -> None:
+        for part in self.parts:
+            part.zero_grad(set_to_none=True)
+
+    def step(self) -> None:
+        for part in self.parts:
+            part.step()
+
+    def state_dict(self) -> list[dict]:
+        return [part.state_dict() for part in self.parts]
+
+    def load_state_dict(self, states: list[dict]) -> None:
+        for part, state in zip(self.parts, states, strict=True):
+            part.load_state_dict(state)
+
+
 def to_tensors(
     data: Interactions | dict[str, torch.Tensor], device: torch.device
 ) -> dict[str, torch.Tensor]:
@@ -147,9 +193,7 @@ class Trainer:
         tensors = None
         if not closed_form:
             model.to(device)
-            optimizer = make_optimizer(
-                cfg.optimizer, model.parameters(), cfg.learning_rate, cfg.weight_decay
-            )
+            optimizer = Optimizers(model, cfg)
             tensors = to_tensors(data, device)
         rows = len(next(iter(tensors.values()))) if tensors else len(data)
         best_value = None
@@ -211,7 +255,7 @@ class Trainer:
             rows = order[start : start + self.config.batch_size]
             batch = {name: column[rows] for name, column in tensors.items()}
             loss = model.compute_loss(batch)
-            optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             value = float(loss.detach())
