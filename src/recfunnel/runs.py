@@ -291,6 +291,9 @@ class Run:
             save_file({k: v.contiguous() for k, v in tensors.items()}, tmp / "model.safetensors")
             _write_json(tmp / "metrics.json", self.metrics)
             _write_json(tmp / "manifest.json", {name: _sha256(tmp / name) for name in FILES})
+            from recfunnel.plots import save_curves  # a chart, not a model file: no checksum
+
+            save_curves(self.metrics.get("history"), tmp / "curves.png")
         return path
 
     @classmethod

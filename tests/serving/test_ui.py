@@ -21,7 +21,7 @@ def guarded(run_dir):
 
 
 @pytest.mark.parametrize(
-    "path", ["/ui", "/docs", "/ui/static/explorer.js", "/ui/static/swagger-ui-bundle.js"]
+    "path", ["/ui", "/ui/static/explorer.js", "/ui/static/swagger-ui-bundle.js"]
 )
 def test_pages_and_assets_load_without_the_token(guarded, path):
     response = guarded.get(path)
@@ -29,7 +29,7 @@ def test_pages_and_assets_load_without_the_token(guarded, path):
 
 
 @pytest.mark.parametrize(
-    "path", ["/v1/users", "/v1/users/u1/history", "/v1/items?q=film", "/v1/model"]
+    "path", ["/v1/users", "/v1/users/u1/history", "/v1/items?q=film", "/v1/model", "/docs"]
 )
 def test_data_needs_the_token(guarded, path):
     assert guarded.get(path).status_code == 401
@@ -45,9 +45,9 @@ def test_only_the_listed_static_files_are_served(guarded, client):
 
 def test_pages_reference_nothing_outside_the_service(guarded):
     for path in ("/ui", "/docs", "/ui/static/explorer.js", "/ui/static/explorer.css"):
-        text = guarded.get(path).text
+        text = guarded.get(path, headers=AUTH).text
         assert not re.search(r"https?://", text), path
-    docs = guarded.get("/docs").text
+    docs = guarded.get("/docs", headers=AUTH).text
     assert "/ui/static/swagger-ui-bundle.js" in docs and "/ui/static/swagger-ui.css" in docs
     assert guarded.get("/redoc").status_code in (401, 404)  # ReDoc needs a CDN: not served
 

@@ -5,10 +5,11 @@ explorer is one HTML page with a little JavaScript that calls the JSON API, and 
 assets are vendored from the ``swagger-ui-dist`` npm package (Apache-2.0, see
 ``static/swagger-ui-LICENSE``), so both work on a machine without internet.
 
-The pages and their assets hold no data, so they load without the bearer token (a browser
-cannot attach one to a page it navigates to); every answer they show comes from the API, which
-keeps needing the token. The explorer asks for it once and keeps it in the tab's
-``sessionStorage``.
+The explorer page and the static assets hold no data, so they load without the bearer token (a
+browser cannot attach one to a page it navigates to); every answer the page shows comes from the
+API, which keeps needing the token: the page asks for it once and keeps it in the tab's
+``sessionStorage``. ``/docs`` and ``/openapi.json`` need the token like the API (so in a browser
+they open when the service runs without one).
 
 Two small read-only endpoints feed the explorer (same token as the rest of the API)::
 
@@ -37,7 +38,8 @@ STATIC_FILES = {
     "swagger-ui-LICENSE": "text/plain; charset=utf-8",
 }
 # Paths a browser loads without the bearer token: pages and assets only, never data.
-PUBLIC_PATHS = frozenset({"/healthz", "/ui", "/docs", "/openapi.json"})
+# /docs and /openapi.json keep needing the token, as every API path does.
+PUBLIC_PATHS = frozenset({"/healthz", "/ui"})
 MAX_LIST = 1000
 
 
