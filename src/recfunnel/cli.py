@@ -347,7 +347,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (RecfunnelError, TrainingError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        message = exc.for_cli() if isinstance(exc, RecfunnelError) else str(exc)
+        print(f"error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

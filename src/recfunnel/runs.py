@@ -237,6 +237,13 @@ class Run:
                 for rank, (item, score) in enumerate(zip(rec.items, rec.scores, strict=False), 1):
                     yield rec.user, rank, item, score
 
+    def recommend_frame(self, users, k: int = 10, *, exclude_seen: bool = True):
+        """Top-``k`` of each raw user id as a pandas DataFrame: ``user, rank, item, score,
+        title`` (needs pandas; unknown users get the most popular items)."""
+        from recfunnel.data.frames import recommendations_frame
+
+        return recommendations_frame(self, users, k, exclude_seen=exclude_seen)
+
     def train_interactions(self) -> Interactions:
         """The training interactions the model remembers (for excluding seen items)."""
         coo = self.model.seen_.tocoo()
