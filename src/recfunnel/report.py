@@ -22,8 +22,6 @@ from __future__ import annotations
 import base64
 import html
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -339,15 +337,13 @@ def build_report(run_dir, *, users: int = 5, k: int = 10, baseline: bool = True,
 
 def write_report(run_dir, out, **options) -> Path:
     """Write the report to ``out`` atomically (temporary file, then rename); returns ``out``."""
+    from recfunnel.artifacts import atomic_file
+
     text = build_report(run_dir, **options)
     out = Path(out)
+    if out.is_dir():
+        raise RecfunnelError(f"{out} is a folder; give a file name such as {out}/report.html")
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-    try:
-        with open(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(out) as fh:
+        fh.write(text)
     return out

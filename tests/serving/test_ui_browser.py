@@ -148,7 +148,7 @@ def test_anonymous_history_in_the_browser(browser, server):
 
 
 def test_swagger_docs_render_offline(browser, server):
-    page = browser.new_page()
+    page = browser.new_page(extra_http_headers={"Authorization": f"Bearer {TOKEN}"})
     external = []
 
     def local_only(route):
