@@ -38,10 +38,10 @@ def test_bad_large_options_are_one_line_errors():
 
 def _net(sparse, data, task):
     torch.manual_seed(0)
+    uniform = torch.log(torch.full((data.num_items,), 1.0 / data.num_items))
     return TwoTowerNet(data.num_users, data.num_items, 6, task, history=data.to_csr(),
                        item_bias=True, user_l2=0.1, sparse=sparse, init="normal",
-                       item_log_probs=torch.log(torch.full((data.num_items,), 1.0 / data.num_items)),
-                       seed=3)  # fmt: skip
+                       item_log_probs=uniform, seed=3)  # fmt: skip
 
 
 @pytest.mark.parametrize("softmax", ["in-batch", "mixed"])
