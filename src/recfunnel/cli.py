@@ -15,9 +15,11 @@ Bad input prints one line, ``error: <problem>; <fix>``, on stderr and exits with
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -96,13 +98,17 @@ def cmd_train(args) -> int:
     out = Path(args.out) if args.out else None
     if out is not None:
         check_run_target(out, overwrite=args.overwrite)  # fail before training, not after
-    run, _, _, _ = experiment.train(
-        spec, model, validation_fraction=args.validation_fraction,
-        progress=not args.quiet,
-    )  # fmt: skip
+    checkpoint_dir = _checkpoint_dir(args, out)
+    with _checkpointing(args, checkpoint_dir):
+        run, _, _, _ = experiment.train(
+            spec, model, validation_fraction=args.validation_fraction,
+            progress=not args.quiet,
+        )  # fmt: skip
     run.config["preset"] = args.preset
     if out is not None:
         run.save(out, overwrite=args.overwrite)
+    if checkpoint_dir is not None and out is not None:
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)  # the run is saved: no longer needed
     metrics = {k: v for k, v in run.metrics.items() if k != "history"}
     if args.json:
         print(_dump(metrics))
@@ -111,6 +117,30 @@ def cmd_train(args) -> int:
         if out is not None:
             print(f"saved run to {out}")
     return 0
+
+
+def _checkpoint_dir(args, out: Path | None) -> Path | None:
+    """``--checkpoint-dir``, else ``OUT.checkpoints`` beside the run folder, when
+    ``--checkpoint-every`` or ``--resume`` is given."""
+    if not args.checkpoint_every and not args.resume:
+        return None
+    if args.checkpoint_dir:
+        return Path(args.checkpoint_dir)
+    if out is None:
+        raise RecfunnelError("--checkpoint-every/--resume need --out (or --checkpoint-dir DIR)")
+    return out.parent / f"{out.name}.checkpoints"
+
+
+def _checkpointing(args, directory: Path | None):
+    from recfunnel.checkpoints import checkpointing
+
+    if directory is None:
+        return contextlib.nullcontext()
+    if args.checkpoint_every is not None and args.checkpoint_every < 1:
+        raise RecfunnelError(f"--checkpoint-every must be at least 1, not {args.checkpoint_every}")
+    if args.resume and (directory / "fit-1" / "latest.json").is_file():
+        print(f"resuming from the checkpoint in {directory}", file=sys.stderr)
+    return checkpointing(directory, every=args.checkpoint_every or 1, resume=args.resume)
 
 
 # --------------------------------------------------------------- evaluate
@@ -291,6 +321,12 @@ def build_parser() -> argparse.ArgumentParser:
         "folder holding other files",
     )
     p.add_argument("--json", action="store_true", help="print the test metrics as one JSON object")
+    p.add_argument("--checkpoint-every", type=int, metavar="N",
+                   help="write a checkpoint every N epochs (to OUT.checkpoints)")  # fmt: skip
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the last checkpoint after a crash or kill")  # fmt: skip
+    p.add_argument("--checkpoint-dir", metavar="DIR",
+                   help="checkpoint folder (default: OUT.checkpoints beside --out)")  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress on stderr (default: a bar on "
                    "a terminal, else a line every 10 s)")  # fmt: skip
     p.set_defaults(func=cmd_train)

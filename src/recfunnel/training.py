@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import json
 import math
 import time
 from collections.abc import Callable
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from recfunnel import checkpoints
 from recfunnel.data.interactions import Interactions
 from recfunnel.errors import RecfunnelError, TrainingError
 from recfunnel.progress import make_progress
@@ -199,9 +201,22 @@ class Trainer:
         best_value = None
         best_state = None
         bad_epochs = 0
+        first_epoch = 0
+        checkpointer = checkpoints.current() if hasattr(model, "state_dict") else None
+        fingerprint = _fingerprint(model, cfg, rows) if checkpointer else None
+        resumed = checkpointer.load(fingerprint) if checkpointer else None
+        if resumed is not None:
+            best_state = checkpointer.restore(resumed, model=model, optimizer=optimizer,
+                                              generator=generator)  # fmt: skip
+            state = resumed["trainer"]
+            history.epochs = state["epochs"]
+            history.best_epoch = state["best_epoch"]
+            history.stopped_early = state["stopped_early"]
+            best_value, bad_epochs = state["best_value"], state["bad_epochs"]
+            first_epoch = len(history.epochs) if not history.stopped_early else cfg.epochs
         progress = make_progress(cfg.progress, desc="train",
                                  unit="rows" if not closed_form else "iterations")  # fmt: skip
-        for epoch in range(cfg.epochs):
+        for epoch in range(first_epoch, cfg.epochs):
             started = time.perf_counter()
             if closed_form:
                 progress.start(0, epoch=epoch + 1, epochs=cfg.epochs)
@@ -239,7 +254,19 @@ class Trainer:
                     bad_epochs += 1
                     if bad_epochs >= cfg.patience:
                         history.stopped_early = True
-                        break
+            if checkpointer and checkpointer.due(epoch + 1, history.stopped_early or
+                                                 epoch + 1 == cfg.epochs):  # fmt: skip
+                checkpointer.save(
+                    epoch + 1, model=model, optimizer=optimizer, generator=generator,
+                    fingerprint=fingerprint, best_state=best_state,
+                    trainer_state={
+                        "epochs": history.epochs, "best_epoch": history.best_epoch,
+                        "stopped_early": history.stopped_early, "best_value": best_value,
+                        "bad_epochs": bad_epochs,
+                    },
+                )  # fmt: skip
+            if history.stopped_early:
+                break
         progress.close()
         if best_state is not None:
             model.load_state_dict(best_state)
@@ -262,6 +289,17 @@ class Trainer:
             total += value
             progress.update(len(rows), loss=value)
         return total
+
+
+def _fingerprint(model, cfg: TrainerConfig, rows: int) -> dict:
+    """What a checkpoint must match to be resumed: the data's size, the trainer's settings
+    (but the number of epochs, which a resumed fit may extend) and the state's shapes."""
+    settings = {f.name: getattr(cfg, f.name) for f in fields(cfg)}
+    for name in ("epochs", "progress", "device"):
+        settings.pop(name, None)
+    shapes = {k: list(v.shape) for k, v in model.state_dict().items() if hasattr(v, "shape")}
+    return json.loads(json.dumps({"rows": rows, "model": type(model).__name__,
+                                  "trainer": settings, "state": shapes}, default=str))  # fmt: skip
 
 
 def _fit_epoch(model, progress) -> float:
