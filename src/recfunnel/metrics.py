@@ -64,7 +64,7 @@ def evaluate_scores(
     if len(test) == 0:
         raise RecfunnelError("the test set is empty; nothing to evaluate")
     factorized_ks = [k for k in factorized_ks if k <= n_items]
-    ranking_ks = [k for k in ranking_ks if k <= n_items]
+    ranking_ks = [k for k in ranking_ks if k <= n_items] or [n_items]  # a tiny catalogue
     max_k = max(ranking_ks)
     test_csr = test.to_csr()
     train_csr = train.to_csr()

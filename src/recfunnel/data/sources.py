@@ -91,16 +91,22 @@ def _load_interactions(spec: DataSpec) -> Dataset:
     )
 
 
-def encode_file(path: str, dataset: Dataset, spec: DataSpec) -> tuple[Interactions, int]:
-    """Rows of an interaction file in ``dataset``'s vocabularies, and how many were unknown."""
+def encode_file(
+    path: str, dataset: Dataset, spec: DataSpec, *, report: dict | None = None
+) -> tuple[Interactions, int]:
+    """Rows of an interaction file in ``dataset``'s vocabularies, and how many were unknown
+    (``report`` receives the counts, see :func:`recfunnel.data.io.encode`)."""
     raw = read_interactions(path, Columns(**spec.columns))
-    return encode(raw, dataset.users, dataset.items, duplicates=spec.duplicates)
+    return encode(raw, dataset.users, dataset.items, duplicates=spec.duplicates, report=report)
 
 
-def split(dataset: Dataset, spec: DataSpec) -> tuple[Interactions, Interactions]:
-    """(train, test) per ``spec``."""
+def split(
+    dataset: Dataset, spec: DataSpec, *, report: dict | None = None
+) -> tuple[Interactions, Interactions]:
+    """(train, test) per ``spec``. With a test file, ``report`` receives how many of its rows
+    were dropped for ids unseen in training (:func:`recfunnel.data.io.encode`)."""
     if spec.test:
-        test, _ = encode_file(spec.test, dataset, spec)
+        test, _ = encode_file(spec.test, dataset, spec, report=report)
         if len(test) == 0:
             raise DataError(f"no row of {spec.test} has a user and item known from the train file")
         return dataset.interactions, test
@@ -115,8 +121,10 @@ def split(dataset: Dataset, spec: DataSpec) -> tuple[Interactions, Interactions]
     raise DataError(f"unknown split {spec.split!r}; use one of {', '.join(SPLITS)}")
 
 
-def load(spec: DataSpec) -> tuple[Dataset, Interactions, Interactions]:
-    """Dataset, train and test per ``spec``."""
+def load(
+    spec: DataSpec, *, report: dict | None = None
+) -> tuple[Dataset, Interactions, Interactions]:
+    """Dataset, train and test per ``spec`` (``report``: see :func:`split`)."""
     dataset = load_dataset(spec)
-    train, test = split(dataset, spec)
+    train, test = split(dataset, spec, report=report)
     return dataset, train, test
