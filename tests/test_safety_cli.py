@@ -455,3 +455,59 @@ def test_a_tiny_catalogue_trains_and_evaluates(tmp_path, capsys):
     path = tmp_path / "tiny.csv"
     path.write_text("user,item\na,x\nb,y\na,y\n")
     assert main(["train", "--train", str(path), "--model", "most-popular", "--json"]) == 0
+
+
+# ------------------------------------------------------------ repeated (user, item) rows
+@pytest.fixture
+def event_log(tmp_path) -> tuple[Path, Path]:
+    """A play log where user u plays items u..u+3 once and item u a second and third time."""
+    rows = ["user,item,rating,ts"]
+    t = 0
+    for u in range(10):
+        for j in range(4):
+            for _ in range(3 if j == 0 else 1):
+                t += 1
+                rows.append(f"u{u},i{(u + j) % 12},{1 + (t % 5)},{t}")
+    log = tmp_path / "log.csv"
+    log.write_text("\n".join(rows) + "\n")
+    test = tmp_path / "log-test.csv"
+    test.write_text("user,item,rating,ts\nu0,i5,3,999\nu1,i7,4,999\n")
+    return log, test
+
+
+@pytest.mark.parametrize(
+    ("model", "policy", "rows", "weights"),
+    [
+        ("two-tower", "keep", 60, None),  # each play a training example, as TFRS trains
+        ("most-popular", "keep", 60, None),
+        ("wals", "sum", 40, 3.0),  # three plays: confidence 3
+        ("bpr", "sum", 40, 3.0),
+        ("ease", "sum", 40, 3.0),
+        ("sgd-mf", "mean", 40, None),  # a rating model: one rating per pair, the average
+    ],
+)
+def test_an_event_log_trains_without_flags(event_log, model, policy, rows, weights):
+    from recfunnel import experiment
+    from recfunnel.data.sources import DataSpec
+
+    log, test = event_log
+    columns = {"user": "user", "item": "item", "rating": "rating", "time": "ts"}
+    spec = DataSpec(dataset=None, train=str(log), test=str(test), columns=columns)
+    extra = {"epochs": 1} if model in ("two-tower", "bpr", "sgd-mf") else {}
+    run, _, fit_rows, _ = experiment.train(spec, experiment.build_model(model, **extra))
+    assert run.config["data"]["duplicates"] == policy
+    assert len(fit_rows) == rows
+    if weights is None:
+        assert fit_rows.weights is None
+    else:
+        assert fit_rows.weights.max() == weights
+
+
+def test_the_duplicates_flag_overrides_the_model_and_error_refuses(event_log, tmp_path, capsys):
+    log, test = event_log
+    base = ["train", "--train", str(log), "--test", str(test), "--model", "most-popular",
+            "--out", str(tmp_path / "r")]  # fmt: skip
+    assert main([*base, "--duplicates", "sum"]) == 0
+    assert Run.load(tmp_path / "r").config["data"]["duplicates"] == "sum"
+    assert main([*base, "--duplicates", "error"]) == 2
+    assert "20 repeated (user, item) rows" in one_error_line(capsys)

@@ -264,7 +264,14 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--rating-col")
     data.add_argument("--time-col")
     data.add_argument("--weight-col")
-    data.add_argument("--duplicates", default="error", choices=("error", "first", "last", "mean"))
+    data.add_argument(
+        "--duplicates",
+        default="auto",
+        choices=("auto", "keep", "sum", "mean", "first", "last", "error"),
+        help="repeated (user, item) rows: auto = the model's choice (keep for two-tower and "
+        "most-popular, sum for wals/ease/bpr, mean for rating models), keep = one training "
+        "example each, sum = add weights (count repeats), mean/first/last = one row",
+    )
     for side in ("user", "item"):
         data.add_argument(
             f"--{side}-features",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -54,6 +55,8 @@ def train(
     (seeded) and used for per-epoch metrics and early stopping; the test split is only used for
     the final metrics.
     """
+    if spec.duplicates == "auto":  # the model says how repeated rows are merged
+        spec = dataclasses.replace(spec, duplicates=model.default_duplicates())
     dropped: dict = {}  # test-file rows with ids unseen in training
     dataset, train_rows, test_rows = sources.load(spec, report=dropped)
     fit_rows, validation = train_rows, None

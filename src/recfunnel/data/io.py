@@ -272,7 +272,7 @@ def encode(
     users: Vocabulary,
     items: Vocabulary,
     *,
-    duplicates: str = "error",
+    duplicates: str = "auto",
     report: dict | None = None,
 ) -> tuple[Interactions, int]:
     """Encode raw rows against vocabularies, dropping rows with unknown ids.
@@ -306,12 +306,12 @@ def encode(
         timestamps=keep(raw.timestamps),
         weights=keep(raw.weights),
     )
-    dup = inter.duplicate_pairs()
-    if dup:
+    dup = inter.duplicate_pairs() if duplicates not in ("auto", "keep") else 0
+    if dup:  # "auto" here (no model to ask) keeps every row, like "keep"
         if duplicates == "error":
             raise DataError(
-                f"{raw.path} has {dup} duplicate (user, item) rows; remove them or pass "
-                "--duplicates first|last|mean"
+                f"{raw.path} has {dup} repeated (user, item) rows; pass --duplicates "
+                "keep|sum|mean|first|last (or auto: the model's choice)"
             )
         inter = inter.deduplicate(duplicates)
     return inter, int((~known).sum())
@@ -337,7 +337,7 @@ def dataset_from_files(
     train_path: str | Path,
     columns: Columns,
     *,
-    duplicates: str = "error",
+    duplicates: str = "auto",
 ) -> tuple[Dataset, RawInteractions]:
     """Build a dataset whose vocabularies come from the training file."""
     raw = read_interactions(train_path, columns)

@@ -34,8 +34,10 @@ class DataSpec:
         n_last: the temporal split.
         train, test: interaction files (CSV/TSV/JSONL/Parquet).
         columns: column names in those files.
-        duplicates: what to do with repeated (user, item) rows in files: ``error``, ``first``,
-            ``last`` or ``mean``.
+        duplicates: what to do with repeated (user, item) rows in files: ``auto`` (the model's
+            :meth:`~recfunnel.models.Recommender.default_duplicates`, resolved when training
+            starts), ``keep``, ``sum``, ``mean``, ``first``, ``last`` or ``error`` (see
+            :meth:`~recfunnel.data.Interactions.deduplicate`).
         user_features, item_features: side-feature files, one row per user/item: the id column
             (named as ``columns["user"]`` / ``columns["item"]``) and named feature columns (see
             :func:`recfunnel.features.read_feature_file`).
@@ -51,7 +53,7 @@ class DataSpec:
     train: str | None = None
     test: str | None = None
     columns: dict = field(default_factory=lambda: asdict(Columns()))
-    duplicates: str = "error"
+    duplicates: str = "auto"
     user_features: str | None = None
     item_features: str | None = None
 
