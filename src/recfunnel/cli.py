@@ -96,10 +96,12 @@ def cmd_train(args) -> int:
     out = Path(args.out) if args.out else None
     if out is not None:
         check_run_target(out)  # fail before training, not after
+    options = _eval_options(args)  # bad values fail before training
     run, _, _, _ = experiment.train(
         spec, model, validation_fraction=args.validation_fraction,
-        progress=not args.json and sys.stderr.isatty(),
+        progress=not args.json and sys.stderr.isatty(), **options,
     )  # fmt: skip
+    _say_which_users(run.config["evaluation"])
     run.config["preset"] = args.preset
     if out is not None:
         run.save(out)
@@ -114,6 +116,29 @@ def cmd_train(args) -> int:
 
 
 # --------------------------------------------------------------- evaluate
+def _eval_options(args) -> dict:
+    """``--eval-users`` / ``--eval-memory`` as keywords of :func:`experiment.train`."""
+    from recfunnel.metrics import parse_eval_users, parse_memory
+
+    memory = parse_memory(args.eval_memory) if args.eval_memory is not None else None
+    return {"eval_users": parse_eval_users(args.eval_users), "eval_memory": memory}
+
+
+def _say_which_users(record: dict) -> None:
+    from recfunnel.metrics import describe_choice
+
+    if describe_choice(record):
+        print(describe_choice(record), file=sys.stderr)
+
+
+def _add_eval_options(parser) -> None:
+    group = parser.add_argument_group("evaluation")
+    group.add_argument("--eval-users", metavar="all|N", help="test users to evaluate: 'all', or "
+                       "a seeded sample of N (default: a sample of 10000 above 10000)")  # fmt: skip
+    group.add_argument("--eval-memory", metavar="SIZE", help="memory for one block of scores "
+                       "while evaluating, e.g. 512MB (the default) or 2GB")  # fmt: skip
+
+
 def cmd_evaluate(args) -> int:
     from recfunnel.data import Dataset, sources
     from recfunnel.data.sources import DataSpec
@@ -134,7 +159,10 @@ def cmd_evaluate(args) -> int:
                 "the run's data has changed since training (vocabularies differ); pass --test FILE"
             )
         _, test = sources.split(dataset, spec)
-    metrics = evaluate(run.model, run.train_interactions(), test)
+    options = _eval_options(args)
+    metrics = evaluate(run.model, run.train_interactions(), test, eval_users=options["eval_users"],
+                       eval_seed=spec.seed, memory=options["eval_memory"])  # fmt: skip
+    _say_which_users(metrics["evaluation"])
     if args.json:
         print(_dump(metrics))
     else:
@@ -278,12 +306,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", help="run folder to write")
     p.add_argument("--json", action="store_true", help="print the test metrics as one JSON object")
+    _add_eval_options(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="evaluate a saved run")
     p.add_argument("run_dir")
     p.add_argument("--test", help="test file (columns as at training); default: the run's split")
     p.add_argument("--json", action="store_true")
+    _add_eval_options(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("recommend", help="recommend items from a saved run")
