@@ -6,6 +6,7 @@
     recfunnel recommend runs/ml --all-users -k 10 --output recs.csv
     recfunnel serve runs/ml --port 8000 --workers 2
     recfunnel recommend runs/ml --history 50,172,181 -k 10
+    recfunnel report runs/ml --out report.html
     recfunnel synth --users 1000000 --items 200000 --interactions 20000000 --out big.parquet
 
 Bad input prints one line, ``error: <problem>; <fix>``, on stderr and exits with status 2.
@@ -229,6 +230,16 @@ def cmd_serve(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------- report
+def cmd_report(args) -> int:
+    from recfunnel.report import write_report
+
+    out = Path(args.out)
+    write_report(args.run_dir, out, users=args.users, k=args.k, baseline=not args.no_baseline)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB)", file=sys.stderr)
+    return 0
+
+
 # ------------------------------------------------------------------ synth
 def cmd_synth(args) -> int:
     from recfunnel.data.synthetic import power_law, write_interactions
@@ -343,6 +354,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--access-log", action="store_true", help="log every request")
     p.set_defaults(func=cmd_serve)
 
+    p = sub.add_parser("report", help="write a self-contained HTML report of a saved run")
+    p.add_argument("run_dir")
+    p.add_argument("--out", default="report.html", help="HTML file to write (default: %(default)s)")
+    p.add_argument("--users", type=int, default=5, help="example users to show")
+    p.add_argument("-k", type=int, default=10, help="recommendations per user")
+    p.add_argument("--no-baseline", action="store_true",
+                   help="skip reloading the data for the most-popular baseline")  # fmt: skip
+    p.set_defaults(func=cmd_report)
+
     p = sub.add_parser("synth", help="write seeded power-law synthetic interactions")
     p.add_argument("--users", type=int, required=True)
     p.add_argument("--items", type=int, required=True)
@@ -359,7 +379,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (RecfunnelError, TrainingError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        message = exc.for_cli() if isinstance(exc, RecfunnelError) else str(exc)
+        print(f"error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
