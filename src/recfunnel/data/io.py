@@ -126,23 +126,31 @@ def _read_parquet(path: Path):
     return names, table  # a table, handled column-wise below
 
 
-def _check_id_type(rows, column: str, role: str, path: Path) -> None:
-    """Ids must be text or whole numbers: a float, list, struct or binary column would be
-    turned into strings like "0.0" that match nothing."""
-    if hasattr(rows, "schema"):  # a pyarrow table
-        import pyarrow as pa
+def arrow_id_column(column, name: str, role: str, path: Path):
+    """A pyarrow id column checked to hold strings or integers (dictionary-encoded ones
+    decoded): a float, list, struct or binary column would become texts like "0.0" that match
+    nothing, so it is refused with one line."""
+    import pyarrow as pa
 
-        kind = rows.schema.field(column).type
-        if pa.types.is_dictionary(kind):
-            kind = kind.value_type
-        if pa.types.is_integer(kind) or pa.types.is_string(kind) or pa.types.is_large_string(kind):
-            return
-        if pa.types.is_null(kind):
-            return  # every value missing: reported as a missing id below
-        raise DataError(
-            f"column {column!r} ({role} ids) of {path} has type {kind}; ids must be strings or "
-            "integers, cast the column (a float id 1.0 would become the text '1.0')"
-        )
+    kind = column.type
+    if pa.types.is_dictionary(kind):
+        column = column.cast(kind.value_type)
+        kind = kind.value_type
+    if pa.types.is_integer(kind) or pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return column
+    if pa.types.is_null(kind):
+        return column  # every value missing: reported as a missing id
+    raise DataError(
+        f"column {name!r} ({role} ids) of {path} has type {kind}; ids must be strings or "
+        "integers, cast the column (a float id 1.0 would become the text '1.0')"
+    )
+
+
+def _check_id_type(rows, column: str, role: str, path: Path) -> None:
+    """Ids must be text or whole numbers (see :func:`arrow_id_column`)."""
+    if hasattr(rows, "schema"):  # a pyarrow table
+        arrow_id_column(rows.column(column), column, role, path)
+        return
     for i, value in enumerate(_column(rows, column, path)):
         if value is None or isinstance(value, str):
             continue
@@ -218,12 +226,17 @@ def read_table(path: Path, missing: str) -> tuple[list[str], object]:
 
 
 def read_interactions(path: str | Path, columns: Columns) -> RawInteractions:
-    """Read one interaction file.
+    """Read one interaction file, or a folder of Parquet files.
 
-    The format follows the extension (``.csv``, ``.tsv``, ``.jsonl``, ``.parquet``). Raises
+    The format follows the extension (``.csv``, ``.tsv``, ``.jsonl``, ``.parquet``). Parquet is
+    read column-wise (:mod:`recfunnel.data.columnar`): ids come back as an ``IdColumn``. Raises
     :class:`DataError` for a missing file, unknown columns, non-numeric ratings, or no rows.
     """
     path = Path(path)
+    if path.is_dir() or (path.is_file() and FORMATS.get(path.suffix.lower()) == "parquet"):
+        from recfunnel.data.columnar import read_parquet_interactions
+
+        return read_parquet_interactions(path, columns)  # column-wise, ids as an IdColumn
     names, rows = read_table(path, f"file not found: {path}; check the path")
     for role, column in columns.wanted().items():
         if column not in names:
@@ -282,8 +295,10 @@ def encode(
     ``rows_dropped_unknown_user`` and ``rows_dropped_unknown_item`` (a row with both unknown
     counts once, as an unknown user).
     """
-    u = users.encode(raw.users)
-    i = items.encode(raw.items)
+    u, i = (  # an IdColumn (Parquet) encodes each distinct id once
+        ids.encode(vocabulary) if hasattr(ids, "uniques") else vocabulary.encode(ids)
+        for ids, vocabulary in ((raw.users, users), (raw.items, items))
+    )
     unknown_user = u == users.oov_index
     known = ~unknown_user & (i != items.oov_index)
     if report is not None:
@@ -341,8 +356,10 @@ def dataset_from_files(
 ) -> tuple[Dataset, RawInteractions]:
     """Build a dataset whose vocabularies come from the training file."""
     raw = read_interactions(train_path, columns)
-    users = Vocabulary.from_values(raw.users, name="user")
-    items = Vocabulary.from_values(raw.items, name="item")
+    users, items = (  # an IdColumn (Parquet) knows its distinct ids
+        ids.vocabulary(name) if hasattr(ids, "uniques") else Vocabulary.from_values(ids, name=name)
+        for ids, name in ((raw.users, "user"), (raw.items, "item"))
+    )
     inter, _ = encode(raw, users, items, duplicates=duplicates)
     dataset = Dataset(
         interactions=inter,
