@@ -150,8 +150,12 @@ class Checkpointer:
         self.folder = folder
 
     def due(self, epoch: int, last: bool) -> bool:
-        """Whether to write after ``epoch`` (1-based)."""
-        return self.policy.write and (last or epoch % self.policy.every == 0)
+        """Whether to write after ``epoch`` (1-based); in a distributed job only rank 0 does."""
+        from recfunnel import distributed
+
+        if not self.policy.write or distributed.rank() != 0:
+            return False
+        return last or epoch % self.policy.every == 0
 
     def save(self, epoch: int, *, model, optimizer, generator, fingerprint: dict,
              trainer_state: dict, best_state: dict | None) -> None:  # fmt: skip

@@ -69,9 +69,12 @@ def _data_spec(args):
 
 
 def cmd_train(args) -> int:
-    from recfunnel import experiment
+    from recfunnel import distributed, experiment
     from recfunnel.runs import check_run_target
 
+    if args.nproc is not None:
+        return _launch(args)
+    distributed.init(args.device or "auto")
     spec = _data_spec(args)
     overrides = {
         "dim": args.dim, "epochs": args.epochs, "batch_size": args.batch_size,
@@ -96,7 +99,7 @@ def cmd_train(args) -> int:
         overrides = {}
     model = experiment.build_model(args.model, args.preset, **overrides)
     out = Path(args.out) if args.out else None
-    if out is not None:
+    if out is not None and distributed.rank() == 0:
         check_run_target(out, overwrite=args.overwrite)  # fail before training, not after
     options = _eval_options(args)  # bad values fail before training
     checkpoint_dir = _checkpoint_dir(args, out)
@@ -105,6 +108,8 @@ def cmd_train(args) -> int:
             spec, model, validation_fraction=args.validation_fraction,
             progress=not args.quiet, **options,
         )  # fmt: skip
+    if run is None:  # a distributed job's rank > 0: rank 0 evaluates and saves
+        return 0
     _say_which_users(run.config["evaluation"])
     run.config["preset"] = args.preset
     if out is not None:
@@ -120,6 +125,29 @@ def cmd_train(args) -> int:
         if out is not None:
             print(f"saved run to {out}")
     return 0
+
+
+def _launch(args) -> int:
+    """``--nproc N``: the same command in N processes (torch.distributed.run)."""
+    from recfunnel import distributed
+
+    if args.nproc < 1:
+        raise RecfunnelError(f"--nproc must be at least 1, not {args.nproc}")
+    if distributed.launched():
+        raise RecfunnelError("--nproc inside torchrun; give one or the other")
+    argv = list(sys.argv[1:] if args.argv is None else args.argv)
+    skip = {"--nproc"}
+    rest, i = [], 0
+    while i < len(argv):
+        if argv[i] in skip:
+            i += 2
+            continue
+        if argv[i].startswith("--nproc="):
+            i += 1
+            continue
+        rest.append(argv[i])
+        i += 1
+    return distributed.launch(rest, args.nproc)
 
 
 def _checkpoint_dir(args, out: Path | None) -> Path | None:
@@ -379,6 +407,9 @@ def build_parser() -> argparse.ArgumentParser:
         "folder holding other files",
     )
     p.add_argument("--json", action="store_true", help="print the test metrics as one JSON object")
+    p.add_argument("--nproc", type=int, metavar="N",
+                   help="train in N processes on this machine (torch.distributed; see "
+                   "docs/scale.md for torchrun and several machines)")  # fmt: skip
     p.add_argument("--checkpoint-every", type=int, metavar="N",
                    help="write a checkpoint every N epochs (to OUT.checkpoints)")  # fmt: skip
     p.add_argument("--resume", action="store_true",
@@ -442,6 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = argv  # --nproc relaunches the same command
     try:
         return args.func(args)
     except (RecfunnelError, TrainingError) as exc:

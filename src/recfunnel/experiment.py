@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 
+from recfunnel import distributed
 from recfunnel.data import sources
 from recfunnel.data.dataset import Dataset
 from recfunnel.data.interactions import Interactions
@@ -86,8 +87,11 @@ def train(
         fit_rows, validation = random_split(train_rows, validation_fraction, seed=spec.seed + 1)
     started = time.perf_counter()
     extra = {"dataset": dataset} if model.needs_dataset else {}
-    model.fit(fit_rows, validation=validation, progress=progress, **extra)
+    model.fit(fit_rows, validation=validation, progress=progress and distributed.rank() == 0,
+              **extra)  # fmt: skip
     fit_seconds = time.perf_counter() - started
+    if distributed.rank() != 0:  # rank 0 evaluates and saves; the others only train
+        return None, dataset, fit_rows, test_rows
     started = time.perf_counter()
     metrics = evaluate(model, fit_rows, test_rows, eval_users=eval_users, eval_seed=spec.seed,
                        memory=eval_memory, progress=progress)  # fmt: skip
@@ -95,6 +99,8 @@ def train(
     metrics["eval_seconds"] = time.perf_counter() - started
     metrics["fit_seconds"] = fit_seconds
     metrics["config"] = model.get_params()
+    if getattr(model, "resolved_", None) is not None:  # e.g. two-tower softmax="auto"
+        metrics["resolved_config"] = model.resolved_
     metrics.update({f"test_{key}": value for key, value in dropped.items()})
     history = getattr(model, "history_", None)
     if history is not None:

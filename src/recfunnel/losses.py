@@ -146,9 +146,13 @@ def fused_in_batch_softmax_loss(
     weights: torch.Tensor | None = None,
     reduction: str = "sum",
     chunk: int = 128,
+    offset: int = 0,
 ) -> torch.Tensor:
-    """:func:`in_batch_softmax_loss`, fused (same arguments and result; ``sum``/``mean`` only)."""
-    targets = torch.arange(queries.shape[0], device=queries.device)
+    """:func:`in_batch_softmax_loss`, fused (same arguments and result; ``sum``/``mean`` only).
+
+    ``offset``: row ``i``'s positive is candidate ``offset + i`` (the candidates of a
+    distributed step are every process's, see :mod:`recfunnel.distributed`)."""
+    targets = torch.arange(offset, offset + queries.shape[0], device=queries.device)
     offsets = None if candidate_log_probs is None else -candidate_log_probs
     return _fused(queries, candidates, targets, column_offsets=offsets, hit_ids=candidate_ids,
                   weights=weights, temperature=temperature, reduction=reduction,
@@ -166,6 +170,7 @@ def distinct_in_batch_softmax_loss(
     weights: torch.Tensor | None = None,
     reduction: str = "sum",
     chunk: int = 256,
+    offset: int = 0,
 ) -> torch.Tensor:
     """:func:`in_batch_softmax_loss` scored against the batch's distinct items only.
 
@@ -184,6 +189,7 @@ def distinct_in_batch_softmax_loss(
             :func:`in_batch_softmax_loss`.
 
     The gradient of each distinct item flows to its first occurrence in ``candidates``.
+    ``offset``: the queries are rows ``offset ..`` of the candidates (a distributed step).
     """
     distinct, inverse, counts = torch.unique(item_ids, return_inverse=True, return_counts=True)
     rows = torch.arange(len(item_ids), device=item_ids.device)
@@ -192,9 +198,10 @@ def distinct_in_batch_softmax_loss(
     offsets = log_counts
     if candidate_log_probs is not None:
         offsets = offsets - candidate_log_probs[first]
-    own = log_counts[inverse]  # each row's positive occurs this many times (log)
+    targets = inverse[offset : offset + queries.shape[0]]
+    own = log_counts[targets]  # each row's positive occurs this many times (log)
     return _fused(
-        queries, candidates[first], inverse, column_offsets=offsets,
+        queries, candidates[first], targets, column_offsets=offsets,
         target_offsets=-own if remove_accidental_hits else None,
         loss_offsets=None if remove_accidental_hits else own, weights=weights,
         temperature=temperature, reduction=reduction, chunk=chunk,

@@ -87,7 +87,7 @@ class RetrievalTask:
         item_log_probs: torch.Tensor | None = None,
         weights: torch.Tensor | None = None,
         sampled: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
-        batch_candidates: tuple[torch.Tensor, torch.Tensor] | None = None,
+        batch_candidates: tuple[torch.Tensor, torch.Tensor, int] | None = None,
     ) -> torch.Tensor:
         """Loss of a batch.
 
@@ -98,9 +98,10 @@ class RetrievalTask:
                 needed for the logQ correction.
             sampled: sampled and mixed: ``(ids [S], vectors [S, D], log_q [N])``, the drawn
                 items, their vectors and the sampler's log probabilities.
-            batch_candidates: mixed: ``(ids [B'], vectors [B', D])``, the in-batch negatives
-                when they are not this batch's own positives (the global batch of a
-                distributed step); default ``(item_ids, positives)``.
+            batch_candidates: in-batch and mixed: ``(ids [G], vectors [G, D], offset)``, the
+                in-batch negatives when they are not this batch's own positives: every
+                process's in a distributed step, this process's rows starting at ``offset``;
+                default ``(item_ids, positives, 0)``.
         """
         if self.softmax in ("sampled", "mixed"):
             return self._sampled_loss(queries, positives, item_ids, item_log_probs, weights,
@@ -112,6 +113,9 @@ class RetrievalTask:
                 queries, all_items, item_ids, temperature=self.temperature,
                 weights=weights, reduction=self.reduction,
             )  # fmt: skip
+        offset = 0
+        if batch_candidates is not None:  # every process's positives: a distributed step
+            item_ids, positives, offset = batch_candidates
         log_probs = None
         if self.logq_correction:
             if item_log_probs is None:
@@ -122,7 +126,7 @@ class RetrievalTask:
                 queries, positives, item_ids,
                 remove_accidental_hits=self.remove_accidental_hits,
                 candidate_log_probs=log_probs, temperature=self.temperature, weights=weights,
-                reduction=self.reduction,
+                reduction=self.reduction, offset=offset,
             )  # fmt: skip
         return fused_in_batch_softmax_loss(
             queries,
@@ -132,6 +136,7 @@ class RetrievalTask:
             temperature=self.temperature,
             weights=weights,
             reduction=self.reduction,
+            offset=offset,
         )
 
     def _sampled_loss(self, queries, positives, item_ids, item_log_probs, weights, sampled,
@@ -140,7 +145,7 @@ class RetrievalTask:
             raise RecfunnelError(f"the {self.softmax} softmax needs sampled negatives")
         sampled_ids, sampled_vectors, sampler_log_probs = sampled
         if self.softmax == "mixed":
-            batch_ids, batch_vectors = batch_candidates or (item_ids, positives)
+            batch_ids, batch_vectors, _ = batch_candidates or (item_ids, positives, 0)
             ids = torch.cat([batch_ids, sampled_ids])
             vectors = torch.cat([batch_vectors, sampled_vectors])
         else:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from recfunnel import checkpoints
+from recfunnel import checkpoints, distributed
 from recfunnel.data.interactions import Interactions
 from recfunnel.errors import RecfunnelError, TrainingError
 from recfunnel.progress import make_progress
@@ -32,11 +32,14 @@ OPTIMIZERS = ("adagrad", "adam", "adamw", "sgd")
 
 
 def resolve_device(device: str = "auto") -> torch.device:
-    """``"auto"`` picks CUDA when present, else the CPU."""
+    """``"auto"`` picks CUDA when present, else the CPU; in a distributed job each process
+    takes its own GPU."""
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise RecfunnelError("--device cuda was asked for but no CUDA GPU is available; use cpu")
+    if device == "cuda" and distributed.active():  # one GPU per process
+        return torch.device("cuda", torch.cuda.current_device())
     return torch.device(device)
 
 
@@ -195,6 +198,8 @@ class Trainer:
         tensors = None
         if not closed_form:
             model.to(device)
+            if distributed.active():
+                distributed.broadcast_parameters(model)
             optimizer = Optimizers(model, cfg)
             tensors = to_tensors(data, device)
         rows = len(next(iter(tensors.values()))) if tensors else len(data)
@@ -278,17 +283,37 @@ class Trainer:
         model.train()
         order = torch.randperm(n, generator=generator).to(device)
         total = 0.0
-        for start in range(0, n, self.config.batch_size):
-            rows = order[start : start + self.config.batch_size]
-            batch = {name: column[rows] for name, column in tensors.items()}
-            loss = model.compute_loss(batch)
+        step = self.config.batch_size * distributed.world_size()  # the global batch
+        for start in range(0, n, step):
+            rows = order[start : start + step]
+            if distributed.active() and len(rows) < distributed.world_size():
+                break  # too few rows left to give every process one
             optimizer.zero_grad()
-            loss.backward()
+            value = train_step(model, tensors, rows)
             optimizer.step()
-            value = float(loss.detach())
             total += value
             progress.update(len(rows), loss=value)
         return total
+
+
+def train_step(model, tensors: dict[str, torch.Tensor], rows: torch.Tensor) -> float:
+    """Forward and backward of the global batch ``rows``: in a distributed job this process
+    takes its own range of them and the gradients are averaged over the processes (see
+    :mod:`recfunnel.distributed`). Returns this process's loss."""
+    if not distributed.active():
+        loss = model.compute_loss({name: column[rows] for name, column in tensors.items()})
+        loss.backward()
+        return float(loss.detach())
+    mine, sizes = distributed.split(rows)
+    distributed.set_step_sizes(sizes)
+    try:
+        loss = model.compute_loss({name: column[mine] for name, column in tensors.items()})
+        reduction = getattr(getattr(model, "task", None), "reduction", "mean")
+        (loss * distributed.loss_scale(len(mine), sizes, reduction)).backward()
+    finally:
+        distributed.set_step_sizes(None)
+    distributed.average_gradients(model.parameters())
+    return float(loss.detach())
 
 
 def _fingerprint(model, cfg: TrainerConfig, rows: int) -> dict:

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from recfunnel import distributed
 from recfunnel.data.interactions import Interactions
 from recfunnel.errors import RecfunnelError
 from recfunnel.metrics import evaluate_scores
@@ -147,6 +148,10 @@ class TwoTowerNet(nn.Module):
             sampled = (sampled_ids, vectors[len(batch["item"]) :], self.sampler_log_probs)
         else:
             positives = self.candidates(batch["item"])
+        gathered = None
+        if self.task.softmax in ("in-batch", "mixed") and distributed.active():
+            gathered = distributed.gather_candidates(positives, batch["item"])  # global negatives
+            gathered = (gathered[1], gathered[0], gathered[2])
         loss = self.task.loss(
             self.full_queries(queries),
             positives,
@@ -155,6 +160,7 @@ class TwoTowerNet(nn.Module):
             item_log_probs=self.item_log_probs if self.task.logq_correction else None,
             weights=batch.get("weight"),
             sampled=sampled,
+            batch_candidates=gathered,
         )
         if self.user_l2:
             loss = loss + self.user_l2 * queries.pow(2).sum(1).mean()
