@@ -14,9 +14,10 @@ two-stage model fits twice)::
     DIR/fit-1/epoch-0003/state.safetensors
     DIR/fit-1/epoch-0003/state.json
 
-Writing is atomic: an epoch folder is written under a temporary name and renamed, then
-``latest.json`` is replaced (write + rename) to point at it, then older epochs are removed, so a
-kill at any moment leaves the previous checkpoint or the new one, never half of one.
+Writing is atomic: each file of an epoch folder is written under a temporary name and renamed
+(:mod:`recfunnel.artifacts`), then ``latest.json`` is replaced the same way to point at it, then
+older epochs are removed, so a kill at any moment leaves the previous checkpoint or the new one,
+never half of one.
 
 The trainer finds the policy through :func:`checkpointing`, a context the command line (or any
 caller) opens around training, so no model's ``fit`` signature has to carry it.
@@ -27,15 +28,14 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import json
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from recfunnel.artifacts import atomic_file, atomic_path
 from recfunnel.errors import RecfunnelError
 
 FORMAT = 1
@@ -132,14 +132,8 @@ def _join_optimizer(shape: list[dict], tensors: dict) -> list[dict]:
 
 
 def _atomic_json(path: Path, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with open(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, default=lambda v: v.item() if hasattr(v, "item") else str(v))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as fh:
+        json.dump(data, fh, default=lambda v: v.item() if hasattr(v, "item") else str(v))
 
 
 class Checkpointer:
@@ -183,19 +177,13 @@ class Checkpointer:
             "has_best": best_state is not None,
             **optimizer_json,
         }
-        self.folder.mkdir(parents=True, exist_ok=True)
         name = f"epoch-{epoch:04d}"
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=self.folder))
-        try:
-            save_file(tensors, str(tmp / "state.safetensors"))
-            _atomic_json(tmp / "state.json", meta)
-            final = self.folder / name
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        folder = self.folder / name
+        folder.mkdir(parents=True, exist_ok=True)
+        with atomic_path(folder / "state.safetensors") as tmp:
+            save_file(tensors, str(tmp))
+        _atomic_json(folder / "state.json", meta)
+        # the new epoch counts once latest.json points at it (a kill before leaves the old one)
         _atomic_json(self.folder / "latest.json", {"epoch": epoch, "folder": name})
         for old in self.folder.iterdir():  # earlier epochs and stale temporaries
             if old.is_dir() and old.name != name:

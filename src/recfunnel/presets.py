@@ -26,7 +26,7 @@ PRESETS: dict[str, dict[str, dict]] = {
             user_l2=0.01, init="normal", init_scale=0.01, optimizer="adam", learning_rate=0.02,
             batch_size=4096, epochs=5,
             large=dict(softmax="mixed", negatives=256, sampler="uniform", logq_correction=True,
-                       sparse_updates=True, batch_size=1024, max_examples=16_000_000),
+                       sparse_updates=True, batch_size=1024, max_examples=8_000_000),
         ),
     },
     "most-popular": {"seed": {}, "default": {}},

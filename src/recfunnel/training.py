@@ -136,6 +136,7 @@ class TrainerConfig:
         patience: stop after this many epochs without improving the monitored validation
             metric and restore the best epoch's weights; ``None`` trains every epoch.
         monitor: validation metric to maximise (or minimise, see ``minimize``).
+        max_examples: stop once this many rows were trained on (mid-epoch if need be).
         progress: report progress on stderr: ``True`` (a bar on a terminal, else a line every
             10 s), ``False``, or a mode of :class:`~recfunnel.progress.Progress`.
     """
@@ -151,6 +152,7 @@ class TrainerConfig:
     monitor: str = "recall@10"
     minimize: bool = False
     progress: bool | str = False
+    max_examples: int | None = None
 
     @classmethod
     def from_params(cls, params: dict, **overrides) -> TrainerConfig:
@@ -221,7 +223,11 @@ class Trainer:
             first_epoch = len(history.epochs) if not history.stopped_early else cfg.epochs
         progress = make_progress(cfg.progress, desc="train",
                                  unit="rows" if not closed_form else "iterations")  # fmt: skip
+        self._seen = sum(e.get("rows", rows) for e in history.epochs)
         for epoch in range(first_epoch, cfg.epochs):
+            if cfg.max_examples is not None and self._seen >= cfg.max_examples:
+                break
+            seen_before = self._seen
             started = time.perf_counter()
             if closed_form:
                 progress.start(0, epoch=epoch + 1, epochs=cfg.epochs)
@@ -235,6 +241,8 @@ class Trainer:
                     "rate or raise the regularization"
                 )
             record = {"epoch": epoch + 1, "loss": loss, "seconds": time.perf_counter() - started}
+            if not closed_form:
+                record["rows"] = self._seen - seen_before
             if validate is not None:
                 if not closed_form:
                     model.eval()
@@ -284,6 +292,9 @@ class Trainer:
         order = torch.randperm(n, generator=generator).to(device)
         total = 0.0
         step = self.config.batch_size * distributed.world_size()  # the global batch
+        if self.config.max_examples is not None:  # the budget left for this epoch
+            n = min(n, max(0, self.config.max_examples - self._seen))
+            order = order[:n]
         for start in range(0, n, step):
             rows = order[start : start + step]
             if distributed.active() and len(rows) < distributed.world_size():
@@ -293,6 +304,7 @@ class Trainer:
             optimizer.step()
             total += value
             progress.update(len(rows), loss=value)
+            self._seen += len(rows)
         return total
 
 

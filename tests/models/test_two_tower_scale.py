@@ -22,11 +22,14 @@ def test_auto_softmax_is_full_on_small_catalogues_and_mixed_on_large():
     assert model.resolve(4_000_000, 10_000)["softmax"] == "mixed"  # rows x items too dear
 
 
-def test_max_examples_caps_the_epochs():
+def test_max_examples_stops_the_fit_mid_epoch():
     model = TwoTower(epochs=5, max_examples=1000)
-    assert model.resolve(300, 10)["epochs"] == 3
+    assert model.resolve(300, 10)["epochs"] == 4
     assert model.resolve(5000, 10)["epochs"] == 1
     assert TwoTower(epochs=5).resolve(5000, 10)["epochs"] == 5
+    data = checkerboard(20, 20, seed=0, density=0.6)  # 120 rows
+    model = TwoTower(dim=4, epochs=5, batch_size=32, max_examples=300).fit(data)
+    assert [e["rows"] for e in model.history_.epochs] == [120, 120, 60]
 
 
 def test_bad_large_options_are_one_line_errors():

@@ -195,8 +195,9 @@ class TwoTower(FactorizedRecommender):
         large: settings for ``softmax="auto"`` on a large catalogue (keys: softmax, negatives,
             sampler, logq_correction, sparse_updates, batch_size, learning_rate, epochs,
             max_examples, optimizer).
-        max_examples: cap the epochs so a fit sees at most this many training rows (at least
-            one epoch); ``None``: every epoch.
+        max_examples: stop a fit once it has trained on this many rows (the last epoch may
+            be partial): a fit's time stays bounded however large the data; ``None``: every
+            epoch.
         history: add the pooled embeddings of the user's training items to the query tower.
         user_l2: L2 penalty on the query embeddings of each batch (mean squared norm).
         item_bias: learn a per-item bias (a popularity prior), scored as an extra dimension.
@@ -239,7 +240,7 @@ class TwoTower(FactorizedRecommender):
 
     def resolve(self, num_rows: int, num_items: int) -> dict:
         """The hyper-parameters a fit on ``num_rows`` rows of ``num_items`` items uses:
-        ``softmax="auto"`` resolved, ``max_examples`` turned into epochs."""
+        ``softmax="auto"`` resolved, ``epochs`` cut to those ``max_examples`` reaches."""
         params = self.get_params()
         large = dict(params.pop("large") or {})
         unknown = sorted(set(large) - set(LARGE_OPTIONS))
@@ -255,9 +256,9 @@ class TwoTower(FactorizedRecommender):
                 params.update(large)
                 if params["softmax"] == "auto":
                     params["softmax"] = "mixed"
-        budget = params.pop("max_examples")
+        budget = params["max_examples"]
         if budget is not None:
-            params["epochs"] = int(min(params["epochs"], max(1, budget // max(1, num_rows))))
+            params["epochs"] = int(min(params["epochs"], max(1, -(-budget // max(1, num_rows)))))
         if params["sparse_updates"] and params["softmax"] == "full":
             raise RecfunnelError(
                 "sparse_updates does not go with the full softmax (its gradient reaches every "
