@@ -29,6 +29,7 @@ The backend is gloo on the CPU and NCCL on CUDA, one GPU per process (``LOCAL_RA
 from __future__ import annotations
 
 import os
+import sys
 
 import torch
 import torch.distributed as dist
@@ -142,6 +143,7 @@ def launch(argv: list[str], nproc: int) -> int:
     except SystemExit as exc:  # torchrun exits with the failing worker's status
         return int(exc.code or 0)
     except Exception as exc:  # ChildFailedError: the workers' errors are already on stderr
-        print(f"error: a training process failed ({type(exc).__name__})", flush=True)
+        print(f"error: a training process failed ({type(exc).__name__}); see its messages above",
+              file=sys.stderr, flush=True)  # fmt: skip
         return 1
     return 0

@@ -59,16 +59,16 @@ class _ConstantSparseProduct(torch.autograd.Function):
 
 
 class _WeightedBagSum(torch.autograd.Function):
-    """``out[b] = sum_{k: bags[k] = b} weights[k] * table[rows[k]]``, forward and backward as
-    one gather and one ``index_add_`` each (``embedding_bag``'s CPU backward sorts its
-    indices first and costs several times more)."""
+    """``out[b] = sum_{k: bags[k] = b} weights[k] * table[rows[k]]`` (``bags`` sorted, bag
+    ``b`` starting at ``offsets[b]``): ``embedding_bag`` forward, and a backward of one gather
+    and one ``index_add_`` (``embedding_bag``'s own CPU backward sorts its indices first and
+    costs several times more)."""
 
     @staticmethod
-    def forward(ctx, table, rows, bags, weights, num_bags):
+    def forward(ctx, table, rows, bags, weights, offsets):
         ctx.save_for_backward(rows, bags, weights)
         ctx.num_rows = table.shape[0]
-        out = table.new_zeros(num_bags, table.shape[1])
-        return out.index_add_(0, bags, table[rows] * weights[:, None])
+        return F.embedding_bag(rows, table, offsets, mode="sum", per_sample_weights=weights)
 
     @staticmethod
     def backward(ctx, grad):
@@ -176,7 +176,7 @@ class HistoryQueryTower(nn.Module):
         table = F.embedding(local, self.history, sparse=self.sparse)
         weights = torch.repeat_interleave(counts[users].clamp(min=1.0).rsqrt(), lengths)
         bags = torch.repeat_interleave(torch.arange(len(users), device=flat.device), lengths)
-        pooled = _WeightedBagSum.apply(table, position[: len(seen)], bags, weights, len(users))
+        pooled = _WeightedBagSum.apply(table, position[: len(seen)], bags, weights, offsets)
         left = None if leave_out is None else table[position[len(seen) :]]
         return pooled[inverse], left
 
