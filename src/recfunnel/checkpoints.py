@@ -61,7 +61,10 @@ class CheckpointPolicy:
     def __post_init__(self) -> None:
         self.directory = Path(self.directory)
         if self.every < 1:
-            raise RecfunnelError(f"--checkpoint-every must be at least 1, not {self.every}")
+            raise RecfunnelError(
+                f"every must be at least 1, not {self.every}",
+                cli=f"--checkpoint-every must be at least 1, not {self.every}",
+            )
 
 
 _POLICY: contextvars.ContextVar[CheckpointPolicy | None] = contextvars.ContextVar(
@@ -202,14 +205,16 @@ class Checkpointer:
             meta = json.loads((folder / "state.json").read_text(encoding="utf-8"))
             tensors = load_file(str(folder / "state.safetensors"))
         except (OSError, ValueError, KeyError, TypeError) as exc:
+            problem = f"cannot read the checkpoint in {self.folder} ({type(exc).__name__})"
             raise RecfunnelError(
-                f"cannot read the checkpoint in {self.folder} ({type(exc).__name__}); delete it "
-                "or train without --resume"
+                f"{problem}; delete it or fit without resume=True",
+                cli=f"{problem}; delete it or train without --resume",
             ) from None
         if meta.get("format") != FORMAT or meta.get("fingerprint") != fingerprint:
+            problem = f"the checkpoint in {self.folder} was written for other data or settings"
             raise RecfunnelError(
-                f"the checkpoint in {self.folder} was written for other data or settings; "
-                "delete it or train without --resume"
+                f"{problem}; delete it or fit without resume=True",
+                cli=f"{problem}; delete it or train without --resume",
             )
         meta["tensors"] = tensors
         return meta

@@ -37,7 +37,10 @@ def resolve_device(device: str = "auto") -> torch.device:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RecfunnelError("--device cuda was asked for but no CUDA GPU is available; use cpu")
+        raise RecfunnelError(
+            f"device={device!r} was asked for but no CUDA GPU is available; use device='cpu'",
+            cli="--device cuda was asked for but no CUDA GPU is available; use cpu",
+        )
     if device == "cuda" and distributed.active():  # one GPU per process
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device(device)
