@@ -75,7 +75,7 @@ def cmd_train(args) -> int:
         "dim": args.dim, "epochs": args.epochs, "batch_size": args.batch_size,
         "learning_rate": args.learning_rate, "device": args.device, "patience": args.patience,
     }  # fmt: skip
-    if args.model != "most-popular":
+    if args.model not in ("most-popular", "ease"):  # deterministic models take no seed
         overrides["seed"] = args.seed
     for name in ("regularization", "alpha"):  # matrix factorization; only when given
         if getattr(args, name) is not None:
@@ -290,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--batch-size", type=int)
     model.add_argument("--learning-rate", type=float)
     model.add_argument("--device", help="auto (default), cpu or cuda")
-    model.add_argument("--regularization", type=float, help="L2 strength (wals, sgd-mf, bpr)")
+    model.add_argument("--regularization", type=float, help="L2 strength (wals, sgd-mf, bpr, ease)")
     model.add_argument("--alpha", type=float, help="wals: confidence = alpha * weight")
     model.add_argument("--set", action="append", metavar="NAME=VALUE",
                        help="any other hyper-parameter, e.g. --set temperature=0.1")  # fmt: skip

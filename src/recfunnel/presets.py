@@ -31,6 +31,12 @@ PRESETS: dict[str, dict[str, dict]] = {
         "seed": dict(dim=32, regularization=0.01, alpha=1.0, epochs=15, solver="cg"),
         "default": dict(dim=32, regularization=30.0, alpha=4.0, epochs=15, solver="cg"),
     },
+    # EASE (#12): lambda chosen on validation splits carved from the training data of several
+    # datasets (benchmarks/bench_quality.py, docs/quality.md); "seed" is Steck's ML-20M value.
+    "ease": {
+        "seed": dict(regularization=500.0),
+        "default": dict(regularization=300.0),
+    },
     "sgd-mf": {
         "seed": dict(dim=32, regularization=0.02, optimizer="sgd", learning_rate=0.005,
                      batch_size=1, epochs=20),
