@@ -76,3 +76,9 @@ def tamper(path, *, truncate: bool = False) -> None:
 def break_run():
     """``break_run(path, truncate=False)``: damage a saved run's weights file."""
     return tamper
+
+
+@pytest.fixture(scope="module")
+def save_run_module():
+    """Module-scoped ``save_run``."""
+    return lambda path, **kwargs: make_run(**kwargs).save(path)

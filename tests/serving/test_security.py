@@ -103,12 +103,12 @@ def test_default_host_list_is_loopback_only():
 
 @pytest.mark.parametrize(
     "text", ['{"users": ["\\ud800"]}', '{"history": ["\\udfff"]}',
-             '{"users": ["u0"], "deny": ["\\ud800x"]}', '{"users": ["a\\u0000b"]}'],
+             '{"users": ["u0"], "deny": ["\\ud800x"]}'],
 )  # fmt: skip
-def test_lone_surrogates_and_nul_in_ids_are_422(client, text):
+def test_lone_surrogates_in_ids_are_422(client, text):
     r = post_raw(client, "/v1/recommendations", text)
     assert r.status_code == 422, r.text
-    assert "unicode" in error_of(r)["message"].lower() or "NUL" in r.text
+    assert "unicode" in error_of(r)["message"].lower()
 
 
 @pytest.mark.parametrize("text", ['{"run_dir": "\\ud800"}', '{"run_dir": "a\\u0000"}'])

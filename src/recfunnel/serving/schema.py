@@ -15,7 +15,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+)
 
 MAX_K = 1000
 MAX_USERS = 256
@@ -38,13 +46,18 @@ ERROR_CODES = {
 
 
 def _unicode(value: str) -> str:
-    """Refuse strings JSON can carry but UTF-8 cannot (lone surrogates) and NUL bytes."""
+    """Refuse strings JSON can carry but UTF-8 cannot (lone surrogates)."""
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
         raise ValueError("not valid Unicode (a lone surrogate escape)") from None
-    if "\x00" in value:
-        raise ValueError("contains a NUL character")
+    return value
+
+
+def _whole(value: Any) -> Any:
+    """JSON Schema counts 5.0 as an integer: accept it as 5 (strict mode refuses the rest)."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
     return value
 
 
@@ -60,7 +73,9 @@ IdList = list[Id]
 class _Options(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    k: int = Field(10, ge=1, le=MAX_K, description="how many items (at most the catalogue)")
+    k: Annotated[int, BeforeValidator(_whole)] = Field(
+        10, ge=1, le=MAX_K, description="how many items (at most the catalogue)"
+    )
     exclude_seen: bool = Field(True, description="drop items the user interacted with")
     allow: IdList | None = Field(None, max_length=MAX_IDS, description="choose only from these")
     deny: IdList | None = Field(None, max_length=MAX_IDS, description="never return these")
@@ -104,7 +119,11 @@ class ReloadRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     run_dir: (
-        Annotated[str, Field(min_length=1, max_length=MAX_PATH_LENGTH), AfterValidator(_unicode)]
+        Annotated[
+            str,
+            Field(min_length=1, max_length=MAX_PATH_LENGTH, pattern="^[^\\x00]*$"),
+            AfterValidator(_unicode),
+        ]
         | None
     ) = Field(
         None,
