@@ -49,6 +49,7 @@ def start(run_dir, *extra, env=None) -> tuple[subprocess.Popen, str]:
             if r.status_code == 200:
                 seen.add(r.json()["worker"])
                 if len(seen) >= workers:
+                    proc.workers = seen  # the pids of the workers started
                     return proc, url
         except httpx.HTTPError:
             pass
@@ -196,7 +197,9 @@ def test_workers_reload_by_rolling_restart(run_dir, other_run_dir, break_run):
         Run.load(other_run_dir).save(run_dir)
         r = httpx.post(url + "/v1/admin/reload", headers=AUTH, timeout=30)
         assert r.status_code == 202
-        assert wait_for(lambda: items() == {14}, 90), f"after the restart: {items()}"
+        # the restart is over when every first worker has exited (each new one was ready first)
+        assert wait_for(lambda: not any(map(alive, proc.workers)), 120), "old workers still up"
+        assert items() == {14}
         before = ok[0]
         assert wait_for(lambda: ok[0] > before + 20, 30)  # the new workers serve the load
         break_run(run_dir)
@@ -212,6 +215,14 @@ def test_workers_reload_by_rolling_restart(run_dir, other_run_dir, break_run):
         stop(proc)
     assert failed == [], f"{len(failed)} failed requests during the rolling restart: {failed[:5]}"
     assert ok[0] > 50
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def read_line(proc, seconds: float) -> str:

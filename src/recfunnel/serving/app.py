@@ -291,21 +291,23 @@ def create_app(
     async def _bug(request: Request, exc: Exception):  # a bug, never bad input: say so briefly
         return error(500, f"internal error ({type(exc).__name__}); see the server log")
 
-    @app.get("/healthz", tags=["ops"], response_model=Health, responses=error_responses(400))
+    @app.get("/healthz", tags=["ops"], operation_id="healthz", response_model=Health,
+             responses=error_responses(400))  # fmt: skip
     async def healthz():
         """Liveness; never needs the token."""
         return FastJSON(
             {"status": "ok", "generation": holder.current.generation, "worker": os.getpid()}
         )
 
-    @app.get("/v1/model", tags=["ops"], response_model=ModelCard, dependencies=secured,
+    @app.get("/v1/model", tags=["ops"], operation_id="model_info", response_model=ModelCard,
+             dependencies=secured,
              responses=error_responses(400, *auth))  # fmt: skip
     async def model_info():
         """The served run: model kind, sizes, index, hyper-parameters and test metrics."""
         return FastJSON(holder.current.describe())
 
     @app.get("/v1/recommendations/{user_id:path}", tags=["recommend"],
-             response_model=Recommendation, dependencies=secured,
+             operation_id="recommend_user", response_model=Recommendation, dependencies=secured,
              responses=error_responses(400, *auth, 404, 409, 422))  # fmt: skip
     async def recommend_user(
         user_id: str = Path(..., description="raw user id", max_length=MAX_ID_LENGTH),
@@ -320,7 +322,8 @@ def create_app(
         rec = call() if k <= INLINE_K else await offload(call)
         return FastJSON(_answer(rec))
 
-    @app.post("/v1/recommendations", tags=["recommend"], response_model=BatchResponse,
+    @app.post("/v1/recommendations", tags=["recommend"], operation_id="recommend_batch",
+              response_model=BatchResponse,
               dependencies=secured,
               responses=error_responses(400, *auth, 404, 409, 413, 422))  # fmt: skip
     async def recommend_batch(body: Annotated[BatchRequest, Body()]):
@@ -328,7 +331,7 @@ def create_app(
         run = holder.current.run
         return FastJSON(await offload(_batch, run, body))
 
-    @app.get("/v1/items/{item_id:path}/similar", tags=["recommend"],
+    @app.get("/v1/items/{item_id:path}/similar", tags=["recommend"], operation_id="similar_items",
              response_model=SimilarItems, dependencies=secured,
              responses=error_responses(400, *auth, 404, 409, 422))  # fmt: skip
     async def similar(
@@ -368,7 +371,8 @@ def _batch(run, body) -> bytes:
 
 
 def _add_reload(app: FastAPI, holder: ModelHolder, root: FsPath, secured, offload) -> None:
-    @app.post("/v1/admin/reload", tags=["admin"], response_model=Reloaded, dependencies=secured,
+    @app.post("/v1/admin/reload", tags=["admin"], operation_id="reload", response_model=Reloaded,
+              dependencies=secured,
               responses={202: {"model": Restarting, "description": "several workers: a rolling "
                                "restart has begun"},
                          **error_responses(400, 401, 403, 409, 413, 422)})  # fmt: skip
