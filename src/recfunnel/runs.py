@@ -183,6 +183,39 @@ class Run:
         )
         return self._finish(user, ids, scores, k)
 
+    def recommend_many(
+        self,
+        users,
+        k: int = 10,
+        *,
+        exclude_seen: bool = True,
+        filter_items=None,
+        items=None,
+        cold_start: bool = True,
+    ) -> list[Recommendations]:
+        """:meth:`recommend` for many raw user ids: the same answers, but the allow and deny
+        lists are encoded once and the known users are scored in one batch."""
+        users = [str(u) for u in users]
+        fetch = self._fetch(k)
+        deny = self._item_indices(filter_items, "the deny list")
+        allow = self._item_indices(items, "the allow list")
+        known = [u in self.users for u in users]
+        if not cold_start and not all(known):
+            self.users.index(users[known.index(False)])  # the standard UnknownIdError
+        rows = [i for i, is_known in enumerate(known) if is_known]
+        answers: list = [None] * len(users)
+        if rows:
+            indices = np.array([self.users.index(users[i]) for i in rows], dtype=np.int64)
+            ids, scores = self.model.recommend(
+                indices, fetch, exclude_seen=exclude_seen, filter_items=deny, items=allow
+            )
+            for row, i in enumerate(rows):
+                answers[i] = self._finish(users[i], ids[row], scores[row], k)
+        for i, is_known in enumerate(known):
+            if not is_known:
+                answers[i] = self._popular(users[i], k, fetch, allow, deny)
+        return answers
+
     def recommend_history(
         self, history, k: int = 10, *, exclude_seen: bool = True, filter_items=None, items=None
     ) -> Recommendations:

@@ -81,9 +81,23 @@ def test_batch_of_users_with_allow_and_deny(client, run_dir):
     for res in results:
         got = {x["item"] for x in res["items"]}
         assert got <= {"i0", "i1", "i3", "i4"} and len(got) == 2
-    want = run.recommend("u1", 2, exclude_seen=False, filter_items=["i2"],
-                         items=["i0", "i1", "i2", "i3", "i4"])  # fmt: skip
-    assert [x["item"] for x in results[1]["items"]] == want.items
+    for user, res in zip(["u0", "u1", "nobody"], results, strict=True):
+        want = run.recommend(user, 2, exclude_seen=False, filter_items=["i2"],
+                             items=["i0", "i1", "i2", "i3", "i4"])  # fmt: skip
+        assert [x["item"] for x in res["items"]] == want.items
+        assert [x["score"] for x in res["items"]] == pytest.approx(want.scores)
+
+
+def test_a_batch_answers_as_one_request_per_user(client, run_dir):
+    run = Run.load(run_dir)
+    users = [f"u{i}" for i in range(8)] + ["u3", "stranger"]
+    r = client.post("/v1/recommendations", json={"users": users, "k": 5})
+    assert r.status_code == 200
+    for user, res in zip(users, r.json()["results"], strict=True):
+        want = run.recommend(user, 5)
+        assert res["user"] == user and res["cold_start"] == (user == "stranger")
+        assert [x["item"] for x in res["items"]] == want.items
+        assert [x["score"] for x in res["items"]] == pytest.approx(want.scores, rel=1e-5)
 
 
 def test_anonymous_history_is_folded_in(client, run_dir):

@@ -155,8 +155,8 @@ def test_bodies_over_the_byte_limit_are_413(client):
 
 def test_heavy_requests_do_not_block_the_event_loop(run_dir):
     app = create_app(run_dir)
-    run = app.state.holder.current.run
-    real = run.recommend
+    model = app.state.holder.current.run.model
+    real = model.recommend
     started = threading.Event()
 
     def slow(*args, **kwargs):
@@ -164,7 +164,7 @@ def test_heavy_requests_do_not_block_the_event_loop(run_dir):
         time.sleep(1.5)
         return real(*args, **kwargs)
 
-    run.recommend = slow
+    model.recommend = slow
     with TestClient(app) as c:
         t = threading.Thread(target=c.post, args=("/v1/recommendations",),
                              kwargs={"json": {"users": ["u0", "u1"], "k": 5}})  # fmt: skip

@@ -24,18 +24,19 @@ the pydantic models document them.
 from __future__ import annotations
 
 import hmac
+import json
 import os
 import signal
 import threading
 from functools import partial
 from pathlib import Path as FsPath
-from typing import Annotated
 
 import torch
-from fastapi import Body, Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBearer
+from pydantic import TypeAdapter, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from recfunnel.errors import ArtifactError, RecfunnelError, UnknownIdError
@@ -66,7 +67,6 @@ try:
         return orjson.dumps(data)
 
 except ImportError:  # pragma: no cover - orjson is in the serve extra
-    import json
 
     def _dumps(data) -> bytes:
         return json.dumps(data, allow_nan=False).encode()
@@ -323,13 +323,12 @@ def create_app(
         return FastJSON(_answer(rec))
 
     @app.post("/v1/recommendations", tags=["recommend"], operation_id="recommend_batch",
-              response_model=BatchResponse,
-              dependencies=secured,
+              response_model=BatchResponse, dependencies=secured,
               responses=error_responses(400, *auth, 404, 409, 413, 422))  # fmt: skip
-    async def recommend_batch(body: Annotated[BatchRequest, Body()]):
+    async def recommend_batch(request: Request):
         """Top-k for a batch of users, or for one anonymous user given by a history."""
-        run = holder.current.run
-        return FastJSON(await offload(_batch, run, body))
+        raw = await request.body()  # parsed, validated and scored off the event loop
+        return FastJSON(await offload(_batch, holder.current.run, raw))
 
     @app.get("/v1/items/{item_id:path}/similar", tags=["recommend"], operation_id="similar_items",
              response_model=SimilarItems, dependencies=secured,
@@ -344,6 +343,7 @@ def create_app(
         rec = call() if k <= INLINE_K else await offload(call)
         return FastJSON({"item": item_id, "items": rec.to_records()})
 
+    _document_batch_body(app)
     if token:
         _add_reload(app, holder, root, secured, offload)
     else:
@@ -357,17 +357,52 @@ def create_app(
     return app
 
 
-def _batch(run, body) -> bytes:
-    """The batch answer, computed and encoded in a scoring thread."""
+_BATCH = TypeAdapter(BatchRequest)
+
+
+def _batch(run, raw: bytes) -> bytes:
+    """Parse, validate and answer a batch request, then encode the answer (in a scoring
+    thread: a 4 MiB body of ids costs tens of milliseconds just to parse)."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise RequestValidationError(
+            [{"type": "json_invalid", "loc": ("body",), "msg": "the body is not valid JSON"}]
+        ) from None
+    try:
+        body = _BATCH.validate_python(data)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_input=False, include_context=False)
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors]) from None
     options = {"exclude_seen": body.exclude_seen, "filter_items": body.deny, "items": body.allow}
     k = min(body.k, len(run.items))
     if isinstance(body, HistoryRequest):
-        if not hasattr(run.model, "recommend_history"):
-            raise RecfunnelError(f"a {run.model.kind} model cannot fold in a history")
         results = [run.recommend_history(body.history, k, **options)]
     else:
-        results = [run.recommend(u, k, cold_start=body.cold_start, **options) for u in body.users]
+        results = run.recommend_many(body.users, k, cold_start=body.cold_start, **options)
     return _dumps({"results": [_answer(r) for r in results]})
+
+
+def _document_batch_body(app: FastAPI) -> None:
+    """The batch handler reads its body itself (to parse it off the event loop): put the
+    request schema (users or history, never both) into the OpenAPI document."""
+    generate = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = generate()
+            body = _BATCH.json_schema(ref_template="#/components/schemas/{model}")
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(
+                body.pop("$defs", {})
+            )
+            body["title"] = "BatchRequest"
+            schema["paths"]["/v1/recommendations"]["post"]["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": body}},
+            }
+        return app.openapi_schema
+
+    app.openapi = openapi
 
 
 def _add_reload(app: FastAPI, holder: ModelHolder, root: FsPath, secured, offload) -> None:
@@ -413,6 +448,11 @@ def _add_reload(app: FastAPI, holder: ModelHolder, root: FsPath, secured, offloa
 
 def app_from_env() -> FastAPI:
     """App factory for uvicorn worker processes: settings come from the environment."""
+    import sys
+
+    from recfunnel.serving.server import SWITCH_INTERVAL
+
+    sys.setswitchinterval(SWITCH_INTERVAL)
     hosts = os.environ.get("RECFUNNEL_SERVE_ALLOWED_HOSTS")
     return create_app(
         os.environ["RECFUNNEL_SERVE_RUN_DIR"],

@@ -34,7 +34,11 @@ from recfunnel.serving.app import LOOPBACK_HOSTS, WORKERS_ENV, create_app
 
 log = logging.getLogger("recfunnel.serving")
 
-DRAIN_SECONDS = 2.0  # how long a stopping worker keeps answering requests on open connections
+DRAIN_SECONDS = 2.0
+# How often a thread holding the GIL is asked to pass it on (Python's default: 5 ms). Scoring
+# threads hold it in Python loops; a shorter interval lets the event loop answer /healthz and
+# light requests sooner while heavy batches compute.
+SWITCH_INTERVAL = 0.001  # how long a stopping worker keeps answering requests on open connections
 
 
 class DrainingServer(uvicorn.Server):
@@ -121,6 +125,7 @@ def serve(
     """
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     check_port(port)
+    sys.setswitchinterval(SWITCH_INTERVAL)
     if allowed_hosts is None:
         allowed_hosts = default_allowed_hosts(host)
     options = dict(access_log=access_log, log_level=log_level, timeout_graceful_shutdown=10)
