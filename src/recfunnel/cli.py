@@ -6,6 +6,7 @@
     recfunnel recommend runs/ml --all-users -k 10 --output recs.csv
     recfunnel serve runs/ml --port 8000 --workers 2
     recfunnel recommend runs/ml --history 50,172,181 -k 10
+    recfunnel report runs/ml --out report.html
     recfunnel synth --users 1000000 --items 200000 --interactions 20000000 --out big.parquet
 
 Bad input prints one line, ``error: <problem>; <fix>``, on stderr and exits with status 2.
@@ -95,14 +96,17 @@ def cmd_train(args) -> int:
     out = Path(args.out) if args.out else None
     if out is not None:
         check_run_target(out, overwrite=args.overwrite)  # fail before training, not after
+    options = _eval_options(args)  # bad values fail before training
     run, _, _, _ = experiment.train(
         spec, model, validation_fraction=args.validation_fraction,
-        progress=not args.quiet,
+        progress=not args.quiet, **options,
     )  # fmt: skip
+    _say_which_users(run.config["evaluation"])
     run.config["preset"] = args.preset
     if out is not None:
         run.save(out, overwrite=args.overwrite)
     metrics = {k: v for k, v in run.metrics.items() if k != "history"}
+    _note_dropped(metrics, args.test)
     if args.json:
         print(_dump(metrics))
     else:
@@ -112,7 +116,40 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _note_dropped(report: dict, path) -> None:
+    """Say on stderr how many test rows were dropped for ids unseen in training."""
+    from recfunnel.data.io import describe_dropped
+
+    counts = {k.removeprefix("test_"): v for k, v in report.items() if k.startswith("test_rows")}
+    line = describe_dropped(counts, path)
+    if line:
+        print(f"note: {line}", file=sys.stderr)
+
+
 # --------------------------------------------------------------- evaluate
+def _eval_options(args) -> dict:
+    """``--eval-users`` / ``--eval-memory`` as keywords of :func:`experiment.train`."""
+    from recfunnel.metrics import parse_eval_users, parse_memory
+
+    memory = parse_memory(args.eval_memory) if args.eval_memory is not None else None
+    return {"eval_users": parse_eval_users(args.eval_users), "eval_memory": memory}
+
+
+def _say_which_users(record: dict) -> None:
+    from recfunnel.metrics import describe_choice
+
+    if describe_choice(record):
+        print(describe_choice(record), file=sys.stderr)
+
+
+def _add_eval_options(parser) -> None:
+    group = parser.add_argument_group("evaluation")
+    group.add_argument("--eval-users", metavar="all|N", help="test users to evaluate: 'all', or "
+                       "a seeded sample of N (default: a sample of 10000 above 10000)")  # fmt: skip
+    group.add_argument("--eval-memory", metavar="SIZE", help="memory for one block of scores "
+                       "while evaluating, e.g. 512MB (the default) or 2GB")  # fmt: skip
+
+
 def cmd_evaluate(args) -> int:
     from recfunnel.data import Dataset, sources
     from recfunnel.data.sources import DataSpec
@@ -123,7 +160,8 @@ def cmd_evaluate(args) -> int:
     spec = DataSpec.from_dict(run.config.get("data", {}))
     if args.test:
         dataset = Dataset(interactions=run.train_interactions(), users=run.users, items=run.items)
-        test, dropped = sources.encode_file(args.test, dataset, spec)
+        report: dict = {}
+        test, _ = sources.encode_file(args.test, dataset, spec, report=report)
         if len(test) == 0:
             raise RecfunnelError(f"no row of {args.test} has a user and item known to the run")
     else:
@@ -133,7 +171,13 @@ def cmd_evaluate(args) -> int:
                 "the run's data has changed since training (vocabularies differ); pass --test FILE"
             )
         _, test = sources.split(dataset, spec)
-    metrics = evaluate(run.model, run.train_interactions(), test)
+    options = _eval_options(args)
+    metrics = evaluate(run.model, run.train_interactions(), test, eval_users=options["eval_users"],
+                       eval_seed=spec.seed, memory=options["eval_memory"])  # fmt: skip
+    _say_which_users(metrics["evaluation"])
+    if args.test:
+        metrics.update({f"test_{key}": value for key, value in report.items()})
+        _note_dropped(metrics, args.test)
     if args.json:
         print(_dump(metrics))
     else:
@@ -162,6 +206,9 @@ def cmd_recommend(args) -> int:
     if args.all_users:
         if not args.output:
             raise RecfunnelError("--all-users needs --output FILE.csv")
+        if Path(args.output).is_dir():
+            raise RecfunnelError(f"--output {args.output} is a folder; give a file name, e.g. "
+                                 f"{Path(args.output) / 'recs.csv'}")  # fmt: skip
         rows = run.recommend_all(args.k)
         _write_csv_atomic(Path(args.output), ["user", "rank", "item", "score"], rows)
         print(f"wrote recommendations for {len(run.users)} users to {args.output}", file=sys.stderr)
@@ -180,12 +227,17 @@ def cmd_recommend(args) -> int:
 def _write_csv_atomic(path: Path, header, rows) -> None:
     from recfunnel.artifacts import atomic_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(path, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(header)
-        for user, rank, item, score in rows:
-            writer.writerow([user, rank, item, f"{score:.6f}"])
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(path, "w", newline="") as fh:  # opened before any row is computed
+            writer = csv.writer(fh)
+            writer.writerow(header)
+            for user, rank, item, score in rows:
+                writer.writerow([user, rank, item, f"{score:.6f}"])
+    except OSError as exc:
+        raise RecfunnelError(
+            f"cannot write --output {path}: {exc.strerror or exc}; choose a writable file path"
+        ) from None
 
 
 # ------------------------------------------------------------------ serve
@@ -230,6 +282,16 @@ def _serve_token(args) -> str | None:
     return os.environ.get("RECFUNNEL_TOKEN") or None
 
 
+# ----------------------------------------------------------------- report
+def cmd_report(args) -> int:
+    from recfunnel.report import write_report
+
+    out = Path(args.out)
+    write_report(args.run_dir, out, users=args.users, k=args.k, baseline=not args.no_baseline)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB)", file=sys.stderr)
+    return 0
+
+
 # ------------------------------------------------------------------ synth
 def cmd_synth(args) -> int:
     from recfunnel.data.synthetic import power_law, write_interactions
@@ -270,7 +332,14 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--rating-col")
     data.add_argument("--time-col")
     data.add_argument("--weight-col")
-    data.add_argument("--duplicates", default="error", choices=("error", "first", "last", "mean"))
+    data.add_argument(
+        "--duplicates",
+        default="auto",
+        choices=("auto", "keep", "sum", "mean", "first", "last", "error"),
+        help="repeated (user, item) rows: auto = the model's choice (keep for two-tower and "
+        "most-popular, sum for wals/ease/bpr, mean for rating models), keep = one training "
+        "example each, sum = add weights (count repeats), mean/first/last = one row",
+    )
     for side in ("user", "item"):
         data.add_argument(
             f"--{side}-features",
@@ -311,12 +380,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the test metrics as one JSON object")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr (default: a bar on "
                    "a terminal, else a line every 10 s)")  # fmt: skip
+    _add_eval_options(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="evaluate a saved run")
     p.add_argument("run_dir")
     p.add_argument("--test", help="test file (columns as at training); default: the run's split")
     p.add_argument("--json", action="store_true")
+    _add_eval_options(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("recommend", help="recommend items from a saved run")
@@ -349,6 +420,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--access-log", action="store_true", help="log every request")
     p.set_defaults(func=cmd_serve)
 
+    p = sub.add_parser("report", help="write a self-contained HTML report of a saved run")
+    p.add_argument("run_dir")
+    p.add_argument("--out", default="report.html", help="HTML file to write (default: %(default)s)")
+    p.add_argument("--users", type=int, default=5, help="example users to show")
+    p.add_argument("-k", type=int, default=10, help="recommendations per user")
+    p.add_argument("--no-baseline", action="store_true",
+                   help="skip reloading the data for the most-popular baseline")  # fmt: skip
+    p.set_defaults(func=cmd_report)
+
     p = sub.add_parser("synth", help="write seeded power-law synthetic interactions")
     p.add_argument("--users", type=int, required=True)
     p.add_argument("--items", type=int, required=True)
@@ -365,13 +445,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (RecfunnelError, TrainingError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        message = exc.for_cli() if isinstance(exc, RecfunnelError) else str(exc)
+        print(f"error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as exc:  # a user's file or folder: missing, unreadable, a folder, disk full
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}; check the path and its permissions",
+              file=sys.stderr)  # fmt: skip
+        return 2
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ Layout of ``RUN_DIR``::
     vocab.json         user and item ids (and item titles) in index order
     model.safetensors  learned tensors (no pickle anywhere)
     metrics.json       test metrics of the run
+    curves.png         per-epoch loss and validation metrics (runs with a training history,
+                       when matplotlib is installed: extra ``plot``)
     manifest.json      SHA-256 of every file above; checked on load
 
 A run is written to a temporary sibling folder and renamed into place only when complete, so a
@@ -18,7 +20,6 @@ most popular items, flagged as a cold-start answer.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import stat
@@ -36,7 +37,9 @@ from recfunnel.artifacts import (
     atomic_dir,
     check_replaceable,
     follow_umask,
+    sha256_bytes,
     sha256_file,
+    sha256_stream,
     write_json,
     write_manifest,
 )
@@ -272,6 +275,13 @@ class Run:
                 for rank, (item, score) in enumerate(zip(rec.items, rec.scores, strict=False), 1):
                     yield rec.user, rank, item, score
 
+    def recommend_frame(self, users, k: int = 10, *, exclude_seen: bool = True):
+        """Top-``k`` of each raw user id as a pandas DataFrame: ``user, rank, item, score,
+        title`` (needs pandas; unknown users get the most popular items)."""
+        from recfunnel.data.frames import recommendations_frame
+
+        return recommendations_frame(self, users, k, exclude_seen=exclude_seen)
+
     def train_interactions(self) -> Interactions:
         """The training interactions the model remembers (for excluding seen items)."""
         coo = self.model.seen_.tocoo()
@@ -306,6 +316,9 @@ class Run:
             save_file({k: v.contiguous() for k, v in tensors.items()}, tmp / "model.safetensors")
             follow_umask(tmp / "model.safetensors")  # safetensors writes 0600
             write_json(tmp / "metrics.json", self.metrics)
+            from recfunnel.plots import save_curves  # a chart of the history, in the manifest
+
+            save_curves(self.metrics.get("history"), tmp / "curves.png")
             write_manifest(tmp)
         return path
 
@@ -384,15 +397,12 @@ def _read_limited(folder: Path, name: str) -> bytes:
 
 
 def _hash_file(folder: Path, name: str) -> str:
-    digest = hashlib.sha256()
-    limit, total = MAX_FILE_BYTES[name], 0
+    limit = MAX_FILE_BYTES[name]
     with os.fdopen(_open_regular(folder, name), "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            total += len(block)
-            if total > limit:
-                raise _broken(folder, f"{name} is larger than {limit >> 20} MiB; {_FIX}")
-            digest.update(block)
-    return digest.hexdigest()
+        digest = sha256_stream(fh, limit)
+    if digest is None:
+        raise _broken(folder, f"{name} is larger than {limit >> 20} MiB; {_FIX}")
+    return digest
 
 
 def _parse_json(folder: Path, name: str, data: bytes):
@@ -532,7 +542,7 @@ def _load_run(cls, path: Path) -> Run:
             digest = _hash_file(path, name)
         else:
             raw[name] = _read_limited(path, name)
-            digest = hashlib.sha256(raw[name]).hexdigest()
+            digest = sha256_bytes(raw[name])
         if digest != manifest.get(name):
             raise _broken(
                 path,

@@ -26,6 +26,9 @@ OPERATIONS = [
     "GET /v1/recommendations/{user_id}",
     "POST /v1/recommendations",
     "GET /v1/items/{item_id}/similar",
+    "GET /v1/users",
+    "GET /v1/users/{user_id}/history",
+    "GET /v1/items",
     "POST /v1/admin/reload",
 ]
 NO_INPUT = ("GET /healthz", "GET /v1/model")

@@ -59,6 +59,7 @@ from recfunnel.serving.schema import (
     SimilarItems,
     error_responses,
 )
+from recfunnel.serving.ui import is_public, mount_ui
 
 try:
     import orjson
@@ -180,7 +181,7 @@ class _BearerToken:
         self.expected = f"Bearer {token}".encode()
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and scope["path"] != "/healthz":
+        if scope["type"] == "http" and not is_public(scope["path"]):  # pages, assets: no data
             given = dict(scope["headers"]).get(b"authorization", b"")
             if not hmac.compare_digest(given, self.expected):
                 response = error(401, "missing or wrong bearer token; send 'Authorization: "
@@ -248,6 +249,8 @@ def create_app(
         summary="Recommendations from a saved recfunnel run",
         description='Every error answer is `{"error": {"code", "message"}}`.',
         default_response_class=FastJSON,
+        docs_url=None,  # mount_ui serves /docs with local Swagger assets (no CDN)
+        redoc_url=None,
     )
     app.state.holder = holder
     app.state.runs_root = root
@@ -343,6 +346,7 @@ def create_app(
         rec = call() if k <= INLINE_K else await offload(call)
         return FastJSON({"item": item_id, "items": rec.to_records()})
 
+    mount_ui(app, holder, secured, auth)  # GET /ui (explorer), /docs, /v1/users, /v1/items
     _document_batch_body(app)
     if token:
         _add_reload(app, holder, root, secured, offload)

@@ -181,6 +181,33 @@ class Restarting(BaseModel):
     status: Literal["restarting workers"]
 
 
+class UserList(BaseModel):
+    count: int = Field(description="how many users the run knows")
+    users: list[str]
+
+
+class HistoryItem(BaseModel):
+    item: str
+    title: str
+    popularity: float
+
+
+class UserHistory(BaseModel):
+    user: str
+    count: int = Field(description="how many training items the user has")
+    items: list[HistoryItem]
+
+
+class ItemRef(BaseModel):
+    item: str
+    title: str
+
+
+class ItemList(BaseModel):
+    count: int = Field(description="how many items the run knows")
+    items: list[ItemRef]
+
+
 class ErrorDetail(BaseModel):
     code: str = Field(description="machine-readable: " + ", ".join(ERROR_CODES.values()))
     message: str = Field(description="one line: what is wrong and what to change")
