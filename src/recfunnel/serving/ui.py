@@ -74,7 +74,8 @@ def mount_ui(app: FastAPI, holder, dependencies=(), auth=()) -> None:
     async def static(name: str):
         media = STATIC_FILES.get(name)
         if media is None:
-            return Response(b'{"detail":"no such file"}', 404, media_type="application/json")
+            body = b'{"error":{"code":"not_found","message":"no such file"}}'  # the one shape
+            return Response(body, 404, media_type="application/json")
         return Response(asset(name), media_type=media, headers={"Cache-Control": "max-age=3600"})
 
     @app.get("/docs", include_in_schema=False)
