@@ -517,16 +517,18 @@ def _load_run(cls, path: Path) -> Run:
     try:
         is_dir = path.is_dir()
     except (OSError, ValueError) as exc:  # e.g. a name too long, or a NUL byte
+        problem = f"cannot look into {str(path)[:80]!r}: {getattr(exc, 'strerror', None) or exc}"
         raise ArtifactError(
-            f"cannot look into {str(path)[:80]!r}: {getattr(exc, 'strerror', None) or exc}; "
-            "pass the folder given to train --out"
+            f"{problem}; pass a run folder written by Run.save",
+            cli=f"{problem}; pass the folder given to train --out",
         ) from None
     if not is_dir or not os.path.lexists(path / "config.json"):
+        problem = f"{path} is not a recfunnel run folder (no config.json)"
         exc = ArtifactError(
-            f"{path} is not a recfunnel run folder (no config.json); "
-            "pass the folder given to train --out"
+            f"{problem}; pass a run folder written by Run.save",
+            cli=f"{problem}; pass the folder given to train --out",
         )
-        exc.reason = "not a recfunnel run folder; pass the folder given to train --out"
+        exc.reason = "not a recfunnel run folder; pass a run folder written by train --out"
         raise exc
     try:
         manifest = json.loads(_read_limited(path, "manifest.json").decode("utf-8"))
