@@ -32,6 +32,8 @@ OPERATIONS = [
     "POST /v1/admin/reload",
 ]
 NO_INPUT = ("GET /healthz", "GET /v1/model")
+ANSWERABLE = ("GET /healthz", "GET /v1/model", "GET /v1/recommendations/{user_id}",
+              "POST /v1/recommendations", "GET /v1/users", "GET /v1/items")  # fmt: skip
 COUNTED: dict[tuple, int] = {}
 ANSWERED: set[tuple] = set()  # (setting, operation, mode) that got at least one 200
 
@@ -90,6 +92,7 @@ def test_enough_cases_were_generated():
     if len(COUNTED) < 2 * (2 * len(OPERATIONS) - len(NO_INPUT)) - 2:
         pytest.skip("run with the whole module to count the cases")
     assert sum(COUNTED.values()) >= 1000, COUNTED
-    # schema-valid requests were really answered (with the token too), not just refused
-    positive = {key for key in COUNTED if key[2] == "positive"}
+    # schema-valid requests were really answered (with the token too), not just refused; random
+    # ids are unknown to the run, so the similar-items and history operations answer 404
+    positive = {key for key in COUNTED if key[2] == "positive" and key[1] in ANSWERABLE}
     assert positive <= ANSWERED, positive - ANSWERED
