@@ -11,6 +11,8 @@ trainer runs its epochs the same way, with the same progress, validation and sto
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import copy
 import math
 import time
@@ -25,6 +27,21 @@ from recfunnel.data.interactions import Interactions
 from recfunnel.errors import RecfunnelError, TrainingError
 
 OPTIMIZERS = ("adagrad", "adam", "adamw", "sgd")
+
+#: callables run with each epoch's record (``recfunnel tune`` reports and prunes through them)
+_EPOCH_HOOKS: contextvars.ContextVar[tuple] = contextvars.ContextVar("epoch_hooks", default=())
+
+
+@contextlib.contextmanager
+def epoch_hook(hook: Callable[[dict], None]):
+    """Within the block, every :meth:`Trainer.fit` calls ``hook(record)`` after each epoch (the
+    record holds ``epoch``, ``loss`` and the validation metrics); an exception it raises (e.g. a
+    pruned trial) stops the fit."""
+    token = _EPOCH_HOOKS.set((*_EPOCH_HOOKS.get(), hook))
+    try:
+        yield
+    finally:
+        _EPOCH_HOOKS.reset(token)
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -175,6 +192,8 @@ class Trainer:
                     model.eval()
                 record.update(validate())
             history.epochs.append(record)
+            for hook in _EPOCH_HOOKS.get():
+                hook(record)
             if bar is not None:
                 shown = {"loss": f"{loss:.4g}"}
                 if cfg.monitor in record:

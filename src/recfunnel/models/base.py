@@ -38,6 +38,8 @@ class Recommender(ABC):
     predicts_ratings: ClassVar[bool] = False
     #: whether ``fit`` takes ``dataset=`` (side features); the experiment passes it then
     needs_dataset: ClassVar[bool] = False
+    #: hyper-parameters ``recfunnel tune`` searches (``recfunnel.search_space`` specs)
+    search_space: ClassVar[dict] = {}
 
     seen_: sp.csr_matrix
 

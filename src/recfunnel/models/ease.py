@@ -32,6 +32,7 @@ import torch
 from recfunnel.data.interactions import Interactions
 from recfunnel.errors import RecfunnelError
 from recfunnel.models.base import FactorizedRecommender
+from recfunnel.search_space import Float
 from recfunnel.training import resolve_device
 
 #: N x N float32 matrices alive at the peak of a fit (Gram/inverse in place, B, a workspace)
@@ -105,6 +106,8 @@ class EASE(FactorizedRecommender):
     """
 
     kind = "ease"
+    #: what ``recfunnel tune`` searches
+    search_space = {"regularization": Float(10.0, 20000.0, log=True)}
 
     def __init__(
         self,
