@@ -18,7 +18,6 @@ import csv
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 from recfunnel.errors import RecfunnelError, TrainingError
@@ -97,14 +96,14 @@ def cmd_train(args) -> int:
     model = experiment.build_model(args.model, args.preset, **overrides)
     out = Path(args.out) if args.out else None
     if out is not None:
-        check_run_target(out)  # fail before training, not after
+        check_run_target(out, overwrite=args.overwrite)  # fail before training, not after
     run, _, _, _ = experiment.train(
         spec, model, validation_fraction=args.validation_fraction,
         progress=not args.json and sys.stderr.isatty(),
     )  # fmt: skip
     run.config["preset"] = args.preset
     if out is not None:
-        run.save(out)
+        run.save(out, overwrite=args.overwrite)
     metrics = {k: v for k, v in run.metrics.items() if k != "history"}
     if args.json:
         print(_dump(metrics))
@@ -282,18 +281,14 @@ def cmd_recommend(args) -> int:
 
 
 def _write_csv_atomic(path: Path, header, rows) -> None:
+    from recfunnel.artifacts import atomic_file
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with open(fd, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(header)
-            for user, rank, item, score in rows:
-                writer.writerow([user, rank, item, f"{score:.6f}"])
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        for user, rank, item, score in rows:
+            writer.writerow([user, rank, item, f"{score:.6f}"])
 
 
 # ------------------------------------------------------------------ serve
@@ -387,7 +382,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         help="carve this share of train for validation and early stopping",
     )
-    p.add_argument("--out", help="run folder to write")
+    p.add_argument("--out", help="run folder to write: a new or empty folder, or an earlier "
+                   "run holding nothing else (replaced atomically)")  # fmt: skip
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="also replace a damaged earlier run (files failing their checksums); never a "
+        "folder holding other files",
+    )
     p.add_argument("--json", action="store_true", help="print the test metrics as one JSON object")
     p.set_defaults(func=cmd_train)
     _add_tune_parser(sub, data, model)

@@ -11,7 +11,6 @@ does; keyed by title, ratings of two ids that share a title become one item.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 import urllib.request
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from recfunnel.artifacts import sha256_file
 from recfunnel.data.dataset import Dataset
 from recfunnel.data.interactions import Interactions
 from recfunnel.data.vocab import Vocabulary
@@ -48,12 +48,7 @@ def _looks_complete(folder: Path) -> bool:
     return all((folder / name).is_file() for name in SHA256)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+_sha256 = sha256_file
 
 
 def download(target: Path) -> Path:
