@@ -43,8 +43,7 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import quality_data as qd  # noqa: E402
-from common import PEER_PYTHON, REPO, table, write_with_command  # noqa: E402
-
+from common import REPO, table, write_with_command  # noqa: E402
 from recfunnel.metrics import evaluate_scores, factorized_key, rating_metrics  # noqa: E402
 from recfunnel.models import model_class  # noqa: E402
 from recfunnel.models.ease import ease_fits  # noqa: E402
@@ -103,9 +102,10 @@ class SequenceTask(Task):
 
     def score_factors(self, users_f, items_f) -> dict:
         # implicit: the trained user's factors (its fold-in is not used here)
-        scores = torch.as_tensor(users_f)[torch.as_tensor(self.seq.val_users)] @ torch.as_tensor(
-            items_f
-        ).T
+        scores = (
+            torch.as_tensor(users_f)[torch.as_tensor(self.seq.val_users)]
+            @ torch.as_tensor(items_f).T
+        )
         return qd.sequence_metrics(scores, self.seq.histories, self.seq.targets)
 
 

@@ -22,9 +22,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -302,14 +300,10 @@ def _trial_rows(study, optuna) -> list[dict]:
 
 
 def _write_atomic(path: Path, text: str | bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with open(fd, "wb") as fh:
-            fh.write(text.encode("utf-8") if isinstance(text, str) else text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from recfunnel.artifacts import atomic_file
+
+    with atomic_file(path, "wb") as fh:
+        fh.write(text.encode("utf-8") if isinstance(text, str) else text)
 
 
 def _write_outputs(out: Path, result: TuneResult, study) -> None:
