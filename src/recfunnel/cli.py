@@ -99,7 +99,7 @@ def cmd_train(args) -> int:
         check_run_target(out, overwrite=args.overwrite)  # fail before training, not after
     run, _, _, _ = experiment.train(
         spec, model, validation_fraction=args.validation_fraction,
-        progress=not args.json and sys.stderr.isatty(),
+        progress=not args.quiet,
     )  # fmt: skip
     run.config["preset"] = args.preset
     if out is not None:
@@ -391,6 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
         "folder holding other files",
     )
     p.add_argument("--json", action="store_true", help="print the test metrics as one JSON object")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr (default: a bar on "
+                   "a terminal, else a line every 10 s)")  # fmt: skip
     p.set_defaults(func=cmd_train)
     _add_tune_parser(sub, data, model)
 
