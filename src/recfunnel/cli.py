@@ -6,6 +6,7 @@
     recfunnel recommend runs/ml --all-users -k 10 --output recs.csv
     recfunnel serve runs/ml --port 8000 --workers 2
     recfunnel recommend runs/ml --history 50,172,181 -k 10
+    recfunnel report runs/ml --out report.html
     recfunnel synth --users 1000000 --items 200000 --interactions 20000000 --out big.parquet
 
 Bad input prints one line, ``error: <problem>; <fix>``, on stderr and exits with status 2.
@@ -97,10 +98,12 @@ def cmd_train(args) -> int:
     out = Path(args.out) if args.out else None
     if out is not None:
         check_run_target(out, overwrite=args.overwrite)  # fail before training, not after
+    options = _eval_options(args)  # bad values fail before training
     run, _, _, _ = experiment.train(
         spec, model, validation_fraction=args.validation_fraction,
-        progress=not args.quiet,
+        progress=not args.quiet, **options,
     )  # fmt: skip
+    _say_which_users(run.config["evaluation"])
     run.config["preset"] = args.preset
     if out is not None:
         run.save(out, overwrite=args.overwrite)
@@ -216,6 +219,29 @@ def _train_auto(args) -> int:
 
 
 # --------------------------------------------------------------- evaluate
+def _eval_options(args) -> dict:
+    """``--eval-users`` / ``--eval-memory`` as keywords of :func:`experiment.train`."""
+    from recfunnel.metrics import parse_eval_users, parse_memory
+
+    memory = parse_memory(args.eval_memory) if args.eval_memory is not None else None
+    return {"eval_users": parse_eval_users(args.eval_users), "eval_memory": memory}
+
+
+def _say_which_users(record: dict) -> None:
+    from recfunnel.metrics import describe_choice
+
+    if describe_choice(record):
+        print(describe_choice(record), file=sys.stderr)
+
+
+def _add_eval_options(parser) -> None:
+    group = parser.add_argument_group("evaluation")
+    group.add_argument("--eval-users", metavar="all|N", help="test users to evaluate: 'all', or "
+                       "a seeded sample of N (default: a sample of 10000 above 10000)")  # fmt: skip
+    group.add_argument("--eval-memory", metavar="SIZE", help="memory for one block of scores "
+                       "while evaluating, e.g. 512MB (the default) or 2GB")  # fmt: skip
+
+
 def cmd_evaluate(args) -> int:
     from recfunnel.data import Dataset, sources
     from recfunnel.data.sources import DataSpec
@@ -236,7 +262,10 @@ def cmd_evaluate(args) -> int:
                 "the run's data has changed since training (vocabularies differ); pass --test FILE"
             )
         _, test = sources.split(dataset, spec)
-    metrics = evaluate(run.model, run.train_interactions(), test)
+    options = _eval_options(args)
+    metrics = evaluate(run.model, run.train_interactions(), test, eval_users=options["eval_users"],
+                       eval_seed=spec.seed, memory=options["eval_memory"])  # fmt: skip
+    _say_which_users(metrics["evaluation"])
     if args.json:
         print(_dump(metrics))
     else:
@@ -301,6 +330,16 @@ def cmd_serve(args) -> int:
     token = args.token or os.environ.get("RECFUNNEL_TOKEN") or None
     serve(args.run_dir, host=args.host, port=args.port, workers=args.workers, token=token,
           index=args.index, access_log=args.access_log)  # fmt: skip
+    return 0
+
+
+# ----------------------------------------------------------------- report
+def cmd_report(args) -> int:
+    from recfunnel.report import write_report
+
+    out = Path(args.out)
+    write_report(args.run_dir, out, users=args.users, k=args.k, baseline=not args.no_baseline)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB)", file=sys.stderr)
     return 0
 
 
@@ -393,6 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the test metrics as one JSON object")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr (default: a bar on "
                    "a terminal, else a line every 10 s)")  # fmt: skip
+    _add_eval_options(p)
     p.set_defaults(func=cmd_train)
     _add_tune_parser(sub, data, model)
 
@@ -400,6 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--test", help="test file (columns as at training); default: the run's split")
     p.add_argument("--json", action="store_true")
+    _add_eval_options(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("recommend", help="recommend items from a saved run")
@@ -424,6 +465,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="top-k index: auto = exact below 100k items, else FAISS IVF")  # fmt: skip
     p.add_argument("--access-log", action="store_true", help="log every request")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("report", help="write a self-contained HTML report of a saved run")
+    p.add_argument("run_dir")
+    p.add_argument("--out", default="report.html", help="HTML file to write (default: %(default)s)")
+    p.add_argument("--users", type=int, default=5, help="example users to show")
+    p.add_argument("-k", type=int, default=10, help="recommendations per user")
+    p.add_argument("--no-baseline", action="store_true",
+                   help="skip reloading the data for the most-popular baseline")  # fmt: skip
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("synth", help="write seeded power-law synthetic interactions")
     p.add_argument("--users", type=int, required=True)
@@ -473,7 +523,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (RecfunnelError, TrainingError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        message = exc.for_cli() if isinstance(exc, RecfunnelError) else str(exc)
+        print(f"error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

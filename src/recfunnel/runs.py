@@ -6,6 +6,8 @@ Layout of ``RUN_DIR``::
     vocab.json         user and item ids (and item titles) in index order
     model.safetensors  learned tensors (no pickle anywhere)
     metrics.json       test metrics of the run
+    curves.png         per-epoch loss and validation metrics (runs with a training history,
+                       when matplotlib is installed: extra ``plot``)
     manifest.json      SHA-256 of every file above; checked on load
 
 A run is written to a temporary sibling folder and renamed into place only when complete, so a
@@ -235,6 +237,13 @@ class Run:
                 for rank, (item, score) in enumerate(zip(rec.items, rec.scores, strict=False), 1):
                     yield rec.user, rank, item, score
 
+    def recommend_frame(self, users, k: int = 10, *, exclude_seen: bool = True):
+        """Top-``k`` of each raw user id as a pandas DataFrame: ``user, rank, item, score,
+        title`` (needs pandas; unknown users get the most popular items)."""
+        from recfunnel.data.frames import recommendations_frame
+
+        return recommendations_frame(self, users, k, exclude_seen=exclude_seen)
+
     def train_interactions(self) -> Interactions:
         """The training interactions the model remembers (for excluding seen items)."""
         coo = self.model.seen_.tocoo()
@@ -269,6 +278,9 @@ class Run:
             save_file({k: v.contiguous() for k, v in tensors.items()}, tmp / "model.safetensors")
             follow_umask(tmp / "model.safetensors")  # safetensors writes 0600
             write_json(tmp / "metrics.json", self.metrics)
+            from recfunnel.plots import save_curves  # a chart of the history, in the manifest
+
+            save_curves(self.metrics.get("history"), tmp / "curves.png")
             write_manifest(tmp)
         return path
 

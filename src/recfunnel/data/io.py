@@ -160,12 +160,17 @@ def read_table(path: Path, missing: str) -> tuple[list[str], object]:
 
 
 def read_interactions(path: str | Path, columns: Columns) -> RawInteractions:
-    """Read one interaction file.
+    """Read one interaction file, or a folder of Parquet files.
 
-    The format follows the extension (``.csv``, ``.tsv``, ``.jsonl``, ``.parquet``). Raises
+    The format follows the extension (``.csv``, ``.tsv``, ``.jsonl``, ``.parquet``). Parquet is
+    read column-wise (:mod:`recfunnel.data.columnar`): ids come back as an ``IdColumn``. Raises
     :class:`DataError` for a missing file, unknown columns, non-numeric ratings, or no rows.
     """
     path = Path(path)
+    if path.is_dir() or (path.is_file() and FORMATS.get(path.suffix.lower()) == "parquet"):
+        from recfunnel.data.columnar import read_parquet_interactions
+
+        return read_parquet_interactions(path, columns)  # column-wise, ids as an IdColumn
     names, rows = read_table(path, f"file not found: {path}; check the path")
     for role, column in columns.wanted().items():
         if column not in names:
@@ -213,8 +218,10 @@ def encode(
 
     Returns the interactions and the number of rows dropped as out-of-vocabulary.
     """
-    u = users.encode(raw.users)
-    i = items.encode(raw.items)
+    u, i = (  # an IdColumn (Parquet) encodes each distinct id once
+        ids.encode(vocabulary) if hasattr(ids, "uniques") else vocabulary.encode(ids)
+        for ids, vocabulary in ((raw.users, users), (raw.items, items))
+    )
     known = (u != users.oov_index) & (i != items.oov_index)
 
     def keep(a):
@@ -248,8 +255,10 @@ def dataset_from_files(
 ) -> tuple[Dataset, RawInteractions]:
     """Build a dataset whose vocabularies come from the training file."""
     raw = read_interactions(train_path, columns)
-    users = Vocabulary.from_values(raw.users, name="user")
-    items = Vocabulary.from_values(raw.items, name="item")
+    users, items = (  # an IdColumn (Parquet) knows its distinct ids
+        ids.vocabulary(name) if hasattr(ids, "uniques") else Vocabulary.from_values(ids, name=name)
+        for ids, name in ((raw.users, "user"), (raw.items, "item"))
+    )
     inter, _ = encode(raw, users, items, duplicates=duplicates)
     dataset = Dataset(
         interactions=inter,
