@@ -43,7 +43,7 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import quality_data as qd  # noqa: E402
-from common import REPO, table, write_with_command  # noqa: E402
+from common import REPO, machine, table, write_section  # noqa: E402
 from recfunnel.metrics import evaluate_scores, factorized_key, rating_metrics  # noqa: E402
 from recfunnel.models import model_class  # noqa: E402
 from recfunnel.models.ease import ease_fits  # noqa: E402
@@ -222,7 +222,20 @@ def main() -> None:
     parser.add_argument("--metric", default="ndcg@10")
     parser.add_argument("--json", type=Path, help="also write every row here")
     parser.add_argument("--no-docs", action="store_true")
+    parser.add_argument(
+        "--render",
+        type=Path,
+        nargs="+",
+        help="write docs from the --json files of earlier runs, fit nothing",
+    )
     args = parser.parse_args()
+    if args.render:
+        for path in args.render:
+            saved = json.loads(path.read_text())
+            meta = saved.pop("_meta", {})
+            for name, rows in saved.items():
+                render(name, rows, not args.no_docs, meta.get("command"), meta.get("machine"))
+        return
     args.models = args.models.split(",")
     torch.set_num_threads(1)
     results = {}
@@ -230,17 +243,28 @@ def main() -> None:
         for name in args.datasets.split(","):
             if name == "folds":
                 rows = bench_folds(args)
-                text = table(rows, FOLD_COLUMNS)
             else:
-                task = make_task(name)
-                rows = bench_dataset(task, args, Path(tmp))
-                text = table(rows, SEQ_COLUMNS if task.sequential else COLUMNS)
+                rows = bench_dataset(make_task(name), args, Path(tmp))
             results[name] = rows
-            print(f"\n## {name}\n\n{text}\n", flush=True)
+            results["_meta"] = {"command": command(), "machine": machine()}
             if args.json:
                 args.json.write_text(json.dumps(results, indent=1, default=str))
-            if not args.no_docs:
-                write_with_command("quality.md", f"quality-{name}", text)
+            render(name, rows, not args.no_docs, command(), machine())
+
+
+def command() -> str:
+    return " ".join(["python", "benchmarks/bench_quality.py", *sys.argv[1:]])
+
+
+def render(name: str, rows: list[dict], docs: bool, command=None, machine_line=None) -> None:
+    """Print one dataset's table and write it, under the command that measured it, to
+    docs/quality.md."""
+    columns = {"folds": FOLD_COLUMNS, "ml1m": SEQ_COLUMNS}.get(name, COLUMNS)
+    text = table(rows, columns)
+    print(f"\n## {name}\n\n{text}\n", flush=True)
+    if docs:
+        where = f"`{command}` ({machine_line})" if command else "(command not recorded)"
+        write_section("quality.md", f"quality-{name}", f"{where}\n\n{text}")
 
 
 if __name__ == "__main__":

@@ -182,3 +182,24 @@ def test_tune_needs_a_budget_or_trials():
     data = Interactions(np.array([0, 1]), np.array([0, 1]), 2, 2)
     with pytest.raises(RecfunnelError):
         tune("ease", data, data)
+
+
+def test_blend_is_the_weighted_sum_of_standardised_scores(small):
+    from recfunnel.models import EASE, WALS, Blend
+    from recfunnel.models.blend import standardise
+
+    fit, _ = small
+    ease = EASE(regularization=5.0).fit(fit)
+    wals = WALS(dim=4, epochs=2).fit(fit)
+    blend = Blend(members=[{"model": "ease", "params": {"regularization": 5.0}},
+                           {"model": "wals", "params": {"dim": 4, "epochs": 2}}],
+                  weights=[0.7, 0.3]).fit(fit)  # fmt: skip
+    users = np.arange(10)
+    expected = 0.7 * standardise(ease.score(users)) + 0.3 * standardise(wals.score(users))
+    np.testing.assert_allclose(blend.score(users).numpy(), expected.numpy(), rtol=1e-5, atol=1e-5)
+    z = standardise(ease.score(users))
+    np.testing.assert_allclose(z.mean(1).numpy(), 0, atol=1e-5)
+    with pytest.raises(RecfunnelError, match="2 members but 1 weights"):
+        Blend(members=[{"model": "ease"}, {"model": "wals"}], weights=[1.0]).fit(fit)
+    with pytest.raises(RecfunnelError, match="unknown model"):
+        Blend(members=[{"model": "nope"}]).fit(fit)

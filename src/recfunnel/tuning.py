@@ -134,6 +134,8 @@ class TuneResult:
     best_value: float
     trials: list[dict] = field(default_factory=list)
     seconds: float = 0.0
+    #: the best trial's fitted model when that trial ran in this call (not saved)
+    best_model: Recommender | None = field(default=None, repr=False)
 
 
 def _search_space(kind: str) -> dict:
@@ -214,6 +216,8 @@ def tune(
         first = {name: _get_dotted(base, name) for name in space}
         study.enqueue_trial({n: v for n, v in first.items() if space[n].contains(v)})
 
+    keep = {"value": None, "number": None, "model": None}
+
     def objective(trial) -> float:
         params = dict(base)
         for name, spec in space.items():
@@ -235,6 +239,9 @@ def tune(
         value = target.evaluate(model, fit, validation)
         trial.set_user_attr("fit_seconds", time.perf_counter() - t0)
         trial.set_user_attr("params", params)
+        if keep["value"] is None or (value < keep["value"] if target.minimize
+                                     else value > keep["value"]):  # fmt: skip
+            keep.update(value=value, number=trial.number, model=model)
         if log is not None:
             log(f"trial {trial.number}: {target.key} {value:.4f} {_short(params, space)}")
         return value
@@ -262,6 +269,7 @@ def tune(
         best_value=float(best.value),
         trials=_trial_rows(study, optuna),
         seconds=time.perf_counter() - started,
+        best_model=keep["model"] if keep["number"] == best.number else None,
     )
     if out is not None:
         _write_outputs(out, result, study)
@@ -378,6 +386,7 @@ def auto(
     fixed: dict | None = None,
     candidates=None,
     dataset=None,
+    blend: bool = True,
     log=None,
 ) -> tuple[str, dict, list[dict]]:
     """Tune each portfolio model within its share of ``budget`` seconds; returns the winner's
@@ -385,6 +394,7 @@ def auto(
     all the training data."""
     target = Metric.parse(metric)
     names = portfolio(fit.num_items, candidates)
+    fitted: dict[str, Recommender | None] = {}
     started = time.perf_counter()
     shares = {name: PORTFOLIO.get(name, 0.2) for name in names}
     board = []
@@ -411,14 +421,56 @@ def auto(
             "model": name, "value": result.best_value, "trials": complete,
             "seconds": round(result.seconds, 1), "params": result.best_params,
         })  # fmt: skip
+        fitted[name] = result.best_model
     scored = [row for row in board if row["value"] is not None]
     if not scored:
         raise RecfunnelError("no model of the portfolio finished; give a larger --budget")
     scored.sort(key=lambda row: row["value"], reverse=not target.minimize)
+    if blend and not target.minimize:
+        row = _try_blend(scored, fitted, fit, validation, target, dataset, log)
+        if row is not None:
+            board.append(row)
+            scored.insert(0, row)
     board = scored + [row for row in board if row["value"] is None]
     for rank, row in enumerate(board, 1):
         row["rank"] = rank if row["value"] is not None else None
     return scored[0]["model"], scored[0]["params"], board
+
+
+#: weights of the runner-up tried in a blend of the two best models
+BLEND_WEIGHTS = (0.2, 0.35, 0.5)
+
+
+def _try_blend(scored, fitted, fit, validation, target, dataset, log) -> dict | None:
+    """The best blend of the two best models (other than most-popular) as a leaderboard row,
+    when it beats the best single model on validation; else ``None``."""
+    from recfunnel.models.blend import Blend
+
+    top = [row for row in scored if row["model"] != "most-popular"][:2]
+    if len(top) < 2:
+        return None
+    t0 = time.perf_counter()
+    models = []
+    for row in top:
+        model = fitted.get(row["model"])
+        if model is None:  # the best trial ran in an earlier session: refit it
+            model = _fit(_build(row["model"], row["params"]), fit, None, dataset)
+        models.append(model)
+    best = None
+    for weight in BLEND_WEIGHTS:
+        candidate = Blend.from_models(models, [1.0 - weight, weight],
+                                      [row["params"] for row in top])  # fmt: skip
+        value = target.evaluate(candidate, fit, validation)
+        if log is not None:
+            log(f"auto: blend {top[0]['model']}+{top[1]['model']} w={weight}: {value:.4f}")
+        if best is None or value > best[0]:
+            best = (value, weight)
+    if best[0] <= scored[0]["value"]:
+        return None
+    params = {"members": [{"model": row["model"], "params": row["params"]} for row in top],
+              "weights": [1.0 - best[1], best[1]]}  # fmt: skip
+    return {"model": "blend", "value": best[0], "trials": len(BLEND_WEIGHTS),
+            "seconds": round(time.perf_counter() - t0, 1), "params": params}  # fmt: skip
 
 
 def _accepts(kind: str, name: str) -> bool:
