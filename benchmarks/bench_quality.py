@@ -147,11 +147,21 @@ def run_implicit(task: Task, tmp: Path) -> dict | None:
     return {**metrics, "fit_s": result["fit_seconds"], "version": result["versions"]["implicit"]}
 
 
-def bench_dataset(task: Task, args, tmp: Path) -> list[dict]:
-    rows = []
+def bench_dataset(task: Task, args, tmp: Path, rows: list | None = None) -> list[dict]:
+    """Rows of one dataset's table, appended to ``rows`` as they come (``--json`` is rewritten
+    after each, so a long run that is stopped keeps what it measured)."""
+    rows = [] if rows is None else rows
     fit, validation = qd.tuning_split(task.train, sequential=task.sequential)
-    kinds = [k for k in RETRIEVAL if k in args.models]
-    for kind in kinds:
+    kinds = [k for k in args.models if k in RETRIEVAL]
+    for kind in args.models:  # in the order given: cheap ones first on large data
+        if kind == "implicit":
+            log(f"{task.name}: implicit ALS")
+            peer = run_implicit(task, tmp)
+            if peer is not None:
+                version = peer.pop("version")
+                rows.append({"model": f"implicit ALS {version}", "setting": "32 factors, 15 it",
+                             **peer})  # fmt: skip
+            continue
         if kind == "ease" and not ease_fits(task.train.num_items):
             continue
         params = preset(kind, "default")
@@ -173,14 +183,7 @@ def bench_dataset(task: Task, args, tmp: Path) -> list[dict]:
         search = time.perf_counter() - started
         scored = fit_and_score(task, kind, params)
         rows.append({"model": "auto", "setting": f"{kind}, search {search:.0f} s", **scored,
-                     "params": {"chosen": kind, **params}})  # fmt: skip
-    if "implicit" in args.models:
-        log(f"{task.name}: implicit ALS")
-        peer = run_implicit(task, tmp)
-        if peer is not None:
-            version = peer.pop("version")
-            rows.append({"model": f"implicit ALS {version}", "setting": "32 factors, 15 it",
-                         **peer})  # fmt: skip
+                     "params": {"chosen": kind, **params}, "leaderboard": board})  # fmt: skip
     return rows
 
 
@@ -244,12 +247,28 @@ def main() -> None:
             if name == "folds":
                 rows = bench_folds(args)
             else:
-                rows = bench_dataset(make_task(name), args, Path(tmp))
+                rows = results[name] = _Saving(args.json, results)
+                bench_dataset(make_task(name), args, Path(tmp), rows)
+                rows = list(rows)
             results[name] = rows
             results["_meta"] = {"command": command(), "machine": machine()}
             if args.json:
                 args.json.write_text(json.dumps(results, indent=1, default=str))
             render(name, rows, not args.no_docs, command(), machine())
+
+
+class _Saving(list):
+    """A list of rows that rewrites the ``--json`` file whenever a row is added."""
+
+    def __init__(self, path: Path | None, results: dict) -> None:
+        super().__init__()
+        self.path, self.results = path, results
+
+    def append(self, row) -> None:
+        super().append(row)
+        if self.path is not None:
+            self.results["_meta"] = {"command": command(), "machine": machine()}
+            self.path.write_text(json.dumps(self.results, indent=1, default=str))
 
 
 def command() -> str:

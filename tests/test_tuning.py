@@ -203,3 +203,12 @@ def test_blend_is_the_weighted_sum_of_standardised_scores(small):
         Blend(members=[{"model": "ease"}, {"model": "wals"}], weights=[1.0]).fit(fit)
     with pytest.raises(RecfunnelError, match="unknown model"):
         Blend(members=[{"model": "nope"}]).fit(fit)
+
+
+def test_the_first_trial_is_the_preset_with_constructor_defaults(small):
+    # the wals preset leaves reg_exponent out: the first trial must use the constructor's 0.0,
+    # not a sampled value
+    fit, validation = small
+    result = tune("wals", fit, validation, trials=1, fixed={"epochs": 2})
+    assert result.trials[0]["param:reg_exponent"] == 0.0
+    assert result.trials[0]["param:dim"] == 32

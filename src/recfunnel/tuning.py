@@ -213,7 +213,8 @@ def tune(
     )
     done = [t for t in study.trials if t.state.is_finished()]
     if not done and space:  # the preset itself first: tuning never reports worse on validation
-        first = {name: _get_dotted(base, name) for name in space}
+        defaults = {**_constructor_defaults(kind), **base}
+        first = {name: _get_dotted(defaults, name) for name in space}
         study.enqueue_trial({n: v for n, v in first.items() if space[n].contains(v)})
 
     keep = {"value": None, "number": None, "model": None}
@@ -274,6 +275,17 @@ def tune(
     if out is not None:
         _write_outputs(out, result, study)
     return result
+
+
+def _constructor_defaults(kind: str) -> dict:
+    """The keyword defaults of ``kind``'s constructor (what a preset leaves out)."""
+    import inspect
+
+    return {
+        name: p.default
+        for name, p in inspect.signature(model_class(kind).__init__).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
 
 
 def _get_dotted(params: dict, name: str):
