@@ -326,6 +326,7 @@ class WALS(FactorizedRecommender):
         "reg_exponent": Choice((0.0, 0.5, 1.0)),
         "epochs": Int(5, 20),
     }
+    duplicates = "sum"  # repeats of a cell add up to its confidence
 
     def __init__(
         self,

@@ -108,6 +108,7 @@ class EASE(FactorizedRecommender):
     kind = "ease"
     #: what ``recfunnel tune`` searches
     search_space = {"regularization": Float(10.0, 20000.0, log=True)}
+    duplicates = "sum"  # repeats merge into one row; EASE counts a cell once
 
     def __init__(
         self,

@@ -253,6 +253,7 @@ class BPR(_GradientMF):
         "negatives": Choice((1, 4, 8, 16)),
         "epochs": Int(5, 30),
     }
+    duplicates = "sum"  # repeats of a cell add up to its confidence
 
     def __init__(
         self,
