@@ -19,6 +19,7 @@ import csv
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 from recfunnel.errors import RecfunnelError, TrainingError
@@ -160,8 +161,10 @@ def cmd_evaluate(args) -> int:
             )
         _, test = sources.split(dataset, spec)
     options = _eval_options(args)
+    started = time.perf_counter()
     metrics = evaluate(run.model, run.train_interactions(), test, eval_users=options["eval_users"],
                        eval_seed=spec.seed, memory=options["eval_memory"])  # fmt: skip
+    metrics["eval_seconds"] = time.perf_counter() - started
     _say_which_users(metrics["evaluation"])
     if args.json:
         print(_dump(metrics))

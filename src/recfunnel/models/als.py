@@ -43,6 +43,7 @@ import torch
 from recfunnel.data.interactions import Interactions
 from recfunnel.errors import RecfunnelError
 from recfunnel.metrics import evaluate_scores
+from recfunnel.models import als_kernels
 from recfunnel.models.base import FactorizedRecommender
 from recfunnel.training import Trainer, TrainerConfig, resolve_device
 
@@ -67,7 +68,8 @@ class SparseRows:
         # 32-bit indices where they fit: a quarter faster sparse products, half the memory
         index_type = np.int32 if matrix.nnz < 2**31 else np.int64
         self.indptr = torch.as_tensor(self.indptr_np.astype(index_type), device=device)
-        self.indices = torch.as_tensor(matrix.indices.astype(index_type), device=device)
+        # no copy where scipy's indices already have that type (shared with the CSR)
+        self.indices = torch.as_tensor(matrix.indices.astype(index_type, copy=False), device=device)
         self.device = device
 
     def csr(self, values: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
@@ -194,6 +196,8 @@ class WALSSolver:
     def __init__(self, model: WALS, train: Interactions, device: torch.device) -> None:
         self.model = model
         self.device = device
+        # the fused per-row CG kernel (numba) on CPU; the torch solvers elsewhere
+        self.fused = als_kernels.AVAILABLE and device.type == "cpu"
         self.explicit = model.feedback == "explicit"
         generator = torch.Generator().manual_seed(model.seed)
         U, N, D = train.num_users, train.num_items, model.dim
@@ -234,9 +238,32 @@ class WALSSolver:
             self.user_conf, self.item_conf = confidence, model.alpha * self.item_values
 
     def _solve(self, rows, Y, g, h, reg, base, out):
+        if self.model.solver == "cg" and self.fused:
+            als_kernels.cg_rows(
+                rows.indptr_np, rows.indices.numpy(), g.numpy(), h.numpy(), reg.numpy(),
+                None if base is None else base.numpy(), Y.contiguous().numpy(), out.numpy(),
+                self.model.cg_steps,
+            )  # fmt: skip
+            return out
         if self.model.solver == "cg":
             return solve_cg(rows, Y, g, h, reg, base, out, steps=self.model.cg_steps)
         return solve_cholesky(rows, Y, g, h, reg, base, out)
+
+    def _observed_loss(self, X: torch.Tensor, Y: torch.Tensor, c: torch.Tensor) -> float:
+        """``sum_obs c (1 - x.y)^2 - (x.y)^2``."""
+        if self.fused:
+            return als_kernels.observed_loss(self.users.indptr_np, self.users.indices.numpy(),
+                                             c.numpy(), X.contiguous().numpy(),
+                                             Y.contiguous().numpy())  # fmt: skip
+        dots = self.users.row_dots(X, Y)
+        return float((c * (1 - dots) ** 2 - dots**2).sum())
+
+    def _row_dots(self, X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
+        if self.fused:
+            dots = als_kernels.row_dots(self.users.indptr_np, self.users.indices.numpy(),
+                                        X.contiguous().numpy(), Y.contiguous().numpy())  # fmt: skip
+            return torch.from_numpy(dots)
+        return self.users.row_dots(X, Y)
 
     def fit_epoch(self) -> float:
         if self.explicit:
@@ -273,16 +300,16 @@ class WALSSolver:
         """The objective divided by the number of observed cells."""
         D = self.model.dim
         X, Y = self.X[:, :D], self.Y[:, :D]
-        dots = self.users.row_dots(X, Y)
         penalty = (self.user_reg * X.pow(2).sum(1)).sum() + (self.item_reg * Y.pow(2).sum(1)).sum()
         if self.explicit:
+            dots = self._row_dots(X, Y)
             predicted = self.mu + self.bu[self.user_rows] + self.bi[self.user_cols] + dots
             fit = (self.user_values - predicted).pow(2).sum()
             penalty += (self.user_reg * self.bu**2).sum() + (self.item_reg * self.bi**2).sum()
         else:
             c = self.user_conf
             # sum over all cells of (x.y)^2 is trace(X^T X Y^T Y); observed cells correct it
-            fit = ((X.T @ X) * (Y.T @ Y)).sum() + (c * (1 - dots) ** 2 - dots**2).sum()
+            fit = ((X.T @ X) * (Y.T @ Y)).sum() + self._observed_loss(X, Y, c)
         return float((fit + penalty) / max(1, len(self.user_values)))
 
     def user_vectors(self, users: np.ndarray) -> torch.Tensor:
