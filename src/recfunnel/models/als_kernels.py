@@ -19,12 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-try:  # numba is optional: without it the torch solvers run
-    import numba
-except ImportError:  # pragma: no cover - exercised where numba is absent
-    numba = None
-
-AVAILABLE = numba is not None
+from recfunnel.jit import AVAILABLE, launch, numba
 
 
 def _cg_rows(indptr, indices, g, h, reg, base, Y, X, steps):  # pragma: no cover - compiled
@@ -126,20 +121,6 @@ if AVAILABLE:
     _row_dots = numba.njit(parallel=True, fastmath=True, cache=True, nogil=True)(_row_dots)
 
 
-def _launch(kernel, *args):
-    """Run ``kernel`` on as many threads as torch uses. numba's OpenMP layer resets the
-    process's OpenMP thread count when it starts; torch's is put back afterwards."""
-    import torch
-
-    threads = torch.get_num_threads()
-    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
-    try:
-        return kernel(*args)
-    finally:
-        if torch.get_num_threads() != threads:
-            torch.set_num_threads(threads)
-
-
 def cg_rows(
     indptr: np.ndarray,
     indices: np.ndarray,
@@ -162,14 +143,14 @@ def cg_rows(
     """
     D = X.shape[1]
     base = np.zeros((D, D), np.float32) if base is None else np.ascontiguousarray(base, np.float32)
-    _launch(_cg_rows, indptr, indices, g, h, reg, base, Y, X, int(steps))
+    launch(_cg_rows, indptr, indices, g, h, reg, base, Y, X, int(steps))
     return X
 
 
 def row_dots(indptr: np.ndarray, indices: np.ndarray, X: np.ndarray, Y: np.ndarray) -> np.ndarray:
     """float32 [nnz] ``X[row] . Y[col]`` for every observed cell."""
     out = np.empty(len(indices), dtype=np.float32)
-    _launch(_row_dots, indptr, indices, X, Y, out)
+    launch(_row_dots, indptr, indices, X, Y, out)
     return out
 
 
@@ -177,4 +158,4 @@ def observed_loss(
     indptr: np.ndarray, indices: np.ndarray, c: np.ndarray, X: np.ndarray, Y: np.ndarray
 ) -> float:
     """The implicit loss's correction on the observed cells, without an [nnz] temporary."""
-    return float(_launch(_observed_loss, indptr, indices, c, X, Y))
+    return float(launch(_observed_loss, indptr, indices, c, X, Y))
