@@ -107,6 +107,7 @@ def cmd_train(args) -> int:
     if out is not None:
         run.save(out, overwrite=args.overwrite)
     metrics = {k: v for k, v in run.metrics.items() if k != "history"}
+    _note_dropped(metrics, args.test)
     if args.json:
         print(_dump(metrics))
     else:
@@ -114,6 +115,16 @@ def cmd_train(args) -> int:
         if out is not None:
             print(f"saved run to {out}")
     return 0
+
+
+def _note_dropped(report: dict, path) -> None:
+    """Say on stderr how many test rows were dropped for ids unseen in training."""
+    from recfunnel.data.io import describe_dropped
+
+    counts = {k.removeprefix("test_"): v for k, v in report.items() if k.startswith("test_rows")}
+    line = describe_dropped(counts, path)
+    if line:
+        print(f"note: {line}", file=sys.stderr)
 
 
 # --------------------------------------------------------------- evaluate
@@ -150,7 +161,8 @@ def cmd_evaluate(args) -> int:
     spec = DataSpec.from_dict(run.config.get("data", {}))
     if args.test:
         dataset = Dataset(interactions=run.train_interactions(), users=run.users, items=run.items)
-        test, dropped = sources.encode_file(args.test, dataset, spec)
+        report: dict = {}
+        test, _ = sources.encode_file(args.test, dataset, spec, report=report)
         if len(test) == 0:
             raise RecfunnelError(f"no row of {args.test} has a user and item known to the run")
     else:
@@ -166,6 +178,9 @@ def cmd_evaluate(args) -> int:
                        eval_seed=spec.seed, memory=options["eval_memory"])  # fmt: skip
     metrics["eval_seconds"] = time.perf_counter() - started
     _say_which_users(metrics["evaluation"])
+    if args.test:
+        metrics.update({f"test_{key}": value for key, value in report.items()})
+        _note_dropped(metrics, args.test)
     if args.json:
         print(_dump(metrics))
     else:
@@ -194,6 +209,9 @@ def cmd_recommend(args) -> int:
     if args.all_users:
         if not args.output:
             raise RecfunnelError("--all-users needs --output FILE.csv")
+        if Path(args.output).is_dir():
+            raise RecfunnelError(f"--output {args.output} is a folder; give a file name, e.g. "
+                                 f"{Path(args.output) / 'recs.csv'}")  # fmt: skip
         rows = run.recommend_all(args.k)
         _write_csv_atomic(Path(args.output), ["user", "rank", "item", "score"], rows)
         print(f"wrote recommendations for {len(run.users)} users to {args.output}", file=sys.stderr)
@@ -212,12 +230,17 @@ def cmd_recommend(args) -> int:
 def _write_csv_atomic(path: Path, header, rows) -> None:
     from recfunnel.artifacts import atomic_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(path, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(header)
-        for user, rank, item, score in rows:
-            writer.writerow([user, rank, item, f"{score:.6f}"])
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(path, "w", newline="") as fh:  # opened before any row is computed
+            writer = csv.writer(fh)
+            writer.writerow(header)
+            for user, rank, item, score in rows:
+                writer.writerow([user, rank, item, f"{score:.6f}"])
+    except OSError as exc:
+        raise RecfunnelError(
+            f"cannot write --output {path}: {exc.strerror or exc}; choose a writable file path"
+        ) from None
 
 
 # ------------------------------------------------------------------ serve
@@ -283,7 +306,14 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--rating-col")
     data.add_argument("--time-col")
     data.add_argument("--weight-col")
-    data.add_argument("--duplicates", default="error", choices=("error", "first", "last", "mean"))
+    data.add_argument(
+        "--duplicates",
+        default="auto",
+        choices=("auto", "keep", "sum", "mean", "first", "last", "error"),
+        help="repeated (user, item) rows: auto = the model's choice (keep for two-tower and "
+        "most-popular, sum for wals/ease/bpr, mean for rating models), keep = one training "
+        "example each, sum = add weights (count repeats), mean/first/last = one row",
+    )
     for side in ("user", "item"):
         data.add_argument(
             f"--{side}-features",
@@ -390,6 +420,11 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as exc:  # a user's file or folder: missing, unreadable, a folder, disk full
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}; check the path and its permissions",
+              file=sys.stderr)  # fmt: skip
+        return 2
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -76,7 +77,10 @@ def train(
     (seeded) and used for per-epoch metrics and early stopping; the test split is only used for
     the final metrics.
     """
-    dataset, train_rows, test_rows = sources.load(spec)
+    if spec.duplicates == "auto":  # the model says how repeated rows are merged
+        spec = dataclasses.replace(spec, duplicates=model.default_duplicates())
+    dropped: dict = {}  # test-file rows with ids unseen in training
+    dataset, train_rows, test_rows = sources.load(spec, report=dropped)
     fit_rows, validation = train_rows, None
     if validation_fraction > 0:
         fit_rows, validation = random_split(train_rows, validation_fraction, seed=spec.seed + 1)
@@ -91,6 +95,7 @@ def train(
     metrics["eval_seconds"] = time.perf_counter() - started
     metrics["fit_seconds"] = fit_seconds
     metrics["config"] = model.get_params()
+    metrics.update({f"test_{key}": value for key, value in dropped.items()})
     history = getattr(model, "history_", None)
     if history is not None:
         metrics["history"] = history.epochs

@@ -149,7 +149,8 @@ def read_parquet_interactions(path: Path, columns):
         raise DataError(f"{path} has no rows; give a file with at least one interaction")
     ids = {}
     for role in ("user", "item"):
-        column = table.column(getattr(columns, role))
+        name = getattr(columns, role)
+        column = io.arrow_id_column(table.column(name), name, role, path)  # str/int ids only
         missing = pc.is_null(column)
         if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
             missing = pc.or_(missing, pc.fill_null(pc.equal(column, ""), False))
@@ -178,7 +179,7 @@ def read_parquet_interactions(path: Path, columns):
         column = table.column(columns.time)
         if _is_plain_number(column) and not pa.types.is_boolean(column.type):
             timestamps = column.to_numpy()
-            if np.issubdtype(timestamps.dtype, np.floating) and np.isnan(timestamps).any():
+            if np.issubdtype(timestamps.dtype, np.floating) and not np.isfinite(timestamps).all():
                 timestamps = None
             elif timestamps is not None:
                 timestamps = timestamps.astype(np.int64)  # truncates as int(float(x)) does

@@ -344,6 +344,7 @@ class WALS(FactorizedRecommender):
     """
 
     kind = "wals"
+    duplicates = "sum"  # repeats of a cell add up to its confidence
 
     def __init__(
         self,

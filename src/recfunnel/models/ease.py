@@ -105,6 +105,7 @@ class EASE(FactorizedRecommender):
     """
 
     kind = "ease"
+    duplicates = "sum"  # repeats of a cell add up to its confidence
 
     def __init__(
         self,

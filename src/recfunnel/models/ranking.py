@@ -417,6 +417,10 @@ class RankingModel(Recommender):
             self.get_params(), monitor=monitor, minimize=True, progress=progress
         )
 
+    def default_duplicates(self) -> str:
+        """``mean`` for the rating objective, else ``keep`` (every observed row a positive)."""
+        return "mean" if self.objective == "rating" else "keep"
+
     def fit(self, train: Interactions, *, validation=None, progress=False, dataset=None,
             shortlists=None):  # fmt: skip
         """Fit on ``train``; ``dataset`` supplies the side features (``features=True``).

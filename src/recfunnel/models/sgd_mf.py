@@ -203,6 +203,7 @@ class BPR(_GradientMF):
     """
 
     kind = "bpr"
+    duplicates = "sum"  # repeats of a cell add up to its confidence
 
     def __init__(
         self,
