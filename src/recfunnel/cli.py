@@ -298,7 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     data.add_argument("--seed", type=int, default=42, help="split and model seed")
     data.add_argument(
-        "--train", help="interaction file (CSV/TSV/JSONL/Parquet) instead of --dataset"
+        "--train",
+        help="interaction file (CSV/TSV/JSONL/Parquet) or a folder of Parquet files, "
+        "instead of --dataset",
     )
     data.add_argument("--test", help="test file; default: split --train by --split")
     data.add_argument("--user-col", default="user")

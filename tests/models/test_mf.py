@@ -35,7 +35,10 @@ def fast(m, Y, reg, *, implicit, solver):
         pytest.importorskip("numba")
         X = out.numpy()
         base = None if base is None else base.numpy()
-        als_kernels.cg_rows(m.indptr, m.indices, gram.numpy(), m.data, regt.numpy(), base, Y, X, 4)
+        scales = dict(h_scale=1.0, g_scale=1.0, g_shift=-1.0)  # g = v - 1, h = v
+        if not implicit:
+            scales = dict(h_scale=1.0, g_scale=0.0, g_shift=1.0)  # g = 1, h = v
+        als_kernels.cg_rows(m.indptr, m.indices, m.data, regt.numpy(), base, Y, X, 4, **scales)
         return X
     return solve_cholesky(rows, Yt, gram, values, regt, base, out, batch=7).numpy()
 

@@ -22,8 +22,11 @@ import numpy as np
 from recfunnel.jit import AVAILABLE, launch, numba
 
 
-def _cg_rows(indptr, indices, g, h, reg, base, Y, X, steps):  # pragma: no cover - compiled
-    """``steps`` CG steps per row, warm-started from and written to ``X`` [R, D]."""
+def _cg_rows(
+    indptr, indices, v, h_scale, g_scale, g_shift, reg, base, Y, X, steps
+):  # pragma: no cover
+    """``steps`` CG steps per row, warm-started from and written to ``X`` [R, D]; cell ``j`` has
+    ``h = h_scale * v[j]`` and ``g = g_scale * v[j] + g_shift``."""
     R, D = X.shape
     for row in numba.prange(R):
         start, stop = indptr[row], indptr[row + 1]
@@ -43,7 +46,7 @@ def _cg_rows(indptr, indices, g, h, reg, base, Y, X, steps):  # pragma: no cover
             dot = np.float32(0.0)
             for d in range(D):
                 dot += y[d] * x[d]
-            coef = h[j] - g[j] * dot
+            coef = h_scale * v[j] - (g_scale * v[j] + g_shift) * dot
             for d in range(D):
                 r[d] += coef * y[d]
         rs = np.float32(0.0)
@@ -63,7 +66,7 @@ def _cg_rows(indptr, indices, g, h, reg, base, Y, X, steps):  # pragma: no cover
                 dot = np.float32(0.0)
                 for d in range(D):
                     dot += y[d] * p[d]
-                coef = g[j] * dot
+                coef = (g_scale * v[j] + g_shift) * dot
                 for d in range(D):
                     ap[d] += coef * y[d]
             denom = np.float32(0.0)
@@ -96,8 +99,9 @@ def _row_dots(indptr, indices, X, Y, out):  # pragma: no cover - compiled
             out[j] = acc
 
 
-def _observed_loss(indptr, indices, c, X, Y):  # pragma: no cover - compiled
-    """``sum_j c_j (1 - d_j)^2 - d_j^2`` over the observed cells, ``d_j = x_row . y_col``."""
+def _observed_loss(indptr, indices, v, alpha, X, Y):  # pragma: no cover - compiled
+    """``sum_j c_j (1 - d_j)^2 - d_j^2`` over the observed cells, ``c_j = alpha * v_j``,
+    ``d_j = x_row . y_col``."""
     R, D = X.shape
     total = 0.0
     for row in numba.prange(R):
@@ -108,7 +112,7 @@ def _observed_loss(indptr, indices, c, X, Y):  # pragma: no cover - compiled
             acc = np.float32(0.0)
             for d in range(D):
                 acc += x[d] * y[d]
-            part += c[j] * (1.0 - acc) ** 2 - acc * acc
+            part += alpha * v[j] * (1.0 - acc) ** 2 - acc * acc
         total += part
     return total
 
@@ -124,26 +128,35 @@ if AVAILABLE:
 def cg_rows(
     indptr: np.ndarray,
     indices: np.ndarray,
-    g: np.ndarray,
-    h: np.ndarray,
+    values: np.ndarray,
     reg: np.ndarray,
     base: np.ndarray | None,
     Y: np.ndarray,
     X: np.ndarray,
     steps: int,
+    *,
+    h_scale: float = 1.0,
+    g_scale: float = 1.0,
+    g_shift: float = -1.0,
 ) -> np.ndarray:
     """``steps`` CG steps on every row's system, updating ``X`` [R, D] (float32) in place.
 
+    The per-cell weights are made from ``values`` inside the loop (no [nnz] arrays):
+    ``h = h_scale * v`` and ``g = g_scale * v + g_shift``; implicit feedback with confidence
+    ``alpha * v`` is ``h_scale = g_scale = alpha, g_shift = -1``, explicit ratings ``v`` the
+    targets and ``h_scale = 1, g_scale = 0, g_shift = 1``.
+
     Args:
         indptr, indices: the observed cells (CSR, R rows over the N rows of ``Y``).
-        g, h: float32 [nnz] per-cell Gram and right-hand-side weights.
+        values: float32 [nnz] per-cell values.
         reg: float32 [R] ridge per row.
         base: float32 [D, D] shared Gram term, or ``None``.
         Y: float32 [N, D] fixed factors.
     """
     D = X.shape[1]
     base = np.zeros((D, D), np.float32) if base is None else np.ascontiguousarray(base, np.float32)
-    launch(_cg_rows, indptr, indices, g, h, reg, base, Y, X, int(steps))
+    launch(_cg_rows, indptr, indices, values, np.float32(h_scale), np.float32(g_scale),
+           np.float32(g_shift), reg, base, Y, X, int(steps))  # fmt: skip
     return X
 
 
@@ -155,7 +168,13 @@ def row_dots(indptr: np.ndarray, indices: np.ndarray, X: np.ndarray, Y: np.ndarr
 
 
 def observed_loss(
-    indptr: np.ndarray, indices: np.ndarray, c: np.ndarray, X: np.ndarray, Y: np.ndarray
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    values: np.ndarray,
+    alpha: float,
+    X: np.ndarray,
+    Y: np.ndarray,
 ) -> float:
-    """The implicit loss's correction on the observed cells, without an [nnz] temporary."""
-    return float(launch(_observed_loss, indptr, indices, c, X, Y))
+    """The implicit loss's correction on the observed cells (confidence ``alpha * values``),
+    without an [nnz] temporary."""
+    return float(launch(_observed_loss, indptr, indices, values, float(alpha), X, Y))
