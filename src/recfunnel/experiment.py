@@ -28,7 +28,9 @@ def build_model(kind: str, preset_name: str = "default", **overrides) -> Recomme
     try:
         return cls(**params)
     except TypeError as exc:
-        raise RecfunnelError(f"bad option for --model {kind}: {exc}") from None
+        raise RecfunnelError(
+            f"bad option for model {kind!r}: {exc}", cli=f"bad option for --model {kind}: {exc}"
+        ) from None
 
 
 def evaluate(

@@ -142,7 +142,8 @@ def solve_cholesky(
         factor, info = torch.linalg.cholesky_ex(A)
         if bool(info.any()):
             raise RecfunnelError(
-                "a least-squares system is not positive definite; raise --regularization"
+                "a least-squares system is not positive definite; raise regularization=",
+                cli="a least-squares system is not positive definite; raise --regularization",
             )
         out[start:stop] = torch.cholesky_solve(b[:, :, None], factor)[:, :, 0]
     return out
@@ -390,7 +391,9 @@ class WALS(FactorizedRecommender):
             raise RecfunnelError(f"cg_steps must be at least 1, not {self.cg_steps}")
         if self.feedback == "explicit" and train.ratings is None:
             raise RecfunnelError(
-                "explicit WALS needs ratings; pass --rating-col or use feedback=implicit"
+                "explicit WALS needs ratings; fit interactions with ratings or use "
+                "feedback='implicit'",
+                cli="explicit WALS needs ratings; pass --rating-col or use --set feedback=implicit",
             )
 
     def fit(self, train: Interactions, *, validation: Interactions | None = None, progress=False):

@@ -121,7 +121,10 @@ class Multitask(FactorizedRecommender):
         if self.rating_weight == 0 and self.retrieval_weight == 0:
             raise RecfunnelError("both task weights are 0; give rating_weight or retrieval_weight")
         if self.rating_weight and train.ratings is None:
-            raise RecfunnelError("rating_weight > 0 needs ratings; give --rating-col")
+            raise RecfunnelError(
+                "rating_weight > 0 needs ratings; fit interactions with ratings",
+                cli="rating_weight > 0 needs ratings; give --rating-col",
+            )
         config = TrainerConfig.from_params(self.get_params(), progress=progress)
         self._remember(train)
         seed_everything(self.seed)

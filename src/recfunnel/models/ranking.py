@@ -442,7 +442,9 @@ class RankingModel(Recommender):
         config = self.trainer_config(progress)
         if self.objective == "rating" and train.ratings is None:
             raise RecfunnelError(
-                "objective 'rating' needs ratings; give --rating-col or use objective 'watch'"
+                "objective 'rating' needs ratings; fit interactions with ratings or use "
+                "objective='watch'",
+                cli="objective 'rating' needs ratings; give --rating-col or use objective 'watch'",
             )
         self._remember(train)
         self.spec_ = None

@@ -175,7 +175,8 @@ class SGDMF(_GradientMF):
         super()._check(train)
         if train.ratings is None:
             raise RecfunnelError(
-                "--model sgd-mf needs ratings; pass --rating-col, or use --model bpr or wals"
+                "SGD-MF needs ratings; fit interactions with ratings, or use BPR or WALS",
+                cli="--model sgd-mf needs ratings; pass --rating-col, or use --model bpr or wals",
             )
 
     def _loss_module(self, net, train):
