@@ -81,13 +81,15 @@ def test_random_bytes(work, capsys, data, suffix, roles):
     delimiter=st.sampled_from([",", "\t", ";"]),
     suffix=st.sampled_from([".csv", ".tsv"]),
     bom=st.booleans(),
+    extra=st.sampled_from(["", 'u9,i9,"unclosed\n', "u9," + "x" * 140_000 + "\n", "\x00,\x00\n"]),
     roles=optional_roles,
 )
-def test_random_csv_shapes(work, capsys, header, rows, delimiter, suffix, bom, roles):
+def test_random_csv_shapes(work, capsys, header, rows, delimiter, suffix, bom, extra, roles):
     buffer = io.StringIO()
     writer = csv.writer(buffer, delimiter=delimiter)
     writer.writerow(header)
     writer.writerows(rows)
+    buffer.write(extra)  # a last line no csv.writer would write: unclosed quote, huge field
     path = fresh(work, suffix)
     path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + buffer.getvalue().encode("utf-8"))
     train_on(path, roles, capsys)
@@ -104,11 +106,21 @@ def test_random_csv_shapes(work, capsys, header, rows, delimiter, suffix, bom, r
         ),
         max_size=30,
     ),
+    extra=st.sampled_from(
+        [
+            "",
+            "[" * 100_000 + "]" * 100_000,
+            '{"user": 1' + "0" * 5000 + "}",
+            '{"user": NaN, "item": Infinity}',
+            "{nope",
+        ]
+    ),
     roles=optional_roles,
 )
-def test_random_json_lines(work, capsys, rows, roles):
+def test_random_json_lines(work, capsys, rows, extra, roles):
     path = fresh(work, ".jsonl")
-    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    lines = [json.dumps(r) for r in rows] + [extra]  # a line json.dumps would not write
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     train_on(path, roles, capsys)
 
 
