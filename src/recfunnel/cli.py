@@ -71,6 +71,8 @@ def cmd_train(args) -> int:
     from recfunnel import experiment
     from recfunnel.runs import check_run_target
 
+    if args.model == "auto":
+        return _train_auto(args)
     spec = _data_spec(args)
     overrides = {
         "dim": args.dim, "epochs": args.epochs, "batch_size": args.batch_size,
@@ -114,6 +116,116 @@ def cmd_train(args) -> int:
         _print_metrics(metrics)
         if out is not None:
             print(f"saved run to {out}")
+    return 0
+
+
+# ------------------------------------------------------------ tune / auto
+def _fixed_options(args) -> dict:
+    """Hyper-parameters the search keeps fixed: ``--device`` and ``--set NAME=VALUE``."""
+    fixed = {}
+    if getattr(args, "device", None):
+        fixed["device"] = args.device
+    for pair in args.set or []:
+        name, _, value = pair.partition("=")
+        if not _:
+            raise RecfunnelError(f"--set expects NAME=VALUE, not {pair!r}")
+        try:
+            fixed[name.replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            fixed[name.replace("-", "_")] = value
+    return fixed
+
+
+def _carved(args, duplicates: str):
+    import dataclasses
+
+    from recfunnel.data import sources
+    from recfunnel.tuning import carve_validation
+
+    spec = _data_spec(args)
+    if spec.duplicates == "auto":  # as train resolves it; auto's portfolio keeps every row
+        spec = dataclasses.replace(spec, duplicates=duplicates)
+    dataset, train, _ = sources.load(spec)  # the test rows are never looked at
+    fit, validation = carve_validation(
+        train, args.validation_fraction or 0.1, seed=spec.seed, temporal=spec.split == "temporal"
+    )
+    return spec, dataset, fit, validation
+
+
+def _log(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def cmd_tune(args) -> int:
+    from recfunnel.models import model_class
+    from recfunnel.presets import preset
+    from recfunnel.tuning import parse_budget, tune
+
+    budget = parse_budget(args.budget) if args.budget is not None else None
+    if budget is None and args.trials is None:
+        raise RecfunnelError("give --budget (e.g. 10m) or --trials N")
+    if not model_class(args.model).search_space:
+        raise RecfunnelError(f"--model {args.model} has nothing to tune; pick another model")
+    base = preset(args.model, args.preset)
+    try:
+        duplicates = model_class(args.model)(**base).default_duplicates()
+    except TypeError as exc:
+        raise RecfunnelError(f"bad option for --model {args.model}: {exc}") from None
+    _, dataset, fit, validation = _carved(args, duplicates)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise RecfunnelError(f"{out} is a file; choose a folder for --out")
+    result = tune(
+        args.model, fit, validation, out=out, budget=budget, trials=args.trials,
+        metric=args.metric, base=base, fixed=_fixed_options(args), seed=args.seed,
+        dataset=dataset if model_class(args.model).needs_dataset else None,
+        log=None if args.json else _log,
+    )  # fmt: skip
+    summary = {"model": args.model, "metric": result.metric, "best_value": result.best_value,
+               "trials": len(result.trials), "best_params": result.best_params,
+               "preset": str(out / "best.toml")}  # fmt: skip
+    if args.json:
+        print(_dump(summary))
+        return 0
+    print(f"best validation {result.metric}: {result.best_value:.4f} "
+          f"({len(result.trials)} trials in the study)")  # fmt: skip
+    print(f"wrote {out / 'best.toml'}, {out / 'trials.csv'} and the study {out / 'study.db'}")
+    print(f"train it: recfunnel train --model {args.model} --preset {out / 'best.toml'}")
+    return 0
+
+
+def _train_auto(args) -> int:
+    from recfunnel import experiment
+    from recfunnel.runs import check_run_target
+    from recfunnel.tuning import Metric, auto, leaderboard_text, parse_budget
+
+    budget = parse_budget(args.budget)
+    metric = Metric.parse(args.metric).key
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        check_run_target(out, overwrite=args.overwrite)
+    options = _eval_options(args)
+    spec, dataset, fit, validation = _carved(args, "keep")
+    kind, params, board = auto(
+        fit, validation, budget=budget, metric=metric, seed=args.seed,
+        fixed=_fixed_options(args), dataset=dataset, log=None if args.json else _log,
+    )  # fmt: skip
+    model = experiment.build_model(kind, "default", **params)
+    run, _, _, _ = experiment.train(spec, model, progress=not args.quiet, **options)  # all rows
+    run.config["preset"] = "auto"
+    run.config["auto"] = {"metric": metric, "budget_seconds": budget, "chosen": kind}
+    run.metrics["leaderboard"] = board
+    if out is not None:
+        run.save(out, overwrite=args.overwrite)
+    metrics = {k: v for k, v in run.metrics.items() if k not in ("history", "leaderboard")}
+    if args.json:
+        print(_dump({**metrics, "model": kind, "leaderboard": board}))
+        return 0
+    print(leaderboard_text(board, metric))
+    print(f"chosen: {kind} (refitted on all training rows)")
+    _print_metrics(metrics)
+    if out is not None:
+        print(f"saved run to {out}")
     return 0
 
 
@@ -323,7 +435,15 @@ def build_parser() -> argparse.ArgumentParser:
             help=f"{side} side features: id column (--{side}-col) + named columns",
         )
     model = p.add_argument_group("model")
-    model.add_argument("--model", default="two-tower", choices=sorted(MODELS))
+    model.add_argument("--model", default="two-tower", choices=[*sorted(MODELS), "auto"],
+                       help="auto: tune a portfolio within --budget, keep the best")  # fmt: skip
+    model.add_argument("--budget", default="5m",
+                       help="--model auto: wall time, e.g. 600, 10m, 1h (default 5m)")  # fmt: skip
+    model.add_argument(
+        "--metric",
+        default="ndcg@10",
+        help="--model auto: validation metric to choose by (default ndcg@10)",
+    )
     model.add_argument("--preset", default="default")
     model.add_argument("--dim", type=int)
     model.add_argument("--epochs", type=int)
@@ -358,6 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "a terminal, else a line every 10 s)")  # fmt: skip
     _add_eval_options(p)
     p.set_defaults(func=cmd_train)
+    _add_tune_parser(sub, data, model)
 
     p = sub.add_parser("evaluate", help="evaluate a saved run")
     p.add_argument("run_dir")
@@ -406,6 +527,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="FILE.parquet, FILE.csv or FILE.npz")
     p.set_defaults(func=cmd_synth)
     return parser
+
+
+def _add_tune_parser(sub, data_group, model_group) -> None:
+    """``recfunnel tune``: the train command's data options, plus the search's own."""
+    from recfunnel.models import MODELS
+
+    p = sub.add_parser("tune", help="search a model's hyper-parameters on a validation split")
+    data = p.add_argument_group("data")
+    for action in data_group._group_actions:  # the same options as train, kept in one place
+        data._add_action(action)
+    tunable = sorted(kind for kind, cls in MODELS.items() if cls.search_space)
+    p.add_argument("--model", required=True, choices=tunable)
+    p.add_argument("--preset", default="default", help="where the search starts (first trial)")
+    p.add_argument("--budget", help="wall time for new trials: 600, 10m, 1h (bare number = s)")
+    p.add_argument("--trials", type=int, help="trials in the study in all (resumes count)")
+    p.add_argument("--metric", default="ndcg@10", help="validation metric (default ndcg@10)")
+    p.add_argument(
+        "--validation-fraction",
+        type=float,
+        default=0.1,
+        help="share of the training rows carved for validation (default 0.1)",
+    )
+    p.add_argument("--device", help="auto, cpu or cuda (kept fixed)")
+    p.add_argument("--set", action="append", metavar="NAME=VALUE",
+                   help="keep a hyper-parameter fixed, e.g. --set dim=64")  # fmt: skip
+    p.add_argument(
+        "--out",
+        required=True,
+        help="folder for study.db (resumable), best.toml, trials.csv, history.png",
+    )
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    p.set_defaults(func=cmd_tune)
 
 
 def main(argv: list[str] | None = None) -> int:

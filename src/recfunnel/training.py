@@ -11,6 +11,8 @@ trainer runs its epochs the same way, with the same progress, validation and sto
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import copy
 import inspect
 import math
@@ -27,6 +29,21 @@ from recfunnel.errors import RecfunnelError, TrainingError
 from recfunnel.progress import make_progress
 
 OPTIMIZERS = ("adagrad", "adam", "adamw", "sgd")
+
+#: callables run with each epoch's record (``recfunnel tune`` reports and prunes through them)
+_EPOCH_HOOKS: contextvars.ContextVar[tuple] = contextvars.ContextVar("epoch_hooks", default=())
+
+
+@contextlib.contextmanager
+def epoch_hook(hook: Callable[[dict], None]):
+    """Within the block, every :meth:`Trainer.fit` calls ``hook(record)`` after each epoch (the
+    record holds ``epoch``, ``loss`` and the validation metrics); an exception it raises (e.g. a
+    pruned trial) stops the fit."""
+    token = _EPOCH_HOOKS.set((*_EPOCH_HOOKS.get(), hook))
+    try:
+        yield
+    finally:
+        _EPOCH_HOOKS.reset(token)
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -183,6 +200,12 @@ class Trainer:
             if cfg.monitor in record:
                 shown[cfg.monitor] = record[cfg.monitor]
             progress.finish(**shown)
+            try:
+                for hook in _EPOCH_HOOKS.get():
+                    hook(record)
+            except BaseException:
+                progress.close()
+                raise
             if validate is not None and cfg.patience is not None:
                 value = record.get(cfg.monitor)
                 if value is None:

@@ -45,6 +45,7 @@ from recfunnel.errors import RecfunnelError
 from recfunnel.metrics import evaluate_scores
 from recfunnel.models import als_kernels
 from recfunnel.models.base import FactorizedRecommender
+from recfunnel.search_space import Choice, Float, Int
 from recfunnel.training import Trainer, TrainerConfig, resolve_device
 
 FEEDBACK = ("implicit", "explicit")
@@ -350,6 +351,14 @@ class WALS(FactorizedRecommender):
     """
 
     kind = "wals"
+    #: what ``recfunnel tune`` searches
+    search_space = {
+        "dim": Choice((16, 32, 64, 128)),
+        "regularization": Float(0.01, 500.0, log=True),
+        "alpha": Float(0.5, 50.0, log=True),
+        "reg_exponent": Choice((0.0, 0.5, 1.0)),
+        "epochs": Int(5, 20),
+    }
     duplicates = "sum"  # repeats of a cell add up to its confidence
 
     def __init__(

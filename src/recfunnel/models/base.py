@@ -38,6 +38,8 @@ class Recommender(ABC):
     predicts_ratings: ClassVar[bool] = False
     #: whether ``fit`` takes ``dataset=`` (side features); the experiment passes it then
     needs_dataset: ClassVar[bool] = False
+    #: hyper-parameters ``recfunnel tune`` searches (``recfunnel.search_space`` specs)
+    search_space: ClassVar[dict] = {}
     #: how ``--duplicates auto`` merges repeated (user, item) rows of a file for this model
     #: (see :meth:`default_duplicates`): ``keep`` (every row is a training example) or ``sum``
     duplicates: ClassVar[str] = "keep"

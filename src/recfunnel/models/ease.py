@@ -32,6 +32,7 @@ import torch
 from recfunnel.data.interactions import Interactions
 from recfunnel.errors import RecfunnelError
 from recfunnel.models.base import FactorizedRecommender
+from recfunnel.search_space import Float
 from recfunnel.training import resolve_device
 
 #: N x N float32 matrices alive at the peak of a fit (Gram/inverse in place, B, a workspace)
@@ -106,7 +107,9 @@ class EASE(FactorizedRecommender):
     """
 
     kind = "ease"
-    duplicates = "sum"  # repeats of a cell add up to its confidence
+    #: what ``recfunnel tune`` searches
+    search_space = {"regularization": Float(10.0, 20000.0, log=True)}
+    duplicates = "sum"  # repeats merge into one row; EASE counts a cell once
 
     def __init__(
         self,

@@ -4,7 +4,7 @@
   "Matrix Factorization Techniques for Recommender Systems"):
   ``r_ui ~ mu + b_u + b_i + p_u . q_i``, loss = squared error + L2 on the row's parameters.
 * :class:`BPR`: Bayesian personalised ranking for implicit feedback (Rendle et al. 2009): each
-  positive (u, i) is paired with a uniformly sampled item j and the loss is
+  positive (u, i) is paired with ``negatives`` sampled items j and the loss is the mean of
   ``-log sigmoid(s_ui - s_uj)`` + L2 on the rows' parameters, with ``s_ui = p_u . q_i + b_i``.
 
 Both state their loss in ``compute_loss(batch)``; the Trainer owns the optimiser and epochs.
@@ -22,6 +22,7 @@ from recfunnel.errors import RecfunnelError
 from recfunnel.losses import bpr_loss
 from recfunnel.metrics import evaluate_scores
 from recfunnel.models.base import FactorizedRecommender
+from recfunnel.search_space import Choice, Float, Int
 from recfunnel.training import Trainer, TrainerConfig, seed_everything
 
 
@@ -66,22 +67,53 @@ class RatingLoss(nn.Module):
         return (error**2 + self.regularization * penalty).mean()
 
 
-class BPRLoss(nn.Module):
-    """BPR with one uniformly sampled negative item per positive row."""
+SAMPLING = ("uniform", "popularity")
 
-    def __init__(self, net: BiasedMFNet, regularization: float, num_items: int) -> None:
+
+class BPRLoss(nn.Module):
+    """BPR with ``negatives`` sampled items per positive row, averaged.
+
+    Negatives are drawn uniformly or in proportion to ``count ** 0.75`` (``sampling``; the
+    word2vec smoothing, so popular items are seen as negatives as often as they are positives
+    and the item bias alone cannot win), with replacement and without excluding the user's
+    positives (rare accidental hits, as in Rendle et al. 2009).
+    """
+
+    def __init__(
+        self,
+        net: BiasedMFNet,
+        regularization: float,
+        item_counts: np.ndarray,
+        negatives: int = 1,
+        sampling: str = "uniform",
+    ) -> None:
         super().__init__()
         self.net = net
         self.regularization = regularization
-        self.num_items = num_items
+        self.num_items = len(item_counts)
+        self.negatives = negatives
+        cdf = None
+        if sampling == "popularity":
+            weights = torch.as_tensor(item_counts, dtype=torch.float64).clamp_min(0) ** 0.75
+            cdf = torch.cumsum(weights, 0)
+            cdf = (cdf / cdf[-1]).float()
+        self.register_buffer("cdf", cdf)
+
+    def sample(self, shape: tuple[int, ...], device) -> torch.Tensor:
+        if self.cdf is None:
+            return torch.randint(0, self.num_items, shape, device=device)
+        u = torch.rand(shape, device=device)
+        return torch.searchsorted(self.cdf, u).clamp_max(self.num_items - 1)
 
     def compute_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         u, i = batch["user"], batch["item"]
-        j = torch.randint(0, self.num_items, i.shape, device=i.device)
-        p, qi, qj = self.net.user(u), self.net.item(i), self.net.item(j)
-        bi, bj = self.net.item_bias(i)[:, 0], self.net.item_bias(j)[:, 0]
-        loss = bpr_loss((p * qi).sum(1) + bi, (p * qj).sum(1) + bj)
-        penalty = p.pow(2).sum(1) + qi.pow(2).sum(1) + qj.pow(2).sum(1) + bi**2 + bj**2
+        j = self.sample((len(i), self.negatives), i.device)  # [B, K]
+        p, qi, qj = self.net.user(u), self.net.item(i), self.net.item(j)  # [B,D] [B,D] [B,K,D]
+        bi, bj = self.net.item_bias(i)[:, 0], self.net.item_bias(j)[..., 0]  # [B] [B, K]
+        positive = (p * qi).sum(1) + bi  # [B]
+        negative = torch.einsum("bd,bkd->bk", p, qj) + bj  # [B, K]
+        loss = bpr_loss(positive[:, None], negative)
+        penalty = p.pow(2).sum(1) + qi.pow(2).sum(1) + bi**2 + (qj.pow(2).sum(2) + bj**2).mean(1)
         return loss + self.regularization * penalty.mean()
 
 
@@ -155,6 +187,13 @@ class SGDMF(_GradientMF):
 
     kind = "sgd-mf"
     predicts_ratings = True
+    #: what ``recfunnel tune`` searches
+    search_space = {
+        "dim": Choice((16, 32, 64)),
+        "regularization": Float(1e-3, 1.0, log=True),
+        "learning_rate": Float(1e-3, 3e-2, log=True),
+        "epochs": Int(5, 40),
+    }
 
     def __init__(
         self,
@@ -199,30 +238,52 @@ class SGDMF(_GradientMF):
 class BPR(_GradientMF):
     """Bayesian personalised ranking MF for implicit feedback (sampled negatives).
 
-    Args: as :class:`SGDMF`; ``regularization`` weighs the L2 penalty of the user, positive and
-    negative rows.
+    Args: as :class:`SGDMF`, and
+
+    * ``regularization`` weighs the L2 penalty of the user, positive and negative rows;
+    * ``negatives``: items sampled per positive (the loss averages their BPR terms);
+    * ``sampling``: ``"uniform"`` or ``"popularity"`` (``count ** 0.75``).
     """
 
     kind = "bpr"
+    #: what ``recfunnel tune`` searches
+    search_space = {
+        "dim": Choice((32, 64, 128)),
+        "regularization": Float(1e-4, 1e-1, log=True),
+        "learning_rate": Float(3e-3, 5e-2, log=True),
+        "negatives": Choice((1, 4, 8, 16)),
+        "epochs": Int(5, 30),
+    }
     duplicates = "sum"  # repeats of a cell add up to its confidence
 
     def __init__(
         self,
         *,
         dim: int = 32,
-        regularization: float = 0.0001,
+        regularization: float = 0.01,
+        negatives: int = 8,
+        sampling: str = "uniform",
         init_scale: float = 0.1,
         optimizer: str = "adam",
         learning_rate: float = 0.01,
         batch_size: int = 1024,
-        epochs: int = 30,
+        epochs: int = 20,
         device: str = "cpu",
         seed: int = 0,
     ) -> None:
         self._set_params({k: v for k, v in locals().items() if k not in ("self", "__class__")})
 
+    def _check(self, train):
+        super()._check(train)
+        if self.negatives < 1:
+            raise RecfunnelError(f"negatives must be at least 1, not {self.negatives}")
+        if self.sampling not in SAMPLING:
+            raise RecfunnelError(
+                f"sampling must be one of {', '.join(SAMPLING)}, not {self.sampling!r}"
+            )
+
     def _loss_module(self, net, train):
-        return BPRLoss(net, self.regularization, train.num_items)
+        return BPRLoss(net, self.regularization, train.item_counts(), self.negatives, self.sampling)
 
     @torch.no_grad()
     def fold_in(self, items: np.ndarray) -> torch.Tensor:

@@ -16,6 +16,7 @@ from recfunnel.data.interactions import Interactions
 from recfunnel.metrics import evaluate_scores
 from recfunnel.models.base import FactorizedRecommender
 from recfunnel.models.towers import EmbeddingTower, HistoryQueryTower, pooling_matrices
+from recfunnel.search_space import Choice, Float, Int
 from recfunnel.tasks import RetrievalTask
 from recfunnel.training import Trainer, TrainerConfig, seed_everything
 
@@ -115,6 +116,13 @@ class TwoTower(FactorizedRecommender):
     """
 
     kind = "two-tower"
+    #: what ``recfunnel tune`` searches
+    search_space = {
+        "dim": Choice((32, 64, 128)),
+        "learning_rate": Float(3e-3, 5e-2, log=True),
+        "user_l2": Float(1e-4, 1.0, log=True),
+        "epochs": Int(3, 15),
+    }
 
     def __init__(
         self,
