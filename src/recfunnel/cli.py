@@ -361,11 +361,40 @@ def cmd_serve(args) -> int:
 
     if args.workers < 1:
         raise RecfunnelError(f"--workers must be at least 1, not {args.workers}")
+    if not 0 <= args.port <= 65535:
+        raise RecfunnelError(f"--port must be between 0 and 65535, not {args.port}")
     require_serving()
-    token = args.token or os.environ.get("RECFUNNEL_TOKEN") or None
-    serve(args.run_dir, host=args.host, port=args.port, workers=args.workers, token=token,
-          index=args.index, access_log=args.access_log)  # fmt: skip
+    hosts = [h.strip() for h in args.allowed_hosts.split(",")] if args.allowed_hosts else None
+    if hosts is not None and not all(hosts):
+        raise RecfunnelError("--allowed-hosts takes comma-separated host names, or '*'")
+    serve(args.run_dir, host=args.host, port=args.port, workers=args.workers,
+          token=_serve_token(args), index=args.index, access_log=args.access_log,
+          runs_root=args.runs_root, allowed_hosts=hosts)  # fmt: skip
     return 0
+
+
+def _serve_token(args) -> str | None:
+    """The bearer token: --token-file, else --token (visible in ps: warned), else the
+    RECFUNNEL_TOKEN environment variable."""
+    if args.token_file and args.token:
+        raise RecfunnelError("give --token-file or --token, not both")
+    if args.token_file:
+        try:
+            with open(args.token_file, "rb") as fh:
+                raw = fh.read(4097)
+            token = raw.decode("utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            why = getattr(exc, "strerror", None) or "not UTF-8 text"
+            raise RecfunnelError(f"cannot read --token-file: {why}; pass a readable file "
+                                 "holding the token on one line") from None  # fmt: skip
+        if not token or len(raw) > 4096 or any(c.isspace() for c in token):
+            raise RecfunnelError("--token-file must hold one token (no spaces, at most 4 KiB)")
+        return token
+    if args.token:
+        print("warning: --token is visible to every local user (ps); prefer RECFUNNEL_TOKEN "
+              "or --token-file", file=sys.stderr)  # fmt: skip
+        return args.token
+    return os.environ.get("RECFUNNEL_TOKEN") or None
 
 
 # ----------------------------------------------------------------- report
@@ -501,10 +530,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="serve recommendations over HTTP (needs the serve extra)")
     p.add_argument("run_dir")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=int, default=8000, help="0 picks a free port")
     p.add_argument("--workers", type=int, default=1, help="worker processes")
-    p.add_argument("--token", help="bearer token required on every endpoint but /healthz "
-                   "(default: $RECFUNNEL_TOKEN)")  # fmt: skip
+    p.add_argument("--token-file", metavar="FILE", help="file holding the bearer token required "
+                   "on every endpoint but /healthz (default: $RECFUNNEL_TOKEN); a token also "
+                   "turns on the admin endpoint")  # fmt: skip
+    p.add_argument("--token", help="the token itself (visible in ps: prefer the two above)")
+    p.add_argument("--runs-root", metavar="DIR", help="folder whose runs /v1/admin/reload may "
+                   "load (default: the served run's parent folder)")  # fmt: skip
+    p.add_argument("--allowed-hosts", metavar="H1,H2", help="Host header names to answer "
+                   "(default for a loopback bind: 127.0.0.1,localhost,::1; else any); '*' for "
+                   "any; set it to the public name behind a proxy")  # fmt: skip
     p.add_argument("--index", default="auto", choices=("auto", "exact", "hnsw", "ivf"),
                    help="top-k index: auto = exact below 100k items, else FAISS IVF")  # fmt: skip
     p.add_argument("--access-log", action="store_true", help="log every request")
