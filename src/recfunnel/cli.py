@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 
 from recfunnel.errors import RecfunnelError, TrainingError
@@ -342,8 +343,10 @@ def cmd_evaluate(args) -> int:
             )
         _, test = sources.split(dataset, spec)
     options = _eval_options(args)
+    started = time.perf_counter()
     metrics = evaluate(run.model, run.train_interactions(), test, eval_users=options["eval_users"],
                        eval_seed=spec.seed, memory=options["eval_memory"])  # fmt: skip
+    metrics["eval_seconds"] = time.perf_counter() - started
     _say_which_users(metrics["evaluation"])
     if args.test:
         metrics.update({f"test_{key}": value for key, value in report.items()})
@@ -494,7 +497,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     data.add_argument("--seed", type=int, default=42, help="split and model seed")
     data.add_argument(
-        "--train", help="interaction file (CSV/TSV/JSONL/Parquet) instead of --dataset"
+        "--train",
+        help="interaction file (CSV/TSV/JSONL/Parquet) or a folder of Parquet files, "
+        "instead of --dataset",
     )
     data.add_argument("--test", help="test file; default: split --train by --split")
     data.add_argument("--user-col", default="user")

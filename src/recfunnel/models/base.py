@@ -93,7 +93,7 @@ class Recommender(ABC):
     def _remember(self, train: Interactions) -> None:
         if len(train) == 0:
             raise RecfunnelError("the training data is empty; give at least one interaction")
-        self.seen_ = train.to_csr().astype(np.float32)
+        self.seen_ = train.to_csr().astype(np.float32, copy=False)  # shared, not copied
 
     def recommend(
         self,
