@@ -261,7 +261,7 @@ class Sequential(FactorizedRecommender):
         gbce_t: float = 0.75,
         max_minutes: float | None = None,
         optimizer: str = "adamw",
-        learning_rate: float = 1e-3,
+        learning_rate: float = 3e-3,
         weight_decay: float = 0.0,
         batch_size: int = 128,
         epochs: int = 20,
