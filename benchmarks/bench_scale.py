@@ -48,7 +48,7 @@ TARGETS = {  # step -> target at 20M rows (issue #11)
     "WALS fit": "<= 1.0x implicit's time, <= 1.5x its memory, equal recall@10",
     "evaluation, 10k sampled users": "<= 30 s",
     "evaluation, all users": "<= WALS fit time",
-    "torchrun 2 vs 1": "same recall@10 within 0.005",
+    "two-tower default fit, torchrun 2 processes": "same recall@10 within 0.005 as 1 process",
 }
 
 
@@ -185,24 +185,49 @@ def run_size(name: str, args, env: dict, results: dict) -> None:
             entry["seconds"] *= evaluation["test_users"] / evaluation["sample_size"]
             entry["extrapolated"] = True
         record("evaluation, all users", entry)
+    tower = ["train", "--train", str(data), "--model", "two-tower", "--preset", "default",
+             "--json", "--quiet", "--overwrite"]  # fmt: skip
     if "two-tower" in steps:
-        out = timed([*recfunnel, "train", "--train", str(data), "--model", "two-tower",
-                     "--preset", "default", "--json", "--quiet"], env,
+        out = timed([*recfunnel, *tower, "--out", str(work / "tower-run")], env,
                     timeout=args.two_tower_timeout)  # fmt: skip
-        if "timeout" in out:
-            record("two-tower default fit", {"timeout": out["timeout"]})
-        else:
-            metrics = json.loads(out["stdout"]) if out["returncode"] == 0 else {}
-            record("two-tower default fit", {"seconds": metrics.get("fit_seconds"),
-                                             "recall@10": metrics.get("recall@10"),
-                                             "peak_rss_mb": out["peak_rss_mb"],
-                                             "returncode": out["returncode"]})  # fmt: skip
+        record("two-tower default fit", tower_entry(out, work / "tower-run"))
+    if "torchrun" in steps:  # 2 processes x batch B/2 x 1 thread vs the step above (1 x B x 2)
+        large = dict(TOWER_LARGE, batch_size=TOWER_LARGE["batch_size"] // 2)
+        out = timed([*recfunnel, *tower, "--out", str(work / "tower-run-2"), "--nproc", "2",
+                     "--set", "large=" + json.dumps(large)],
+                    dict(env, OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1"),
+                    timeout=args.two_tower_timeout)  # fmt: skip
+        record(
+            "two-tower default fit, torchrun 2 processes", tower_entry(out, work / "tower-run-2")
+        )
+
+
+#: the two-tower default preset's large-catalogue settings (presets.py)
+TOWER_LARGE = dict(softmax="mixed", negatives=256, sampler="uniform", logq_correction=True,
+                   sparse_updates=True, batch_size=1024, max_examples=8_000_000)  # fmt: skip
+
+
+def tower_entry(out: dict, run: Path) -> dict:
+    """A two-tower step's entry: fit seconds, recall@10, peak RSS and training rows per second
+    (the rows of every epoch in the run's history)."""
+    if "timeout" in out:
+        return {"timeout": out["timeout"]}
+    if out["returncode"]:
+        return {"seconds": None, "returncode": out["returncode"]}
+    metrics = json.loads(out["stdout"])
+    saved = json.loads((run / "metrics.json").read_text())
+    rows = sum(epoch.get("rows", 0) for epoch in saved.get("history", []))
+    return {"seconds": metrics["fit_seconds"], "recall@10": metrics["recall@10"],
+            "peak_rss_mb": out["peak_rss_mb"], "rows_trained": rows,
+            "rows_per_second": rows / metrics["fit_seconds"],
+            "wall_seconds": out["wall_seconds"]}  # fmt: skip
 
 
 # ------------------------------------------------------------------------- table and plot
 def rows_of(results: dict) -> list[list]:
     order = ["synth", "ingest", "WALS fit", "implicit ALS fit", "evaluation, 10k sampled users",
-             "evaluation, all users", "two-tower default fit"]  # fmt: skip
+             "evaluation, all users", "two-tower default fit",
+             "two-tower default fit, torchrun 2 processes"]  # fmt: skip
     out = []
     for name in sorted(results, key=lambda n: SIZES[n][2]):
         for step in order:
@@ -225,6 +250,8 @@ def rows_of(results: dict) -> list[list]:
                              "users, time scaled linearly")  # fmt: skip
             elif "users" in entry:
                 extra.append(f"{entry['users']} users")
+            if "rows_per_second" in entry:
+                extra.append(f"{entry['rows_per_second']:,.0f} training rows/s")
             if "vocabulary_strings_seconds" in entry:
                 extra.append(f"+ {entry['vocabulary_strings_seconds']:.1f} s to make the id "
                              "strings and look-up dicts on first use")  # fmt: skip
@@ -271,6 +298,16 @@ def verdicts(results: dict) -> list[list]:
             out.append(["two-tower default fit", f"{entry['seconds']:.0f} s, "
                         f"{entry['peak_rss_mb']:.0f} MB, recall@10 {entry['recall@10']:.4f}",
                         "yes" if ok else "no"])  # fmt: skip
+    for name in sorted(results, key=lambda n: SIZES[n][2]):  # torchrun, wherever measured
+        one = results[name].get("two-tower default fit", {})
+        two = results[name].get("two-tower default fit, torchrun 2 processes", {})
+        if one.get("recall@10") is None or two.get("recall@10") is None:
+            continue
+        gap = abs(one["recall@10"] - two["recall@10"])
+        out.append([f"torchrun 2 vs 1 process ({name} rows)",
+                    f"recall@10 {two['recall@10']:.4f} vs {one['recall@10']:.4f}; "
+                    f"{two['rows_per_second']:,.0f} vs {one['rows_per_second']:,.0f} rows/s",
+                    "yes" if gap <= 0.005 else "no"])  # fmt: skip
     return out
 
 
@@ -335,7 +372,7 @@ def main() -> None:
         p.add_argument("--out", type=Path)
         p.set_defaults(func=func)
     parser.add_argument("--sizes", default="1M,4M,20M")
-    parser.add_argument("--steps", default="ingest,wals,implicit,eval-all,two-tower")
+    parser.add_argument("--steps", default="ingest,wals,implicit,eval-all,two-tower,torchrun")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "recfunnel-scale"))
     parser.add_argument("--all-users-cap", type=int, default=100_000,
