@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -48,7 +49,7 @@ TARGETS = {  # step -> target at 20M rows (issue #11)
     "WALS fit": "<= 1.0x implicit's time, <= 1.5x its memory, equal recall@10",
     "evaluation, 10k sampled users": "<= 30 s",
     "evaluation, all users": "<= WALS fit time",
-    "two-tower default fit, torchrun 2 processes": "same recall@10 within 0.005 as 1 process",
+    "two-tower torchrun, 2 processes": "same recall@10 within 0.005 as 1 process",
 }
 
 
@@ -57,13 +58,17 @@ def timed(argv: list[str], env: dict, timeout: float | None = None) -> dict:
     """Run ``argv`` under /usr/bin/time: wall seconds, peak RSS MB, stdout, return code."""
     with tempfile.NamedTemporaryFile(suffix=".time") as report:
         started = time.perf_counter()
+        # its own process group: a timeout ends the step's whole tree (torchrun's workers too)
+        child = subprocess.Popen(["/usr/bin/time", "-f", "%M", "-o", report.name, *argv],
+                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True, start_new_session=True)  # fmt: skip
         try:
-            done = subprocess.run(
-                ["/usr/bin/time", "-f", "%M", "-o", report.name, *argv],
-                env=env, capture_output=True, text=True, timeout=timeout,
-            )  # fmt: skip
+            stdout, stderr = child.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.communicate()
             return {"timeout": timeout, "wall_seconds": time.perf_counter() - started}
+        done = subprocess.CompletedProcess(argv, child.returncode, stdout, stderr)
         wall = time.perf_counter() - started
         lines = Path(report.name).read_text().split()
     rss = float(lines[-1]) / 1024 if lines and lines[-1].isdigit() else None
@@ -224,15 +229,18 @@ def run_size(name: str, args, env: dict, results: dict) -> None:
         out = timed([*recfunnel, *tower, "--out", str(work / "tower-run")], env,
                     timeout=args.two_tower_timeout)  # fmt: skip
         record("two-tower default fit", tower_entry(out, work / "tower-run"))
-    if "torchrun" in steps:  # 2 processes x batch B/2 x 1 thread vs the step above (1 x B x 2)
-        large = dict(TOWER_LARGE, batch_size=TOWER_LARGE["batch_size"] // 2)
-        out = timed([*recfunnel, *tower, "--out", str(work / "tower-run-2"), "--nproc", "2",
-                     "--set", "large=" + json.dumps(large)],
-                    dict(env, OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1"),
-                    timeout=args.two_tower_timeout)  # fmt: skip
-        record(
-            "two-tower default fit, torchrun 2 processes", tower_entry(out, work / "tower-run-2")
-        )
+    if "torchrun" in steps:  # 1 process x batch B x 2 threads vs 2 processes x B/2 x 1 thread
+        budget = dict(TOWER_LARGE, max_examples=args.torchrun_max_examples)
+        half = dict(budget, batch_size=budget["batch_size"] // 2)
+        for label, extra, threads_each, setting in (
+            ("1 process", [], threads, budget), ("2 processes", ["--nproc", "2"], "1", half),
+        ):  # fmt: skip
+            run_dir = work / f"torchrun-{label.split()[0]}"
+            out = timed([*recfunnel, *tower, "--out", str(run_dir), *extra,
+                         "--set", "large=" + json.dumps(setting)],
+                        dict(env, OMP_NUM_THREADS=threads_each, NUMBA_NUM_THREADS=threads_each),
+                        timeout=args.two_tower_timeout)  # fmt: skip
+            record(f"two-tower torchrun, {label}", tower_entry(out, run_dir))
 
 
 #: the two-tower default preset's large-catalogue settings (presets.py)
@@ -261,7 +269,7 @@ def rows_of(results: dict) -> list[list]:
     order = ["synth", "ingest", "WALS fit", "implicit ALS fit", "WALS fit, implicit's harness",
              "evaluation, 10k sampled users",
              "evaluation, all users", "two-tower default fit",
-             "two-tower default fit, torchrun 2 processes"]  # fmt: skip
+             "two-tower torchrun, 1 process", "two-tower torchrun, 2 processes"]  # fmt: skip
     out = []
     for name in sorted(results, key=lambda n: SIZES[n][2]):
         for step in order:
@@ -338,8 +346,8 @@ def verdicts(results: dict) -> list[list]:
                         f"{entry['peak_rss_mb']:.0f} MB, recall@10 {entry['recall@10']:.4f}",
                         "yes" if ok else "no"])  # fmt: skip
     for name in sorted(results, key=lambda n: SIZES[n][2]):  # torchrun, wherever measured
-        one = results[name].get("two-tower default fit", {})
-        two = results[name].get("two-tower default fit, torchrun 2 processes", {})
+        one = results[name].get("two-tower torchrun, 1 process", {})
+        two = results[name].get("two-tower torchrun, 2 processes", {})
         if one.get("recall@10") is None or two.get("recall@10") is None:
             continue
         gap = abs(one["recall@10"] - two["recall@10"])
@@ -358,7 +366,7 @@ def plot(results: dict, path: Path) -> None:
 
     steps = ["ingest", "WALS fit", "implicit ALS fit", "WALS fit, implicit's harness",
              "evaluation, 10k sampled users", "evaluation, all users", "two-tower default fit",
-             "two-tower default fit, torchrun 2 processes"]  # fmt: skip
+             "two-tower torchrun, 1 process", "two-tower torchrun, 2 processes"]  # fmt: skip
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     for step in steps:
         points = [(SIZES[n][2], results[n][step]) for n in results if step in results[n]]
@@ -421,6 +429,8 @@ def main() -> None:
                         help="--eval-users for the all-users step at --cap-sizes")  # fmt: skip
     parser.add_argument("--cap-sizes", default="", help="sizes whose all-users pass is capped")
     parser.add_argument("--two-tower-timeout", type=float, default=900.0)
+    parser.add_argument("--torchrun-max-examples", type=int, default=200_000,
+                        help="training rows of each run of the torchrun pair")  # fmt: skip
     parser.add_argument("--table-only", action="store_true", help="redraw docs from results")
     args = parser.parse_args()
     if args.command:

@@ -191,6 +191,10 @@ def solve_cg(
     return x
 
 
+#: cells per call of the fused kernel between progress reports (~1 s of work on one core)
+PROGRESS_CELLS = 2_000_000
+
+
 # ----------------------------------------------------------------- rows partitioned by rank
 def partition(indptr: np.ndarray, parts: int) -> list[tuple[int, int]]:
     """``parts`` contiguous row ranges ``(lo, hi)`` of a CSR matrix holding about the same number
@@ -291,17 +295,29 @@ class WALSSolver:
             self.X = torch.cat([self.X, torch.zeros(U, 1, device=device)], 1)
             self.Y = torch.cat([self.Y, torch.zeros(N, 1, device=device)], 1)
 
-    def _solve(self, rows, Y, values, reg, base, out):
+    @property
+    def progress_total(self) -> int:
+        """Rows this process solves per iteration (both sides): what progress counts."""
+        return (self.uhi - self.ulo) + (self.ihi - self.ilo)
+
+    def _solve(self, rows, Y, values, reg, base, out, progress=None):
         """Solve one side. Per cell: implicit ``h = alpha v``, ``g = alpha v - 1`` (confidence
-        ``alpha v``); explicit ``h = v`` (the target), ``g = 1``."""
+        ``alpha v``); explicit ``h = v`` (the target), ``g = 1``. The fused kernel runs over
+        chunks of about :data:`PROGRESS_CELLS` cells, reporting each to ``progress``."""
         alpha = self.model.alpha
         if self.model.solver == "cg" and self.fused:  # the weights are made inside the loop
             scales = (1.0, 0.0, 1.0) if self.explicit else (alpha, alpha, -1.0)
-            als_kernels.cg_rows(
-                rows.indptr_np, rows.indices.numpy(), values.numpy(), reg.numpy(),
-                None if base is None else base.numpy(), Y.contiguous().numpy(), out.numpy(),
-                self.model.cg_steps, h_scale=scales[0], g_scale=scales[1], g_shift=scales[2],
-            )  # fmt: skip
+            indices, values, Y = rows.indices.numpy(), values.numpy(), Y.contiguous().numpy()
+            base = None if base is None else base.numpy()
+            chunks = max(1, -(-int(rows.indptr_np[-1]) // PROGRESS_CELLS))
+            for lo, hi in partition(rows.indptr_np, chunks):
+                als_kernels.cg_rows(
+                    rows.indptr_np[lo : hi + 1], indices, values, reg[lo:hi].numpy(), base, Y,
+                    out[lo:hi].numpy(), self.model.cg_steps, h_scale=scales[0],
+                    g_scale=scales[1], g_shift=scales[2],
+                )  # fmt: skip
+                if progress is not None:
+                    progress.update(hi - lo)
             return out
         if self.explicit:
             g, h = torch.ones_like(values), values
@@ -309,8 +325,12 @@ class WALSSolver:
             h = alpha * values
             g = h - 1
         if self.model.solver == "cg":
-            return solve_cg(rows, Y, g, h, reg, base, out, steps=self.model.cg_steps)
-        return solve_cholesky(rows, Y, g, h, reg, base, out)
+            out = solve_cg(rows, Y, g, h, reg, base, out, steps=self.model.cg_steps)
+        else:
+            out = solve_cholesky(rows, Y, g, h, reg, base, out)
+        if progress is not None:
+            progress.update(rows.shape[0])
+        return out
 
     def _observed_loss(self, X: torch.Tensor, Y: torch.Tensor) -> float:
         """``sum_obs c (1 - x.y)^2 - (x.y)^2`` with ``c = alpha v``."""
@@ -337,23 +357,24 @@ class WALSSolver:
         mine = F[lo:hi] if len(parts) > 1 else F
         return all_reduce_sum(mine.T @ mine)
 
-    def fit_epoch(self) -> float:
+    def fit_epoch(self, progress=None) -> float:
+        """One iteration (users, then items); ``progress`` counts the rows solved."""
         ulo, uhi, ilo, ihi = self.ulo, self.uhi, self.ilo, self.ihi
         if self.explicit:
-            self._explicit_half(users=True)
-            self._explicit_half(users=False)
+            self._explicit_half(users=True, progress=progress)
+            self._explicit_half(users=False, progress=progress)
         else:
             YtY = self._gram(self.Y, self.item_parts)
             X = self.X[ulo:uhi]  # a view: the solve writes this process's rows of X
-            self._solve(self.users, self.Y, self.user_values, self.user_reg, YtY, X)
+            self._solve(self.users, self.Y, self.user_values, self.user_reg, YtY, X, progress)
             all_gather_rows(self.X, self.user_parts)
             XtX = self._gram(self.X, self.user_parts)
             Y = self.Y[ilo:ihi]
-            self._solve(self.items, self.X, self.item_values, self.item_reg, XtX, Y)
+            self._solve(self.items, self.X, self.item_values, self.item_reg, XtX, Y, progress)
             all_gather_rows(self.Y, self.item_parts)
         return self.loss()
 
-    def _explicit_half(self, users: bool) -> None:
+    def _explicit_half(self, users: bool, progress=None) -> None:
         """Solve one side's [factors, bias] against the other side's [factors, 1]."""
         D = self.model.dim
         if users:
@@ -366,7 +387,7 @@ class WALSSolver:
             lo, hi, parts = self.ilo, self.ihi, self.item_parts
         fixed = torch.cat([other[:, :D], torch.ones(len(other), 1, device=self.device)], 1)
         targets = values - self.mu - other_bias[rows.indices]
-        self._solve(rows, fixed, targets, reg, None, mine[lo:hi])
+        self._solve(rows, fixed, targets, reg, None, mine[lo:hi], progress)
         all_gather_rows(mine, parts)
         if users:
             self.bu = mine[:, D].clone()
