@@ -59,7 +59,7 @@ def timed(argv: list[str], env: dict, timeout: float | None = None) -> dict:
     with tempfile.NamedTemporaryFile(suffix=".time") as report:
         started = time.perf_counter()
         # its own process group: a timeout ends the step's whole tree (torchrun's workers too)
-        child = subprocess.Popen(["/usr/bin/time", "-f", "%M", "-o", report.name, *argv],
+        child = subprocess.Popen(["/usr/bin/time", "-f", "%U %S %M", "-o", report.name, *argv],
                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                  text=True, start_new_session=True)  # fmt: skip
         try:
@@ -72,10 +72,19 @@ def timed(argv: list[str], env: dict, timeout: float | None = None) -> dict:
         wall = time.perf_counter() - started
         lines = Path(report.name).read_text().split()
     rss = float(lines[-1]) / 1024 if lines and lines[-1].isdigit() else None
+    try:  # user + system CPU seconds of the process and its children: robust to a busy machine
+        cpu = float(lines[-3]) + float(lines[-2])
+    except (IndexError, ValueError):
+        cpu = None
     if done.returncode:
         print(done.stderr[-2000:], file=sys.stderr)
-    return {"wall_seconds": wall, "peak_rss_mb": rss, "stdout": done.stdout,
+    return {"wall_seconds": wall, "peak_rss_mb": rss, "cpu_seconds": cpu, "stdout": done.stdout,
             "returncode": done.returncode}  # fmt: skip
+
+
+def usage(out: dict) -> dict:
+    """Peak RSS and CPU seconds of a step's process, as recorded."""
+    return {"peak_rss_mb": out["peak_rss_mb"], "process_cpu_seconds": out["cpu_seconds"]}
 
 
 def child_ingest(args) -> None:
@@ -169,6 +178,7 @@ def run_size(name: str, args, env: dict, results: dict) -> None:
 
     def record(step: str, entry: dict) -> None:
         entry = {k: v for k, v in entry.items() if k != "stdout"}
+        entry["load_average"] = round(os.getloadavg()[0], 1)  # how busy the shared machine was
         results.setdefault(name, {})[step] = entry
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
@@ -177,13 +187,13 @@ def run_size(name: str, args, env: dict, results: dict) -> None:
     if not data.exists():
         out = timed([*recfunnel, "synth", "--users", str(users), "--items", str(items),
                      "--interactions", str(rows), "--out", str(data)], env)  # fmt: skip
-        record("synth", {"seconds": out["wall_seconds"], "peak_rss_mb": out["peak_rss_mb"]})
+        record("synth", {"seconds": out["wall_seconds"], **usage(out)})
     steps = args.steps.split(",")
     if "ingest" in steps:
         out = timed([*me, "child-ingest", str(data)], env)
         info = json.loads(out["stdout"])
         record("ingest", {**info, "wall_seconds": out["wall_seconds"],
-                          "peak_rss_mb": out["peak_rss_mb"]})  # fmt: skip
+                          **usage(out)})  # fmt: skip
     run = work / "wals-run"
     if "wals" in steps:
         argv = ["train", "--train", str(data), "--model", "wals", "--preset", "seed", "--json",
@@ -191,7 +201,7 @@ def run_size(name: str, args, env: dict, results: dict) -> None:
         out = timed([*recfunnel, *argv], env)
         metrics = json.loads(out["stdout"])
         record("WALS fit", {"seconds": metrics["fit_seconds"], "recall@10": metrics["recall@10"],
-                            "peak_rss_mb": out["peak_rss_mb"],
+                            **usage(out),
                             "wall_seconds": out["wall_seconds"]})  # fmt: skip
         record("evaluation, 10k sampled users", {"seconds": metrics["eval_seconds"],
                                                  "users": metrics["num_eval_users"]})  # fmt: skip
@@ -204,11 +214,11 @@ def run_size(name: str, args, env: dict, results: dict) -> None:
         peer = json.loads((work / "implicit" / "result.json").read_text())
         recall = json.loads(timed([*me, "child-recall", "x", "--out", str(work)], env)["stdout"])
         record("implicit ALS fit", {"seconds": peer["fit_seconds"], **recall,
-                                    "peak_rss_mb": out["peak_rss_mb"]})  # fmt: skip
+                                    **usage(out)})  # fmt: skip
     if "wals-npz" in steps:  # the same harness as implicit: npz in, fit timed, own process
         out = timed([*me, "child-wals", "x", "--out", str(work)], env)
         record("WALS fit, implicit's harness", {**json.loads(out["stdout"]),
-                                                "peak_rss_mb": out["peak_rss_mb"]})  # fmt: skip
+                                                **usage(out)})  # fmt: skip
     if "eval-all" in steps:
         cap = args.all_users_cap if name in args.cap_sizes.split(",") else 0
         out = timed([*recfunnel, "evaluate", str(run), "--json", "--eval-users",
@@ -217,7 +227,7 @@ def run_size(name: str, args, env: dict, results: dict) -> None:
         evaluation = metrics["evaluation"]
         entry = {"seconds": metrics["eval_seconds"], "users": metrics["num_eval_users"],
                  "test_users": evaluation["test_users"],
-                 "peak_rss_mb": out["peak_rss_mb"]}  # fmt: skip
+                 **usage(out)}  # fmt: skip
         if evaluation["users"] == "sample":  # scaled to all test users, and said so
             entry["measured_users"] = evaluation["sample_size"]
             entry["seconds"] *= evaluation["test_users"] / evaluation["sample_size"]
@@ -259,7 +269,7 @@ def tower_entry(out: dict, run: Path) -> dict:
     saved = json.loads((run / "metrics.json").read_text())
     rows = sum(epoch.get("rows", 0) for epoch in saved.get("history", []))
     return {"seconds": metrics["fit_seconds"], "recall@10": metrics["recall@10"],
-            "peak_rss_mb": out["peak_rss_mb"], "rows_trained": rows,
+            **usage(out), "rows_trained": rows,
             "rows_per_second": rows / metrics["fit_seconds"],
             "wall_seconds": out["wall_seconds"]}  # fmt: skip
 
@@ -292,6 +302,10 @@ def rows_of(results: dict) -> list[list]:
                              "users, time scaled linearly")  # fmt: skip
             elif "users" in entry:
                 extra.append(f"{entry['users']} users")
+            if entry.get("process_cpu_seconds"):
+                extra.append(f"process CPU {entry['process_cpu_seconds']:.0f} s")
+            if entry.get("load_average") is not None:
+                extra.append(f"load {entry['load_average']}")
             if "rows_per_second" in entry:
                 extra.append(f"{entry['rows_per_second']:,.0f} training rows/s")
             if "vocabulary_strings_seconds" in entry:
