@@ -180,7 +180,8 @@ def part_docs(args) -> None:
         lines += ["### ML-1M, SASRec folder protocol (512 validation users, all 3,416 items)", "",
                   "| model | fit CPU min | epochs | NDCG@10 | Recall@10 |", "|---|---|---|---|---|",
                   f"| recfunnel sequential ({state}) | {last['fit_cpu_minutes']:.1f} | "
-                  f"{last['epoch']} | {last['ndcg@10']:.4f} | {last['recall@10']:.4f} |"]  # fmt: skip
+                  f"{last['epoch']} | {last['ndcg@10']:.4f} | "
+                  f"{last['recall@10']:.4f} |"]  # fmt: skip
         if peer:
             p = peer["peer"]
             lines.append(f"| RecBole 1.2.1 SASRec | {p['fit_cpu_seconds'] / 60:.1f} | "
