@@ -253,9 +253,10 @@ def run_size(name: str, args, env: dict, results: dict) -> None:
         budget = dict(TOWER_LARGE, max_examples=args.torchrun_max_examples)
         half = dict(budget, batch_size=budget["batch_size"] // 2)
         for label, extra, threads_each, setting in (
-            ("1 process", [], threads, budget), ("2 processes", ["--nproc", "2"], "1", half),
+            ("1 process", [], threads, budget), ("1 process, 1 thread", [], "1", budget),
+            ("2 processes", ["--nproc", "2"], "1", half),
         ):  # fmt: skip
-            run_dir = work / f"torchrun-{label.split()[0]}"
+            run_dir = work / ("torchrun-" + label.replace(" ", "").replace(",", "-"))
             out = timed([*recfunnel, *tower, "--out", str(run_dir), *extra,
                          "--set", "large=" + json.dumps(setting)],
                         dict(env, OMP_NUM_THREADS=threads_each, NUMBA_NUM_THREADS=threads_each),
@@ -288,8 +289,9 @@ def tower_entry(out: dict, run: Path) -> dict:
 def rows_of(results: dict) -> list[list]:
     order = ["synth", "ingest", "WALS fit", "implicit ALS fit", "WALS fit, implicit's harness",
              "evaluation, 10k sampled users",
-             "evaluation, all users", "two-tower default fit",
-             "two-tower torchrun, 1 process", "two-tower torchrun, 2 processes"]  # fmt: skip
+             "evaluation, all users", "two-tower default fit", "two-tower default fit, 1 thread",
+             "two-tower torchrun, 1 process", "two-tower torchrun, 1 process, 1 thread",
+             "two-tower torchrun, 2 processes"]  # fmt: skip
     out = []
     for name in sorted(results, key=lambda n: SIZES[n][2]):
         for step in order:
@@ -379,9 +381,13 @@ def verdicts(results: dict) -> list[list]:
         if one.get("recall@10") is None or two.get("recall@10") is None:
             continue
         gap = abs(one["recall@10"] - two["recall@10"])
+        single = results[name].get("two-tower torchrun, 1 process, 1 thread", {})
+        also = (f", {single['rows_per_second']:,.0f} for 1 process x 1 thread"
+                if single.get("rows_per_second") else "")  # fmt: skip
         out.append([f"torchrun 2 vs 1 process ({name} rows)",
                     f"recall@10 {two['recall@10']:.4f} vs {one['recall@10']:.4f}; "
-                    f"{two['rows_per_second']:,.0f} vs {one['rows_per_second']:,.0f} rows/s",
+                    f"{two['rows_per_second']:,.0f} rows/s (2 processes x 1 thread) vs "
+                    f"{one['rows_per_second']:,.0f} (1 process x 2 threads){also}",
                     "yes" if gap <= 0.005 else "no"])  # fmt: skip
     return out
 
