@@ -76,6 +76,14 @@ PRESETS: dict[str, dict[str, dict]] = {
         "seed": dict(rating_weight=1.0, retrieval_weight=1.0),
         "default": dict(rating_weight=1.0, retrieval_weight=1.0),
     },
+    # Sequential (#13): SASRec layout with the full-catalogue softmax (SASRec+), lr chosen on a
+    # validation carved from the ML-1M training lines (docs/sequential.md); "gru" is the TFRS
+    # sequential-retrieval query tower; "gsasrec" gSASRec's gBCE with 256 negatives, t = 0.75
+    "sequential": {
+        "default": {},
+        "gru": dict(arch="gru", blocks=1),
+        "gsasrec": dict(loss="gbce", negatives=256, gbce_t=0.75),
+    },
 }  # fmt: skip
 
 # Two-stage: the two-tower preset of the same name shortlists 100 items; the ranker is the

@@ -237,3 +237,10 @@ def test_bad_settings_are_refused_in_one_line():
         Sequential(dim=10, heads=3).fit(data)
     with pytest.raises(RecfunnelError, match="two ordered items"):
         Sequential(epochs=1).fit(Interactions([0, 1], [0, 1], 2, 2))
+
+
+def test_the_gru_tower_learns_the_order_too():
+    model = Sequential(arch="gru", dim=16, blocks=1, max_len=8, dropout=0.0, epochs=40,
+                       batch_size=16, learning_rate=0.01, device="cpu").fit(cycles())  # fmt: skip
+    assert model.recommend_history([3, 4, 5], 1, exclude_seen=False)[0].tolist() == [6]
+    assert model.recommend_history([5, 4, 3], 1, exclude_seen=False)[0].tolist() == [4]
