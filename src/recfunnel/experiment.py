@@ -11,7 +11,6 @@ from recfunnel.data.dataset import Dataset
 from recfunnel.data.interactions import Interactions
 from recfunnel.data.sources import DataSpec
 from recfunnel.data.splits import random_split
-from recfunnel.errors import RecfunnelError
 from recfunnel.metrics import evaluate_scores, rating_metrics
 from recfunnel.models import Recommender, model_class
 from recfunnel.presets import preset
@@ -19,14 +18,10 @@ from recfunnel.runs import Run
 
 
 def build_model(kind: str, preset_name: str = "default", **overrides) -> Recommender:
-    """A model from its registry name, a preset and keyword overrides (``None`` = keep)."""
+    """A model from its registry name, a preset (``seed``, ``default`` or FILE.toml) and
+    keyword overrides (``None`` = keep; a bare name sets every field of that name)."""
     cls = model_class(kind)
-    params = preset(kind, preset_name)
-    params.update({k: v for k, v in overrides.items() if v is not None})
-    try:
-        return cls(**params)
-    except TypeError as exc:
-        raise RecfunnelError(f"bad option for --model {kind}: {exc}") from None
+    return cls(preset(kind, preset_name), **overrides)
 
 
 def evaluate(model: Recommender, train: Interactions, test: Interactions, **kwargs) -> dict:
@@ -67,9 +62,13 @@ def train(
     metrics["eval_seconds"] = time.perf_counter() - started
     metrics["fit_seconds"] = fit_seconds
     metrics["config"] = model.get_params()
-    history = getattr(model, "history_", None)
-    if history is not None:
-        metrics["history"] = history.epochs
+    log = getattr(model, "training_log_", None)
+    if log is not None:
+        metrics["training_log"] = (
+            {stage: part.epochs for stage, part in log.items()}
+            if isinstance(log, dict)
+            else log.epochs
+        )
     popularity = np.bincount(fit_rows.items, minlength=len(dataset.items)).astype(np.float32)
     run = Run(
         model,

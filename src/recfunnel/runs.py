@@ -146,9 +146,18 @@ class Run:
         unknown = [r for r, i in zip(raw_items, indices, strict=False) if i == self.items.oov_index]
         if unknown:
             raise UnknownIdError(
-                f"unknown item {unknown[0]!r} in {what}; use ids from the catalogue"
+                f"unknown item {unknown[0]!r} in {what}; this run's items are keyed by "
+                f"{self.item_key_kind}, e.g. {self.items.ids[0]!r}"
             )
         return indices
+
+    @property
+    def item_key_kind(self) -> str:
+        """``"title"`` when the run's item ids are titles (MovieLens' default), else ``"id"``."""
+        data = self.config.get("data", {}) if isinstance(self.config, dict) else {}
+        if data.get("dataset") and data.get("item_key", "title") == "title":
+            return "title"
+        return "id"
 
     def _finish(self, user, ids, scores, k, cold_start=False) -> Recommendations:
         seen_titles: set[str] = set()

@@ -12,19 +12,19 @@ trainer runs its epochs the same way, with the same progress, validation and sto
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
 
+from recfunnel.config import OPTIMIZERS, TrainerConfig
 from recfunnel.data.interactions import Interactions
 from recfunnel.errors import RecfunnelError, TrainingError
-
-OPTIMIZERS = ("adagrad", "adam", "adamw", "sgd")
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -70,52 +70,8 @@ def to_tensors(
 
 
 @dataclass
-class TrainerConfig:
-    """How to train.
-
-    Attributes:
-        epochs: passes over the data (iterations for closed-form models).
-        batch_size: rows per gradient step.
-        optimizer: ``adagrad``, ``adam``, ``adamw`` or ``sgd``.
-        learning_rate, weight_decay: optimiser settings.
-        device: ``auto``, ``cpu`` or ``cuda``.
-        seed: seeds shuffling (and, through the model, initialisation).
-        patience: stop after this many epochs without improving the monitored validation
-            metric and restore the best epoch's weights; ``None`` trains every epoch.
-        monitor: validation metric to maximise (or minimise, see ``minimize``).
-        progress: show a progress bar on stderr.
-    """
-
-    epochs: int = 3
-    batch_size: int = 8192
-    optimizer: str = "adagrad"
-    learning_rate: float = 0.1
-    weight_decay: float = 0.0
-    device: str = "auto"
-    seed: int = 0
-    patience: int | None = None
-    monitor: str = "recall@10"
-    minimize: bool = False
-    progress: bool = False
-
-    @classmethod
-    def from_params(cls, params: dict, **overrides) -> TrainerConfig:
-        """The trainer settings found among a model's hyper-parameters (same names)."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{**{k: v for k, v in params.items() if k in names}, **overrides})
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise RecfunnelError(f"epochs must be at least 1, not {self.epochs}")
-        if self.batch_size < 1:
-            raise RecfunnelError(f"batch size must be at least 1, not {self.batch_size}")
-        if not self.learning_rate > 0:
-            raise RecfunnelError(f"learning rate must be positive, not {self.learning_rate}")
-
-
-@dataclass
-class History:
-    """Per-epoch records: ``loss``, ``seconds`` and any validation metrics."""
+class TrainingLog:
+    """What a fit did: per-epoch records: ``loss``, ``seconds`` and any validation metrics."""
 
     epochs: list[dict] = field(default_factory=list)
     best_epoch: int | None = None
@@ -125,8 +81,13 @@ class History:
 class Trainer:
     """Trains any recfunnel network (see the module docstring)."""
 
-    def __init__(self, config: TrainerConfig | None = None, **overrides) -> None:
-        self.config = config or TrainerConfig(**overrides)
+    def __init__(
+        self, config: TrainerConfig | None = None, *, progress: bool = False, **overrides
+    ) -> None:
+        self.config = TrainerConfig.create(config, **overrides)
+        if self.config.monitor == "auto":  # a model resolves it; alone, rank by recall@10
+            self.config = dataclasses.replace(self.config, monitor="recall@10")
+        self.progress = progress
 
     def fit(
         self,
@@ -134,9 +95,9 @@ class Trainer:
         data: Interactions | dict[str, torch.Tensor],
         *,
         validate: Callable[[], dict[str, float]] | None = None,
-    ) -> History:
+    ) -> TrainingLog:
         cfg = self.config
-        history = History()
+        log = TrainingLog()
         closed_form = not hasattr(model, "compute_loss")
         device = resolve_device(cfg.device)
         generator = torch.Generator().manual_seed(cfg.seed)
@@ -154,7 +115,7 @@ class Trainer:
         bad_epochs = 0
         epochs = range(cfg.epochs)
         bar = None
-        if cfg.progress:
+        if self.progress:
             from tqdm.auto import tqdm
 
             epochs = bar = tqdm(epochs, desc="train", unit="epoch", leave=False)
@@ -174,7 +135,7 @@ class Trainer:
                 if not closed_form:
                     model.eval()
                 record.update(validate())
-            history.epochs.append(record)
+            log.epochs.append(record)
             if bar is not None:
                 shown = {"loss": f"{loss:.4g}"}
                 if cfg.monitor in record:
@@ -189,12 +150,12 @@ class Trainer:
                 )
                 if better:
                     best_value, bad_epochs = value, 0
-                    history.best_epoch = epoch + 1
+                    log.best_epoch = epoch + 1
                     best_state = copy.deepcopy(model.state_dict())
                 else:
                     bad_epochs += 1
                     if bad_epochs >= cfg.patience:
-                        history.stopped_early = True
+                        log.stopped_early = True
                         break
         if bar is not None:
             bar.close()
@@ -202,7 +163,7 @@ class Trainer:
             model.load_state_dict(best_state)
         if not closed_form:
             model.eval()
-        return history
+        return log
 
     def _epoch(self, model, tensors, n, optimizer, generator, device) -> float:
         model.train()

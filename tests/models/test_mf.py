@@ -56,7 +56,7 @@ def test_explicit_solver_matches_the_reference(system, solver):
 def test_cholesky_wals_never_increases_the_loss():
     data = checkerboard(20, 20, seed=2)
     model = WALS(dim=4, epochs=6, solver="cholesky", alpha=3.0, regularization=0.1).fit(data)
-    losses = [e["loss"] for e in model.history_.epochs]
+    losses = [e["loss"] for e in model.training_log_.epochs]
     assert all(b <= a + 1e-5 for a, b in zip(losses, losses[1:], strict=False))
 
 

@@ -12,7 +12,7 @@ from recfunnel.models import TwoTower
         dict(softmax="full", reduction="mean", optimizer="adam", learning_rate=0.05, epochs=30),
         dict(softmax="in-batch", optimizer="adam", learning_rate=0.05, epochs=30, batch_size=32),
         dict(softmax="full", reduction="mean", optimizer="adam", learning_rate=0.05, epochs=30,
-             history=True),
+             pool_seen_items=True),
     ],
 )  # fmt: skip
 def test_checkerboard_is_learned_exactly(params):
@@ -36,7 +36,7 @@ def test_checkerboard_precision_at_one_via_metrics():
 
 def test_fold_in_from_history_matches_query_tower():
     data = checkerboard(10, 10, seed=0)
-    model = TwoTower(dim=4, softmax="full", reduction="mean", history=True, epochs=2,
+    model = TwoTower(dim=4, softmax="full", reduction="mean", pool_seen_items=True, epochs=2,
                      optimizer="adam", learning_rate=0.01).fit(data)  # fmt: skip
     vector = model.fold_in(np.array([0, 2, 4]))
     assert vector.shape == (1, 4)
@@ -56,7 +56,7 @@ def test_early_stopping_restores_the_best_epoch():
     model = TwoTower(dim=8, softmax="full", reduction="mean", optimizer="adam",
                      learning_rate=0.05, epochs=50, batch_size=64, patience=2)  # fmt: skip
     model.fit(full.subset(~mask), validation=full.subset(mask))
-    history = model.history_
-    assert all("recall@10" in e for e in history.epochs)
-    best = max(e["recall@10"] for e in history.epochs)
-    assert history.epochs[history.best_epoch - 1]["recall@10"] == best
+    log = model.training_log_
+    assert all("recall@10" in e for e in log.epochs)
+    best = max(e["recall@10"] for e in log.epochs)
+    assert log.epochs[log.best_epoch - 1]["recall@10"] == best

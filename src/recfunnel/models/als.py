@@ -40,11 +40,11 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from recfunnel.config import WALSConfig
 from recfunnel.data.interactions import Interactions
 from recfunnel.errors import RecfunnelError
-from recfunnel.metrics import evaluate_scores
 from recfunnel.models.base import FactorizedRecommender
-from recfunnel.training import Trainer, TrainerConfig, resolve_device
+from recfunnel.training import resolve_device
 
 FEEDBACK = ("implicit", "explicit")
 SOLVERS = ("cholesky", "cg")
@@ -194,9 +194,9 @@ class WALSSolver:
     def __init__(self, model: WALS, train: Interactions, device: torch.device) -> None:
         self.model = model
         self.device = device
-        self.explicit = model.feedback == "explicit"
-        generator = torch.Generator().manual_seed(model.seed)
-        U, N, D = train.num_users, train.num_items, model.dim
+        self.explicit = model.config.feedback == "explicit"
+        generator = torch.Generator().manual_seed(model.config.trainer.seed)
+        U, N, D = train.num_users, train.num_items, model.config.dim
         values = (
             "ratings" if self.explicit else ("weights" if train.weights is not None else "ones")
         )
@@ -213,9 +213,13 @@ class WALSSolver:
         if not self.explicit:
             n_u, n_i = n_u + N, n_i + U
         # a row with no cell keeps a positive ridge (its factors solve to 0)
-        self.user_reg = model.regularization * n_u.clamp_min(1).pow(model.reg_exponent)
-        self.item_reg = model.regularization * n_i.clamp_min(1).pow(model.reg_exponent)
-        scale = model.init_scale
+        self.user_reg = model.config.regularization * n_u.clamp_min(1).pow(
+            model.config.reg_exponent
+        )
+        self.item_reg = model.config.regularization * n_i.clamp_min(1).pow(
+            model.config.reg_exponent
+        )
+        scale = model.config.init_scale
         self.X = (torch.randn(U, D, generator=generator) * scale).to(device)
         self.Y = (torch.randn(N, D, generator=generator) * scale).to(device)
         if self.explicit:
@@ -230,12 +234,23 @@ class WALSSolver:
             self.X = torch.cat([self.X, torch.zeros(U, 1, device=device)], 1)
             self.Y = torch.cat([self.Y, torch.zeros(N, 1, device=device)], 1)
         else:
-            confidence = model.alpha * self.user_values
-            self.user_conf, self.item_conf = confidence, model.alpha * self.item_values
+            confidence = model.config.alpha * self.user_values
+            self.user_conf, self.item_conf = confidence, model.config.alpha * self.item_values
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The factors (and biases), so the trainer can restore the best epoch."""
+        state = {"X": self.X.clone(), "Y": self.Y.clone()}
+        if self.explicit:
+            state.update(bu=self.bu.clone(), bi=self.bi.clone())
+        return state
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        for name, value in state.items():
+            setattr(self, name, value.clone())
 
     def _solve(self, rows, Y, g, h, reg, base, out):
-        if self.model.solver == "cg":
-            return solve_cg(rows, Y, g, h, reg, base, out, steps=self.model.cg_steps)
+        if self.model.config.solver == "cg":
+            return solve_cg(rows, Y, g, h, reg, base, out, steps=self.model.config.cg_steps)
         return solve_cholesky(rows, Y, g, h, reg, base, out)
 
     def fit_epoch(self) -> float:
@@ -253,7 +268,7 @@ class WALSSolver:
 
     def _explicit_half(self, users: bool) -> None:
         """Solve one side's [factors, bias] against the other side's [factors, 1]."""
-        D = self.model.dim
+        D = self.model.config.dim
         if users:
             rows, mine, other, reg = self.users, self.X, self.Y, self.user_reg
             values, other_bias = self.user_values, self.bi
@@ -271,7 +286,7 @@ class WALSSolver:
 
     def loss(self) -> float:
         """The objective divided by the number of observed cells."""
-        D = self.model.dim
+        D = self.model.config.dim
         X, Y = self.X[:, :D], self.Y[:, :D]
         dots = self.users.row_dots(X, Y)
         penalty = (self.user_reg * X.pow(2).sum(1)).sum() + (self.item_reg * Y.pow(2).sum(1)).sum()
@@ -289,127 +304,83 @@ class WALSSolver:
         """[B, D(+1)] query vectors (explicit: factors and a 1 that meets the item bias)."""
         users = torch.as_tensor(np.asarray(users, dtype=np.int64), device=self.device)
         if self.explicit:
-            X = self.X[users, : self.model.dim]
+            X = self.X[users, : self.model.config.dim]
             return torch.cat([X, torch.ones(len(users), 1, device=self.device)], 1).cpu()
         return self.X[users].cpu()
 
     def item_vectors(self) -> torch.Tensor:
         if self.explicit:
-            return torch.cat([self.Y[:, : self.model.dim], self.bi[:, None]], 1).cpu()
+            return torch.cat([self.Y[:, : self.model.config.dim], self.bi[:, None]], 1).cpu()
         return self.Y.cpu()
 
 
 # ------------------------------------------------------------------------------- the model
 class WALS(FactorizedRecommender):
-    """Matrix factorization by weighted alternating least squares (see the module docstring).
-
-    Args:
-        dim: number of factors D.
-        regularization: ridge strength (scaled per row by ``reg_exponent``).
-        alpha: implicit only: confidence of an observed cell is ``alpha * weight``.
-        reg_exponent: ``0`` plain ridge; ``1`` frequency-scaled (Rendle et al. 2021 / ALS-WR).
-        feedback: ``"implicit"`` (interactions) or ``"explicit"`` (ratings, with biases).
-        solver: ``"cholesky"`` (exact) or ``"cg"`` (``cg_steps`` warm-started CG steps).
-        epochs: alternating iterations (users then items).
-        init_scale: standard deviation of the initial factors.
-        device: ``auto``, ``cpu`` or ``cuda``.
-        seed: initialisation seed.
-    """
+    """Matrix factorization by weighted alternating least squares (see the module docstring;
+    hyper-parameters in :class:`~recfunnel.config.WALSConfig`)."""
 
     kind = "wals"
+    config_class = WALSConfig
+    config: WALSConfig
 
-    def __init__(
-        self,
-        *,
-        dim: int = 32,
-        regularization: float = 0.01,
-        alpha: float = 1.0,
-        reg_exponent: float = 0.0,
-        feedback: str = "implicit",
-        solver: str = "cg",
-        cg_steps: int = 3,
-        epochs: int = 15,
-        init_scale: float = 0.01,
-        device: str = "cpu",
-        seed: int = 0,
-    ) -> None:
-        self._set_params({k: v for k, v in locals().items() if k not in ("self", "__class__")})
-        self.predicts_ratings = feedback == "explicit"  # then predict() and rmse/mae apply
+    @property
+    def predicts_ratings(self) -> bool:  # then predict() and rmse/mae apply
+        return self.config.feedback == "explicit"
 
-    def _validate(self, train: Interactions) -> None:
-        if self.feedback not in FEEDBACK:
-            raise RecfunnelError(
-                f"feedback must be one of {', '.join(FEEDBACK)}, not {self.feedback!r}"
-            )
-        if self.solver not in SOLVERS:
-            raise RecfunnelError(f"solver must be one of {', '.join(SOLVERS)}, not {self.solver!r}")
-        if self.dim < 1:
-            raise RecfunnelError(f"dim must be at least 1, not {self.dim}")
-        if not self.regularization > 0:
-            raise RecfunnelError(
-                f"regularization must be positive, not {self.regularization}; try 0.01"
-            )
-        if not self.alpha > 0:
-            raise RecfunnelError(
-                f"alpha must be positive, not {self.alpha}; confidences are alpha * weight"
-            )
-        if self.cg_steps < 1:
-            raise RecfunnelError(f"cg_steps must be at least 1, not {self.cg_steps}")
-        if self.feedback == "explicit" and train.ratings is None:
-            raise RecfunnelError(
-                "explicit WALS needs ratings; pass --rating-col or use feedback=implicit"
-            )
-
-    def fit(self, train: Interactions, *, validation: Interactions | None = None, progress=False):
-        config = TrainerConfig.from_params(self.get_params(), progress=progress)
-        self._validate(train)
-        if self.feedback == "explicit" and train.duplicate_pairs():
-            train = train.deduplicate("mean")  # repeated ratings of a pair: their mean
-        self._remember(train)
-        solver = WALSSolver(self, train, resolve_device(self.device))
-        validate = None
-        if validation is not None and len(validation):
-
-            def validate():
-                def scorer(users):
-                    return solver.user_vectors(users) @ solver.item_vectors().T
-
-                return evaluate_scores(
-                    scorer, train, validation, factorized_ks=(), ranking_ks=(10,)
+    def _check_data(self, train, **context):
+        if self.config.feedback == "explicit":
+            if train.ratings is None:
+                raise RecfunnelError(
+                    "explicit WALS needs ratings; pass --rating-col or use feedback=implicit"
                 )
+            if train.duplicate_pairs():
+                train = train.deduplicate("mean")  # repeated ratings of a pair: their mean
+        return train
 
-        self.history_ = Trainer(config).fit(solver, train, validate=validate)
-        self._take(solver)
-        return self
+    def _parameter_count(self, num_users, num_items):
+        return (num_users + num_items) * (self.config.dim + 1)
+
+    def _build_network(self, train, **context):
+        self._solver = WALSSolver(self, train, resolve_device(self.config.trainer.device))
+        return self._solver
+
+    def _refresh(self) -> None:
+        solver = getattr(self, "_solver", None)
+        if solver is not None:  # training: publish the solver's current factors
+            self._take(solver)
+        self._index = None
+
+    def _finish_training(self) -> None:
+        super()._finish_training()
+        self._solver = None
 
     def _take(self, solver: WALSSolver) -> None:
-        D = self.dim
+        D = self.config.dim
         self.user_factors_ = solver.X[:, :D].float().cpu().contiguous()
         self.item_factors_ = solver.Y[:, :D].float().cpu().contiguous()
         if solver.explicit:
             self.user_bias_ = solver.bu.float().cpu().contiguous()
             self.item_bias_ = solver.bi.float().cpu().contiguous()
             self.global_mean_ = torch.tensor(solver.mu, dtype=torch.float32)
-        self._index = None
 
     # --------------------------------------------------------------- vectors
     def user_vectors(self, users):
         self._check_fitted()
         X = self.user_factors_[torch.as_tensor(np.asarray(users, dtype=np.int64))]
-        if self.feedback == "explicit":
+        if self.config.feedback == "explicit":
             return torch.cat([X, torch.ones(len(X), 1)], 1)
         return X
 
     def item_vectors(self):
         self._check_fitted()
-        if self.feedback == "explicit":
+        if self.config.feedback == "explicit":
             return torch.cat([self.item_factors_, self.item_bias_[:, None]], 1)
         return self.item_factors_
 
     def predict(self, users, items) -> np.ndarray:
         """Explicit only: predicted ratings ``mu + b_u + b_i + x_u . y_i`` for pairs [B]."""
         self._check_fitted()
-        if self.feedback != "explicit":
+        if self.config.feedback != "explicit":
             raise RecfunnelError("only feedback=explicit WALS predicts ratings")
         u = torch.as_tensor(np.asarray(users, dtype=np.int64))
         i = torch.as_tensor(np.asarray(items, dtype=np.int64))
@@ -422,7 +393,7 @@ class WALS(FactorizedRecommender):
         solve against the fixed item factors (the same equation as a training user's update,
         each history item with weight 1)."""
         self._check_fitted()
-        if self.feedback == "explicit":
+        if self.config.feedback == "explicit":
             raise RecfunnelError(
                 "explicit WALS cannot fold in a history without ratings; use feedback=implicit"
             )
@@ -433,17 +404,21 @@ class WALS(FactorizedRecommender):
             raise RecfunnelError(f"item index out of range [0, {self.num_items})")
         Y = self.item_factors_.double()
         Yh = Y[torch.as_tensor(items)]
-        c = torch.full((len(items),), float(self.alpha), dtype=torch.float64)
-        n = len(items) + (0 if self.feedback == "explicit" else self.num_items)
-        reg = self.regularization * float(n) ** self.reg_exponent
-        A = Y.T @ Y + Yh.T @ ((c - 1)[:, None] * Yh) + reg * torch.eye(self.dim, dtype=Y.dtype)
+        c = torch.full((len(items),), float(self.config.alpha), dtype=torch.float64)
+        n = len(items) + (0 if self.config.feedback == "explicit" else self.num_items)
+        reg = self.config.regularization * float(n) ** self.config.reg_exponent
+        A = (
+            Y.T @ Y
+            + Yh.T @ ((c - 1)[:, None] * Yh)
+            + reg * torch.eye(self.config.dim, dtype=Y.dtype)
+        )
         x = torch.linalg.solve(A, Yh.T @ c)
         return x[None, :].float()
 
     # -------------------------------------------------------------- saving
     def _learned_tensors(self):
         out = {"user_factors": self.user_factors_, "item_factors": self.item_factors_}
-        if self.feedback == "explicit":
+        if self.config.feedback == "explicit":
             out.update(user_bias=self.user_bias_, item_bias=self.item_bias_,
                        global_mean=self.global_mean_.reshape(1))  # fmt: skip
         return out

@@ -12,12 +12,10 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
-from recfunnel.data.interactions import Interactions
-from recfunnel.metrics import evaluate_scores
+from recfunnel.config import TwoTowerConfig
 from recfunnel.models.base import FactorizedRecommender
 from recfunnel.models.towers import EmbeddingTower, HistoryQueryTower, pooling_matrices
 from recfunnel.tasks import RetrievalTask
-from recfunnel.training import Trainer, TrainerConfig, seed_everything
 
 
 class TwoTowerNet(nn.Module):
@@ -33,7 +31,7 @@ class TwoTowerNet(nn.Module):
         dim: int,
         task: RetrievalTask,
         *,
-        history: sp.csr_matrix | None = None,
+        seen: sp.csr_matrix | None = None,
         item_log_probs: torch.Tensor | None = None,
         user_l2: float = 0.0,
         item_bias: bool = False,
@@ -43,8 +41,8 @@ class TwoTowerNet(nn.Module):
         super().__init__()
         self.task = task
         self.user_l2 = user_l2
-        if history is not None:
-            pool, pool_t, counts = pooling_matrices(history)
+        if seen is not None:
+            pool, pool_t, counts = pooling_matrices(seen)
             # Buffers, not state: rebuilt from the saved training matrix on load.
             self.register_buffer("history_pool", pool, persistent=False)
             self.register_buffer("history_pool_t", pool_t, persistent=False)
@@ -100,96 +98,54 @@ class TwoTowerNet(nn.Module):
 
 
 class TwoTower(FactorizedRecommender):
-    """Two-tower retrieval model.
-
-    Args:
-        dim: embedding dimension.
-        softmax, temperature, remove_accidental_hits, logq_correction, reduction: the retrieval
-            task (see :class:`~recfunnel.tasks.RetrievalTask`).
-        history: add the pooled embeddings of the user's training items to the query tower.
-        user_l2: L2 penalty on the query embeddings of each batch (mean squared norm).
-        item_bias: learn a per-item bias (a popularity prior), scored as an extra dimension.
-        init, init_scale: embedding initialisation (Keras' U(-0.05, 0.05) by default).
-        optimizer, learning_rate, weight_decay, batch_size, epochs, patience, device, seed: the
-            trainer (see :class:`~recfunnel.training.TrainerConfig`).
-    """
+    """Two-tower retrieval model; hyper-parameters in :class:`~recfunnel.config.TwoTowerConfig`
+    (the retrieval task's softmax, temperature, accidental-hit removal, logQ correction and
+    reduction: :class:`~recfunnel.tasks.RetrievalTask`)."""
 
     kind = "two-tower"
-
-    def __init__(
-        self,
-        *,
-        dim: int = 32,
-        softmax: str = "in-batch",
-        temperature: float = 1.0,
-        remove_accidental_hits: bool = False,
-        logq_correction: bool = False,
-        reduction: str = "sum",
-        history: bool = False,
-        user_l2: float = 0.0,
-        item_bias: bool = False,
-        init: str = "uniform",
-        init_scale: float = 0.05,
-        optimizer: str = "adagrad",
-        learning_rate: float = 0.1,
-        weight_decay: float = 0.0,
-        batch_size: int = 8192,
-        epochs: int = 3,
-        patience: int | None = None,
-        device: str = "auto",
-        seed: int = 0,
-    ) -> None:
-        self._set_params({k: v for k, v in locals().items() if k not in ("self", "__class__")})
+    config_class = TwoTowerConfig
+    config: TwoTowerConfig
 
     def _task(self) -> RetrievalTask:
+        c = self.config
         return RetrievalTask(
-            softmax=self.softmax,
-            temperature=self.temperature,
-            remove_accidental_hits=self.remove_accidental_hits,
-            logq_correction=self.logq_correction,
-            reduction=self.reduction,
+            softmax=c.softmax,
+            temperature=c.temperature,
+            remove_accidental_hits=c.remove_accidental_hits,
+            logq_correction=c.logq_correction,
+            reduction=c.reduction,
         )
 
-    def _build(self, num_users: int, num_items: int, item_counts: np.ndarray | None) -> TwoTowerNet:
+    def _network(self, num_users: int, num_items: int, item_counts: np.ndarray | None):
         log_probs = None
         if item_counts is not None:
             probs = (item_counts + 1.0) / (item_counts.sum() + len(item_counts))
             log_probs = torch.as_tensor(np.log(probs), dtype=torch.float32)
+        c = self.config
         return TwoTowerNet(
             num_users,
             num_items,
-            self.dim,
+            c.dim,
             self._task(),
-            history=self.seen_ if self.history else None,
+            seen=self.seen_ if c.pool_seen_items else None,
             item_log_probs=log_probs,
-            user_l2=self.user_l2,
-            item_bias=self.item_bias,
-            init=self.init,
-            init_scale=self.init_scale,
+            user_l2=c.user_l2,
+            item_bias=c.item_bias,
+            init=c.init,
+            init_scale=c.init_scale,
         )
 
-    def trainer_config(self, progress: bool = False) -> TrainerConfig:
-        return TrainerConfig.from_params(self.get_params(), progress=progress)
+    def _build_network(self, train, **context):
+        self.net_ = self._network(train.num_users, train.num_items, train.item_counts())
+        return self.net_
 
-    def fit(self, train: Interactions, *, validation: Interactions | None = None, progress=False):
-        config = self.trainer_config(progress)  # validates the trainer settings first
-        self._task()
-        self._remember(train)
-        seed_everything(self.seed)
-        self.net_ = self._build(train.num_users, train.num_items, train.item_counts())
-        validate = None
-        if validation is not None and len(validation):
+    def _new_network(self, state):
+        net = self._network(*self.seen_.shape, None)
+        net.item_log_probs = state["item_log_probs"]
+        return net
 
-            def validate():
-                self._user_cache = None  # the towers changed since the last epoch
-                return evaluate_scores(
-                    self.score, train, validation, factorized_ks=(), ranking_ks=(10,)
-                )
-
-        self.history_ = Trainer(config).fit(self.net_, train, validate=validate)
-        self.net_.to("cpu")
+    def _refresh(self) -> None:
         self._index = self._user_cache = None
-        return self
 
     @torch.no_grad()
     def user_vectors(self, users):
@@ -211,27 +167,13 @@ class TwoTower(FactorizedRecommender):
     def fold_in(self, items: np.ndarray) -> torch.Tensor:
         """[1, D] query vector of a user known only by the items they interacted with.
 
-        With ``history=True`` this is the OOV user embedding plus the pooled history, exactly
+        With ``pool_seen_items`` this is the OOV user embedding plus the pooled history, exactly
         the query tower's formula; without it, the mean of the items' vectors.
         """
         self._check_fitted()
         items = np.asarray(items, dtype=np.int64)
-        if self.history:
+        if self.config.pool_seen_items:
             query = self.net_.query_tower.fold_in(torch.as_tensor(np.unique(items)))
         else:
             query = self.net_.item_tower(torch.as_tensor(items)).mean(0, keepdim=True)
         return self.net_.full_queries(query)
-
-    def _learned_tensors(self):
-        return {
-            f"net.{k}": v.detach().cpu().contiguous() for k, v in self.net_.state_dict().items()
-        }
-
-    def _load_learned(self, tensors):
-        num_users, num_items = self.seen_.shape
-        self.net_ = self._build(num_users, num_items, None)
-        state = {k.removeprefix("net."): v for k, v in tensors.items()}
-        self.net_.item_log_probs = state["item_log_probs"]
-        self.net_.load_state_dict(state)
-        self.net_.eval()
-        self._index = self._user_cache = None
