@@ -30,6 +30,7 @@ from recfunnel.errors import RecfunnelError
 __all__ = [
     "BPRConfig",
     "Config",
+    "EASEConfig",
     "MostPopularConfig",
     "MultitaskConfig",
     "RankingConfig",
@@ -447,6 +448,11 @@ DEVICES = ("auto", "cpu", "cuda")
 OPTIMIZERS = ("adagrad", "adam", "adamw", "sgd")
 
 
+def _check_device(device: str) -> None:
+    if not (device in DEVICES or (device.startswith("cuda:") and device[5:].isdigit())):
+        raise RecfunnelError(f"device must be one of auto, cpu, cuda or cuda:N, not {device!r}")
+
+
 @dataclass(frozen=True)
 class TrainerConfig(Config):
     """How to train (:class:`~recfunnel.training.Trainer`): epochs, batches, optimiser, device,
@@ -581,6 +587,20 @@ class BPRConfig(Config):
     trainer: TrainerConfig = trainer(
         optimizer="adam", learning_rate=0.01, batch_size=1024, epochs=30, device="cpu"
     )
+
+
+@dataclass(frozen=True)
+class EASEConfig(Config):
+    """EASE, the closed-form item-item autoencoder (:class:`~recfunnel.models.EASE`)."""
+
+    regularization: float = option(300.0, "lambda, the L2 weight on the item-item matrix", gt=0.0)
+    max_memory_gb: float | None = option(
+        None, "refuse to fit beyond this memory; none = 3/4 of the memory available", gt=0.0
+    )
+    device: str = option("cpu", "auto, cpu, cuda or cuda:N for the inversion")
+
+    def check(self) -> None:
+        _check_device(self.device)
 
 
 HEADS = ("dot", "mlp", "dcn", "dot+mlp", "dot+dcn")

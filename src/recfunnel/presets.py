@@ -19,6 +19,7 @@ from pathlib import Path
 from recfunnel.config import (
     BPRConfig,
     Config,
+    EASEConfig,
     MostPopularConfig,
     MultitaskConfig,
     RankingConfig,
@@ -63,6 +64,12 @@ PRESETS: dict[str, dict[str, Config]] = {
     "wals": {
         "seed": WALSConfig(dim=32, regularization=0.01, alpha=1.0, solver="cg"),
         "default": WALSConfig(dim=32, regularization=30.0, alpha=4.0, solver="cg"),
+    },
+    # EASE (#12): lambda chosen on validation splits carved from the training data of several
+    # datasets (benchmarks/bench_quality.py, docs/quality.md); "seed" is Steck's ML-20M value.
+    "ease": {
+        "seed": EASEConfig(regularization=500.0),
+        "default": EASEConfig(regularization=300.0),
     },
     "sgd-mf": {
         "seed": SGDMFConfig(dim=32, regularization=0.02, trainer=TrainerConfig(

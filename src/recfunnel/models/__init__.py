@@ -3,6 +3,7 @@
 from recfunnel.errors import RecfunnelError
 from recfunnel.models.als import WALS
 from recfunnel.models.base import FactorizedRecommender, Recommender
+from recfunnel.models.ease import EASE
 from recfunnel.models.multitask import Multitask
 from recfunnel.models.popularity import MostPopular
 from recfunnel.models.ranking import RankingModel
@@ -11,7 +12,8 @@ from recfunnel.models.two_stage import TwoStage
 from recfunnel.models.two_tower import TwoTower
 
 MODELS: dict[str, type[Recommender]] = {
-    m.kind: m for m in (TwoTower, MostPopular, WALS, SGDMF, BPR, RankingModel, TwoStage, Multitask)
+    m.kind: m
+    for m in (TwoTower, MostPopular, WALS, SGDMF, BPR, EASE, RankingModel, TwoStage, Multitask)
 }
 
 
@@ -25,6 +27,7 @@ def model_class(kind: str) -> type[Recommender]:
 
 __all__ = [
     "BPR",
+    "EASE",
     "MODELS",
     "SGDMF",
     "WALS",
