@@ -51,7 +51,9 @@ def test_closed_form_models_run_their_epochs():
 def test_bad_settings_are_named():
     with pytest.raises(RecfunnelError, match="epochs"):
         TrainerConfig(epochs=0)
-    with pytest.raises(RecfunnelError, match="optimizer must be one of adagrad, adam, adamw, sgd, not 'lbfgs'"):
+    with pytest.raises(
+        RecfunnelError, match="optimizer must be one of adagrad, adam, adamw, sgd, not 'lbfgs'"
+    ):
         Trainer(optimizer="lbfgs").fit(Exploding(), DATA)
 
 
