@@ -104,6 +104,10 @@ def write_section(doc: str | Path, name: str, text: str) -> Path:
         current = current.rstrip() + ("\n\n" if current else "") + block + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(current, encoding="utf-8")
+    if path.parent.resolve() == DOCS.resolve():  # redraw the chart of this table, if it has one
+        import charts
+
+        charts.refresh(path.name, name)
     return path
 
 

@@ -90,8 +90,9 @@ def test_a_failed_save_leaves_the_existing_run_intact(run, tmp_path, monkeypatch
 def test_refuses_to_replace_a_folder_that_is_not_a_run(run, tmp_path):
     (tmp_path / "precious").mkdir()
     (tmp_path / "precious" / "thesis.tex").write_text("x")
-    with pytest.raises(RecfunnelError, match="not a recfunnel run"):
+    with pytest.raises(RecfunnelError, match=r"not part of a recfunnel run \(thesis.tex\)"):
         run.save(tmp_path / "precious")
+    assert (tmp_path / "precious" / "thesis.tex").read_text() == "x"
 
 
 def test_anonymous_user_from_history(run):

@@ -6,6 +6,7 @@
     recfunnel recommend runs/ml --all-users -k 10 --output recs.csv
     recfunnel serve runs/ml --port 8000 --workers 2
     recfunnel recommend runs/ml --history 50,172,181 -k 10
+    recfunnel report runs/ml --out report.html
     recfunnel synth --users 1000000 --items 200000 --interactions 20000000 --out big.parquet
 
 Bad input prints one line, ``error: <problem>; <fix>``, on stderr and exits with status 2.
@@ -18,7 +19,6 @@ import csv
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 from recfunnel.errors import RecfunnelError, TrainingError
@@ -124,14 +124,14 @@ def cmd_train(args) -> int:
     model = model_class(args.model)(train_config(args))
     out = Path(args.out) if args.out else None
     if out is not None:
-        check_run_target(out)  # fail before training, not after
+        check_run_target(out, overwrite=args.overwrite)  # fail before training, not after
     run, _, fit_rows, test_rows = experiment.train(
         spec, model, validation_fraction=args.validation_fraction,
-        progress=not args.json and sys.stderr.isatty(),
+        progress=not args.quiet,
     )  # fmt: skip
     run.config["preset"] = args.preset
     if out is not None:
-        run.save(out)
+        run.save(out, overwrite=args.overwrite)
     metrics = {k: v for k, v in run.metrics.items() if k != "training_log"}
     if args.json:
         print(_dump(metrics))
@@ -292,18 +292,14 @@ def cmd_recommend(args) -> int:
 
 
 def _write_csv_atomic(path: Path, header, rows) -> None:
+    from recfunnel.artifacts import atomic_file
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with open(fd, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(header)
-            for user, rank, item, score in rows:
-                writer.writerow([user, rank, item, f"{score:.6f}"])
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        for user, rank, item, score in rows:
+            writer.writerow([user, rank, item, f"{score:.6f}"])
 
 
 # ------------------------------------------------------------------ serve
@@ -316,6 +312,16 @@ def cmd_serve(args) -> int:
     token = args.token or os.environ.get("RECFUNNEL_TOKEN") or None
     serve(args.run_dir, host=args.host, port=args.port, workers=args.workers, token=token,
           index=args.index, access_log=args.access_log)  # fmt: skip
+    return 0
+
+
+# ----------------------------------------------------------------- report
+def cmd_report(args) -> int:
+    from recfunnel.report import write_report
+
+    out = Path(args.out)
+    write_report(args.run_dir, out, users=args.users, k=args.k, baseline=not args.no_baseline)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB)", file=sys.stderr)
     return 0
 
 
@@ -490,8 +496,17 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         f"options of --model {chosen}", model_options_text(chosen, _flag_value(argv, "--preset")
                                                            or "default")
     )  # fmt: skip
-    p.add_argument("--out", help="run folder to write (default: none, nothing is saved)")
+    p.add_argument("--out", help="run folder to write: a new or empty folder, or an earlier "
+                   "run holding nothing else (replaced atomically)")  # fmt: skip
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="also replace a damaged earlier run (files failing their checksums); never a "
+        "folder holding other files",
+    )
     p.add_argument("--json", action="store_true", help="print the test metrics as one JSON object")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr (default: a bar on "
+                   "a terminal, else a line every 10 s)")  # fmt: skip
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="evaluate a saved run", formatter_class=_HelpFormatter)
@@ -539,6 +554,15 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--access-log", action="store_true", help="log every request")
     p.set_defaults(func=cmd_serve)
 
+    p = sub.add_parser("report", help="write a self-contained HTML report of a saved run")
+    p.add_argument("run_dir")
+    p.add_argument("--out", default="report.html", help="HTML file to write (default: %(default)s)")
+    p.add_argument("--users", type=int, default=5, help="example users to show")
+    p.add_argument("-k", type=int, default=10, help="recommendations per user")
+    p.add_argument("--no-baseline", action="store_true",
+                   help="skip reloading the data for the most-popular baseline")  # fmt: skip
+    p.set_defaults(func=cmd_report)
+
     p = sub.add_parser("synth", help="write seeded power-law synthetic interactions")
     p.add_argument("--users", type=int, required=True)
     p.add_argument("--items", type=int, required=True)
@@ -571,7 +595,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (RecfunnelError, TrainingError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        message = exc.for_cli() if isinstance(exc, RecfunnelError) else str(exc)
+        print(f"error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

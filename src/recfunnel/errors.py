@@ -9,7 +9,20 @@ from __future__ import annotations
 
 
 class RecfunnelError(ValueError):
-    """Bad input: the message says what is wrong and how to fix it."""
+    """Bad input: the message says what is wrong and how to fix it.
+
+    The message speaks Python (``pass data_dir=FOLDER``); where the fix reads differently on
+    the command line, ``cli=`` holds the same message in the CLI's words (``pass --data-dir
+    FOLDER``), which the ``recfunnel`` command prints instead (:meth:`for_cli`).
+    """
+
+    def __init__(self, *args, cli: str | None = None) -> None:
+        super().__init__(*args)
+        self.cli = cli
+
+    def for_cli(self) -> str:
+        """The message as the command line should print it."""
+        return self.cli if self.cli is not None else str(self)
 
 
 class DataError(RecfunnelError):

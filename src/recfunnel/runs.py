@@ -6,6 +6,8 @@ Layout of ``RUN_DIR``::
     vocab.json         user and item ids (and item titles) in index order
     model.safetensors  learned tensors (no pickle anywhere)
     metrics.json       test metrics of the run
+    curves.png         per-epoch loss and validation metrics (runs with a training history,
+                       when matplotlib is installed: extra ``plot``)
     manifest.json      SHA-256 of every file above; checked on load
 
 A run is written to a temporary sibling folder and renamed into place only when complete, so a
@@ -18,11 +20,7 @@ most popular items, flagged as a cold-start answer.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +30,14 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 import recfunnel
+from recfunnel.artifacts import (
+    atomic_dir,
+    check_replaceable,
+    follow_umask,
+    sha256_file,
+    write_json,
+    write_manifest,
+)
 from recfunnel.data.interactions import Interactions
 from recfunnel.data.vocab import Vocabulary
 from recfunnel.errors import ArtifactError, RecfunnelError, UnknownIdError
@@ -62,54 +68,22 @@ class Recommendations:
         ]
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+_sha256 = sha256_file  # kept for callers of the old private name
 
 
-def _write_json(path: Path, data) -> None:
-    path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+def check_run_target(target: Path, *, overwrite: bool = False) -> None:
+    """Refuse, before any work, an ``--out`` that a run may not replace (see
+    :func:`recfunnel.artifacts.check_replaceable`)."""
+    check_replaceable(target, overwrite=overwrite)
 
 
-def check_run_target(target: Path) -> None:
-    """Refuse to replace anything but an empty folder or an earlier run."""
-    target = Path(target)
-    is_run = (target / "config.json").is_file()
-    if target.exists() and not is_run and (not target.is_dir() or any(target.iterdir())):
-        raise RecfunnelError(f"{target} exists and is not a recfunnel run; choose another --out")
-
-
-def atomic_dir(target: Path):
-    """Context manager: yields a temporary folder that replaces ``target`` on success."""
-    return _AtomicDir(Path(target))
-
-
-class _AtomicDir:
-    def __init__(self, target: Path) -> None:
-        self.target = target
-
-    def __enter__(self) -> Path:
-        check_run_target(self.target)
-        self.target.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(
-            tempfile.mkdtemp(prefix=f".{self.target.name}.tmp-", dir=self.target.parent)
-        )
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            return
-        old = None
-        if self.target.exists():
-            old = self.target.parent / f".{self.target.name}.old-{os.getpid()}"
-            os.replace(self.target, old)
-        os.replace(self.tmp, self.target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+def _check_finite(tensors: dict, where: str) -> None:
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ArtifactError(
+                f"{where}: tensor {name!r} holds NaN or infinite values; the model diverged, "
+                "retrain it (lower the learning rate or raise regularization)"
+            )
 
 
 class Run:
@@ -272,16 +246,31 @@ class Run:
                 for rank, (item, score) in enumerate(zip(rec.items, rec.scores, strict=False), 1):
                     yield rec.user, rank, item, score
 
+    def recommend_frame(self, users, k: int = 10, *, exclude_seen: bool = True):
+        """Top-``k`` of each raw user id as a pandas DataFrame: ``user, rank, item, score,
+        title`` (needs pandas; unknown users get the most popular items)."""
+        from recfunnel.data.frames import recommendations_frame
+
+        return recommendations_frame(self, users, k, exclude_seen=exclude_seen)
+
     def train_interactions(self) -> Interactions:
         """The training interactions the model remembers (for excluding seen items)."""
         coo = self.model.seen_.tocoo()
         return Interactions(coo.row, coo.col, coo.shape[0], coo.shape[1])
 
     # ------------------------------------------------------------ save/load
-    def save(self, path: str | Path) -> Path:
-        """Write the run folder atomically (see the module docstring)."""
+    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Write the run folder atomically (see the module docstring).
+
+        An existing folder at ``path`` is replaced only when it is an intact run holding nothing
+        else (``overwrite``: also a run whose files fail their checksums); see
+        :func:`recfunnel.artifacts.check_replaceable`. Non-finite weights are refused.
+        """
         path = Path(path)
-        with atomic_dir(path) as tmp:
+        tensors = dict(self.model.state_tensors())
+        tensors["run.popularity"] = torch.as_tensor(self.popularity)
+        _check_finite(tensors, f"cannot save run {path}")
+        with atomic_dir(path, overwrite=overwrite) as tmp:
             config = {
                 "format": FORMAT,
                 "schema_version": SCHEMA_VERSION,
@@ -290,16 +279,18 @@ class Run:
                 **{k: v for k, v in self.config.items() if k not in ("format", "model")},
                 "params": self.model.get_params(),
             }
-            _write_json(tmp / "config.json", config)
-            _write_json(
+            write_json(tmp / "config.json", config)
+            write_json(
                 tmp / "vocab.json",
                 {"users": self.users.ids, "items": self.items.ids, "titles": self.item_titles},
             )
-            tensors = dict(self.model.state_tensors())
-            tensors["run.popularity"] = torch.as_tensor(self.popularity)
             save_file({k: v.contiguous() for k, v in tensors.items()}, tmp / "model.safetensors")
-            _write_json(tmp / "metrics.json", self.metrics)
-            _write_json(tmp / "manifest.json", {name: _sha256(tmp / name) for name in FILES})
+            follow_umask(tmp / "model.safetensors")  # safetensors writes 0600
+            write_json(tmp / "metrics.json", self.metrics)
+            from recfunnel.plots import save_curves, training_records  # a chart, in the manifest
+
+            save_curves(training_records(self.metrics), tmp / "curves.png")
+            write_manifest(tmp)
         return path
 
     @classmethod
@@ -346,6 +337,7 @@ class Run:
                 f"{config.get('schema_version')!r}; this recfunnel reads {FORMAT!r} version "
                 f"{SCHEMA_VERSION}"
             )
+        _check_finite(tensors, f"cannot load run {path}")
         popularity = tensors.pop("run.popularity").numpy()
         model = model_class(config["model"]).from_state(config["params"], tensors)
         users = Vocabulary(vocab["users"], name="user")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import inspect
 import math
 import time
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from torch import nn
 from recfunnel.config import OPTIMIZERS, TrainerConfig
 from recfunnel.data.interactions import Interactions
 from recfunnel.errors import RecfunnelError, TrainingError
+from recfunnel.progress import make_progress
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -82,7 +84,7 @@ class Trainer:
     """Trains any recfunnel network (see the module docstring)."""
 
     def __init__(
-        self, config: TrainerConfig | None = None, *, progress: bool = False, **overrides
+        self, config: TrainerConfig | None = None, *, progress: bool | str = False, **overrides
     ) -> None:
         self.config = TrainerConfig.create(config, **overrides)
         if self.config.monitor == "auto":  # a model resolves it; alone, rank by recall@10
@@ -113,18 +115,16 @@ class Trainer:
         best_value = None
         best_state = None
         bad_epochs = 0
-        epochs = range(cfg.epochs)
-        bar = None
-        if self.progress:
-            from tqdm.auto import tqdm
-
-            epochs = bar = tqdm(epochs, desc="train", unit="epoch", leave=False)
-        for epoch in epochs:
+        progress = make_progress(self.progress, desc="train",
+                                 unit="rows" if not closed_form else "iterations")  # fmt: skip
+        for epoch in range(cfg.epochs):
             started = time.perf_counter()
             if closed_form:
-                loss = float(model.fit_epoch())
+                progress.start(0, epoch=epoch + 1, epochs=cfg.epochs)
+                loss = float(_fit_epoch(model, progress))
             else:
-                loss = self._epoch(model, tensors, rows, optimizer, generator, device)
+                progress.start(rows, epoch=epoch + 1, epochs=cfg.epochs)
+                loss = self._epoch(model, tensors, rows, optimizer, generator, device, progress)
             if not math.isfinite(loss):
                 raise TrainingError(
                     f"training diverged at epoch {epoch + 1} (loss is {loss}); lower the learning "
@@ -136,11 +136,10 @@ class Trainer:
                     model.eval()
                 record.update(validate())
             log.epochs.append(record)
-            if bar is not None:
-                shown = {"loss": f"{loss:.4g}"}
-                if cfg.monitor in record:
-                    shown[cfg.monitor] = f"{record[cfg.monitor]:.4f}"
-                bar.set_postfix(shown)
+            shown = {"loss": loss}
+            if cfg.monitor in record:
+                shown[cfg.monitor] = record[cfg.monitor]
+            progress.finish(**shown)
             if validate is not None and cfg.patience is not None:
                 value = record.get(cfg.monitor)
                 if value is None:
@@ -157,15 +156,14 @@ class Trainer:
                     if bad_epochs >= cfg.patience:
                         log.stopped_early = True
                         break
-        if bar is not None:
-            bar.close()
+        progress.close()
         if best_state is not None:
             model.load_state_dict(best_state)
         if not closed_form:
             model.eval()
         return log
 
-    def _epoch(self, model, tensors, n, optimizer, generator, device) -> float:
+    def _epoch(self, model, tensors, n, optimizer, generator, device, progress) -> float:
         model.train()
         order = torch.randperm(n, generator=generator).to(device)
         total = 0.0
@@ -176,8 +174,18 @@ class Trainer:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total += float(loss.detach())
+            value = float(loss.detach())
+            total += value
+            progress.update(len(rows), loss=value)
         return total
+
+
+def _fit_epoch(model, progress) -> float:
+    """One closed-form iteration; a model whose ``fit_epoch`` takes ``progress`` reports its
+    own steps (e.g. rows solved) through it."""
+    if "progress" in inspect.signature(model.fit_epoch).parameters:
+        return model.fit_epoch(progress=progress)
+    return model.fit_epoch()
 
 
 def seed_everything(seed: int) -> None:

@@ -55,9 +55,18 @@ def test_predefined_fold(folder):
         movielens.fold(ds, "u9")
 
 
-def test_missing_folder_names_the_fix(tmp_path):
-    with pytest.raises(DataError, match="--data-dir"):
-        movielens.find(tmp_path)
+def test_missing_folder_names_the_fix_in_each_language(tmp_path, capsys):
+    with pytest.raises(DataError, match="point data_dir= at") as caught:
+        movielens.find(tmp_path)  # Python callers read Python
+    assert "--data-dir" not in str(caught.value)
+    assert "point --data-dir at" in caught.value.for_cli()
+    from recfunnel.cli import main
+
+    argv = ["train", "--data-dir", str(tmp_path), "--model", "most-popular"]
+    assert main(argv) == 2  # the command line reads its flag
+    err = capsys.readouterr().err
+    assert err.startswith("error: no MovieLens 100k files") and "--data-dir" in err
+    assert "data_dir=" not in err
 
 
 def test_real_files_match_the_published_checksums(ml100k):

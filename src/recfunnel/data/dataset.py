@@ -39,6 +39,22 @@ class Dataset:
             f"{len(self.users)} users, {len(self.items)} items>"
         )
 
+    @classmethod
+    def from_pandas(cls, df, **columns) -> Dataset:
+        """From a pandas DataFrame, one row per interaction, raw ids mapped to vocabularies:
+        ``user_col``, ``item_col``, optional ``rating_col``, ``time_col``, ``weight_col``,
+        ``title_col``, ``duplicates`` (see :func:`recfunnel.data.frames.dataset_from_frame`)."""
+        from recfunnel.data.frames import dataset_from_frame
+
+        return dataset_from_frame(df, what="Dataset.from_pandas", **columns)
+
+    @classmethod
+    def from_arrow(cls, table, **columns) -> Dataset:
+        """From a pyarrow Table; the same keywords as :meth:`from_pandas`."""
+        from recfunnel.data.frames import dataset_from_frame
+
+        return dataset_from_frame(table, what="Dataset.from_arrow", **columns)
+
     def titles(self) -> list[str]:
         """Display name of every item (its raw id where no title is known)."""
         return list(self.item_titles) if self.item_titles is not None else self.items.ids

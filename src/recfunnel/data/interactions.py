@@ -92,6 +92,22 @@ class Interactions:
         )
 
     # ----------------------------------------------------------------- views
+    @classmethod
+    def from_pandas(cls, df, **columns) -> Interactions:
+        """From a pandas DataFrame whose ``user_col`` / ``item_col`` hold dense integer indices;
+        optional ``rating_col``, ``time_col``, ``weight_col``, ``num_users``, ``num_items``.
+        Raw ids (strings, sparse numbers): use :meth:`recfunnel.data.Dataset.from_pandas`."""
+        from recfunnel.data.frames import interactions_from_frame
+
+        return interactions_from_frame(df, what="Interactions.from_pandas", **columns)
+
+    @classmethod
+    def from_arrow(cls, table, **columns) -> Interactions:
+        """From a pyarrow Table; the same keywords as :meth:`from_pandas`."""
+        from recfunnel.data.frames import interactions_from_frame
+
+        return interactions_from_frame(table, what="Interactions.from_arrow", **columns)
+
     def subset(self, rows: np.ndarray) -> Interactions:
         """The interactions at ``rows`` (a boolean mask or integer positions), same vocabularies."""
 

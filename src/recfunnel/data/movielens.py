@@ -11,7 +11,6 @@ does; keyed by title, ratings of two ids that share a title become one item.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 import urllib.request
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from recfunnel.artifacts import sha256_file
 from recfunnel.data.dataset import Dataset
 from recfunnel.data.interactions import Interactions
 from recfunnel.data.vocab import Vocabulary
@@ -48,12 +48,7 @@ def _looks_complete(folder: Path) -> bool:
     return all((folder / name).is_file() for name in SHA256)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+_sha256 = sha256_file
 
 
 def download(target: Path) -> Path:
@@ -71,9 +66,11 @@ def download(target: Path) -> Path:
                         out.write(block)
                         bar.update(len(block))
         except OSError as exc:
+            problem = f"could not download MovieLens 100k from {URL} ({exc}); download it by hand"
+            env = "(or set RECFUNNEL_DATA_DIR to the folder holding ml-100k/)"
             raise DataError(
-                f"could not download MovieLens 100k from {URL} ({exc}); download it by hand and "
-                "pass --data-dir FOLDER (or set RECFUNNEL_DATA_DIR to the folder holding ml-100k/)"
+                f"{problem} and pass data_dir=FOLDER {env}",
+                cli=f"{problem} and pass --data-dir FOLDER {env}",
             ) from None
         with zipfile.ZipFile(archive) as zf:
             zf.extractall(tmp)
@@ -102,12 +99,18 @@ def find(data_dir: str | Path | None = None, *, allow_download: bool = True) -> 
         if _looks_complete(folder):
             return folder
     if data_dir is not None:
+        problem = (
+            f"no MovieLens 100k files (u.data, u.item, u.user) in {data_dir} or {data_dir}/ml-100k"
+        )
         raise DataError(
-            f"no MovieLens 100k files (u.data, u.item, u.user) in {data_dir} or "
-            f"{data_dir}/ml-100k; point --data-dir at the unpacked ml-100k folder"
+            f"{problem}; point data_dir= at the unpacked ml-100k folder",
+            cli=f"{problem}; point --data-dir at the unpacked ml-100k folder",
         )
     if not allow_download:
-        raise DataError("MovieLens 100k not found; set RECFUNNEL_DATA_DIR or pass --data-dir")
+        raise DataError(
+            "MovieLens 100k not found; set RECFUNNEL_DATA_DIR or pass data_dir=",
+            cli="MovieLens 100k not found; set RECFUNNEL_DATA_DIR or pass --data-dir",
+        )
     return download(cache_dir())
 
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from recfunnel.artifacts import atomic_path
 from recfunnel.data.interactions import Interactions
 from recfunnel.errors import DataError
 
@@ -114,9 +113,7 @@ def write_interactions(data: Interactions, path: Path) -> None:
     if suffix not in (".parquet", ".csv", ".npz"):
         raise DataError(f"cannot write {path}: use a .parquet, .csv or .npz file name")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         if suffix == ".parquet":
             try:
                 import pyarrow as pa
@@ -127,13 +124,10 @@ def write_interactions(data: Interactions, path: Path) -> None:
                 ) from None
             pq.write_table(pa.table({"user": data.users, "item": data.items}), tmp)
         elif suffix == ".npz":
-            np.savez(tmp, users=data.users, items=data.items, num_users=data.num_users,
-                     num_items=data.num_items)  # fmt: skip
+            with open(tmp, "wb") as fh:  # a file object: numpy would append .npz to a name
+                np.savez(fh, users=data.users, items=data.items, num_users=data.num_users,
+                         num_items=data.num_items)  # fmt: skip
         else:
             with open(tmp, "w", encoding="utf-8") as fh:
                 fh.write("user,item\n")
                 np.savetxt(fh, np.stack([data.users, data.items], 1), fmt="%d", delimiter=",")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from recfunnel.errors import ArtifactError, RecfunnelError, UnknownIdError
 from recfunnel.runs import Recommendations
 from recfunnel.serving.model import ModelHolder
+from recfunnel.serving.ui import is_public, mount_ui
 
 try:
     import orjson
@@ -109,7 +110,7 @@ class _BearerToken:
         self.expected = f"Bearer {token}".encode()
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and scope["path"] != "/healthz":
+        if scope["type"] == "http" and not is_public(scope["path"]):  # pages, assets: no data
             given = dict(scope["headers"]).get(b"authorization", b"")
             if not hmac.compare_digest(given, self.expected):
                 response = _error(401, "missing or wrong bearer token; send 'Authorization: "
@@ -136,6 +137,8 @@ def create_app(run_dir, token: str | None = None, *, index: str = "auto") -> Fas
         version=__import__("recfunnel").__version__,
         summary="Recommendations from a saved recfunnel run",
         default_response_class=FastJSON,
+        docs_url=None,  # mount_ui serves /docs with local Swagger assets (no CDN)
+        redoc_url=None,
     )
     app.state.holder = holder
     if token:
@@ -199,6 +202,8 @@ def create_app(run_dir, token: str | None = None, *, index: str = "auto") -> Fas
     ):
         rec = holder.current.run.similar_items(item_id, k)
         return FastJSON({"item": item_id, "items": rec.to_records()})
+
+    mount_ui(app, holder)  # GET /ui (explorer), /docs, /v1/users, /v1/items
 
     @app.post("/v1/admin/reload", tags=["ops"])
     async def reload(body: ReloadRequest | None = None):

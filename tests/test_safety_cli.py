@@ -1,0 +1,300 @@
+"""Issue #9, command-line half: ``train --out`` never loses a user's files, a killed process
+never leaves the target without a complete run, and bad input is one line with exit status 2."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from recfunnel import artifacts
+from recfunnel.cli import main
+from recfunnel.errors import ArtifactError
+from recfunnel.runs import Run
+
+FAST = ["--model", "most-popular"]
+REPO = Path(__file__).resolve().parents[1]
+
+
+def train_argv(train_csv, out, *extra):
+    return ["train", "--train", str(train_csv), "--rating-col", "rating", "--out", str(out),
+            *FAST, *extra]  # fmt: skip
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("error: "), err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
+
+
+def dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+@pytest.fixture
+def earlier_run(train_csv, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(train_argv(train_csv, out)) == 0
+    capsys.readouterr()
+    return out
+
+
+# ------------------------------------------------------------ data loss
+def test_a_folder_holding_a_config_json_is_not_taken_for_a_run(train_csv, tmp_path, capsys):
+    # the issue's reproduction: exit 0 and p/src deleted on the old main
+    p = tmp_path / "p"
+    (p / "src").mkdir(parents=True)
+    (p / "config.json").write_text("{}")
+    (p / "src" / "main.py").write_text("x")
+    before = snapshot(p)
+    for extra in ([], ["--overwrite"]):
+        assert main(train_argv(train_csv, p, *extra)) == 2
+        assert "not part of a recfunnel run (src)" in one_error_line(capsys)
+        assert snapshot(p) == before
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["p", "train.csv"]
+
+
+def test_retraining_into_a_run_with_user_files_keeps_them(train_csv, earlier_run, capsys):
+    (earlier_run / "notes.txt").write_text("my notes")
+    before = snapshot(earlier_run)
+    for extra in ([], ["--overwrite"]):
+        assert main(train_argv(train_csv, earlier_run, *extra)) == 2
+        err = one_error_line(capsys)
+        assert "notes.txt" in err and "move those files out" in err
+        assert snapshot(earlier_run) == before
+
+
+def test_an_intact_run_is_replaced_and_nothing_is_left_beside_it(train_csv, earlier_run, capsys):
+    (earlier_run / "metrics.json").stat()
+    assert main(train_argv(train_csv, earlier_run, "--seed", "7")) == 0
+    assert Run.load(earlier_run).config["data"]["seed"] == 7
+    assert sorted(p.name for p in earlier_run.parent.iterdir()) == ["run", "train.csv"]
+
+
+def test_a_damaged_run_needs_overwrite(train_csv, earlier_run, capsys):
+    weights = earlier_run / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1] + b"\0")
+    assert main(train_argv(train_csv, earlier_run)) == 2
+    err = one_error_line(capsys)
+    assert "model.safetensors does not match its checksum" in err and "--overwrite" in err
+    assert main(train_argv(train_csv, earlier_run, "--overwrite")) == 0
+    Run.load(earlier_run)
+
+
+@pytest.mark.parametrize("where", [".", "..", "{cwd}"])
+def test_the_current_folder_or_one_above_it_is_refused(train_csv, tmp_path, capsys, where,
+                                                       monkeypatch):  # fmt: skip
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    target = where.format(cwd=work)
+    assert main(train_argv(train_csv, target)) == 2
+    assert "current folder" in one_error_line(capsys)
+    assert list(work.iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train.csv", "work"]
+
+
+def test_the_out_folder_is_checked_before_training(train_csv, tmp_path, capsys, monkeypatch):
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained although --out cannot be written")
+
+    monkeypatch.setattr("recfunnel.experiment.train", no_training)
+    a_file = tmp_path / "a-file"
+    a_file.write_text("keep me")
+    bad = [a_file, a_file / "run", Path("/proc/recfunnel-cannot-write-here/run")]
+    for out in bad:
+        assert main(train_argv(train_csv, out)) == 2
+        one_error_line(capsys)
+    assert a_file.read_text() == "keep me"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write into a read-only folder")
+def test_an_unwritable_parent_fails_before_training(train_csv, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("recfunnel.experiment.train", lambda *a, **k: 1 / 0)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        assert main(train_argv(train_csv, locked / "run")) == 2
+        assert "cannot write --out" in one_error_line(capsys)
+    finally:
+        locked.chmod(0o755)
+
+
+def test_stale_temporaries_of_dead_processes_are_cleaned(train_csv, earlier_run, capsys):
+    pid = dead_pid()
+    stale_tmp = earlier_run.parent / f".run.tmp-{pid}-00ab"
+    stale_old = earlier_run.parent / f".run.old-{pid}-00cd"
+    live_tmp = earlier_run.parent / f".run.tmp-{os.getppid()}-00ef"
+    for folder in (stale_tmp, stale_old, live_tmp):
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(b"half")
+    assert main(train_argv(train_csv, earlier_run)) == 0
+    left = sorted(p.name for p in earlier_run.parent.iterdir())
+    assert left == [live_tmp.name, "run", "train.csv"]  # a live process's folder is its own
+
+
+def test_a_run_moved_aside_by_a_killed_process_is_put_back(earlier_run):
+    # the two-rename fallback killed between its renames: nothing at the path, the run aside
+    aside = earlier_run.parent / f".run.old-{dead_pid()}-0a0b"
+    os.rename(earlier_run, aside)
+    artifacts.clean_stale(earlier_run)
+    assert not aside.exists()
+    Run.load(earlier_run)
+
+
+@pytest.mark.parametrize("exchange", [True, False], ids=["renameat2", "two-renames"])
+def test_replacement_works_with_and_without_renameat2(earlier_run, monkeypatch, exchange):
+    run = Run.load(earlier_run)
+    if not exchange:
+        monkeypatch.setattr(artifacts, "_exchange", lambda a, b: False)
+    run.metrics = {"again": 1.0}
+    run.save(earlier_run)
+    assert Run.load(earlier_run).metrics == {"again": 1.0}
+    assert sorted(p.name for p in earlier_run.parent.iterdir()) == ["run", "train.csv"]
+
+
+KILL_LOOP = textwrap.dedent(
+    """
+    # Fork a child that saves the run over and over, SIGKILL it at a random moment, check that
+    # a complete run is at the path; repeat (one interpreter: importing torch is slow).
+    import os, random, signal, sys, time
+    from recfunnel import artifacts
+    from recfunnel.runs import Run
+
+    path, kills = sys.argv[1], int(sys.argv[2])
+    exchange = artifacts._exchange
+    run = Run.load(path)
+    random.seed(0)
+    saves = 0
+    for n in range(2 * kills):
+        mode = "renameat2" if n < kills else "two-renames"
+        artifacts._exchange = exchange if mode == "renameat2" else lambda a, b: False
+        reader, writer = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(reader)
+            while True:
+                run.metrics = {"save": n}
+                run.save(path)
+                os.write(writer, b".")
+        os.close(writer)
+        time.sleep(random.uniform(0.05, 0.5))
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        saves += len(os.read(reader, 1 << 20))
+        os.close(reader)
+        if mode == "two-renames":
+            artifacts.clean_stale(path)  # what the next save does first
+        Run.load(path)  # every checksum verifies
+        artifacts.check_replaceable(path)  # still a run holding nothing else
+    print(saves)
+    """
+)
+
+
+def test_a_kill_at_any_moment_of_a_save_leaves_a_complete_run(earlier_run):
+    done = subprocess.run(
+        [sys.executable, "-c", KILL_LOOP, str(earlier_run), "6"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert int(done.stdout) > 0  # the child did save: the kills landed among saves
+    artifacts.clean_stale(earlier_run)
+    assert sorted(p.name for p in earlier_run.parent.iterdir()) == ["run", "train.csv"]
+
+
+def test_kill_9_during_train_keeps_the_earlier_run(train_csv, earlier_run):
+    before = snapshot(earlier_run)
+    argv = ["train", "--train", str(train_csv), "--rating-col", "rating", "--out",
+            str(earlier_run), "--model", "two-tower", "--epochs", "9999", "--dim", "4"]  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "recfunnel.cli", *argv],
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+    )
+    time.sleep(3.0)
+    assert proc.poll() is None, "training ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert snapshot(earlier_run) == before
+    Run.load(earlier_run)
+
+
+# ------------------------------------------------------------ permissions
+def test_written_files_and_folders_follow_the_umask(train_csv, tmp_path, capsys):
+    old = os.umask(0o027)
+    try:
+        out = tmp_path / "run"
+        assert main(train_argv(train_csv, out)) == 0
+        export = tmp_path / "recs.csv"
+        assert main(["recommend", str(out), "--all-users", "-k", "2", "--output", str(export)]) == 0
+        synth = tmp_path / "s.npz"
+        assert main(["synth", "--users", "5", "--items", "5", "--interactions", "10",
+                     "--out", str(synth)]) == 0  # fmt: skip
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o750
+    for path in [*out.iterdir(), export, synth]:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o640, path
+
+
+# ------------------------------------------------------------ NaN weights
+def test_nan_weights_are_refused_at_save_and_at_load(earlier_run, tmp_path, capsys):
+    run = Run.load(earlier_run)
+    run.popularity[0] = np.nan
+    with pytest.raises(ArtifactError, match="NaN or infinite"):
+        run.save(tmp_path / "nan-run")
+    assert not (tmp_path / "nan-run").exists()
+
+    # a run whose weights were NaN when written (consistent manifest): evaluate must refuse it
+    from safetensors.torch import load_file, save_file
+
+    weights = earlier_run / "model.safetensors"
+    tensors = load_file(weights)
+    tensors["run.popularity"][:] = torch.nan
+    save_file(tensors, weights)
+    artifacts.write_manifest(earlier_run)
+    with pytest.raises(ArtifactError, match="NaN or infinite"):
+        Run.load(earlier_run)
+    assert main(["evaluate", str(earlier_run)]) == 2
+    assert "NaN or infinite" in one_error_line(capsys)
+
+
+def test_checksums_and_atomic_writes_live_in_one_module():
+    src = REPO / "src" / "recfunnel"
+    offenders = [
+        str(path.relative_to(src))
+        for path in src.rglob("*.py")
+        if path.name != "artifacts.py"
+        and "serving" not in path.parts
+        and any(word in path.read_text() for word in ("hashlib.sha256", "mkstemp", "mkdtemp"))
+    ]
+    assert offenders == []
+
+
+def test_manifest_lists_every_file_of_a_saved_run(earlier_run):
+    manifest = json.loads((earlier_run / "manifest.json").read_text())
+    assert set(manifest) == {p.name for p in earlier_run.iterdir()} - {"manifest.json"}
