@@ -5,7 +5,16 @@ import pytest
 import torch
 
 from recfunnel.data import Interactions
-from recfunnel.metrics import evaluate_scores, factorized_key, rating_metrics
+from recfunnel.errors import RecfunnelError
+from recfunnel.metrics import (
+    choose_users,
+    describe_choice,
+    evaluate_scores,
+    factorized_key,
+    parse_memory,
+    rating_metrics,
+    users_with_tests,
+)
 
 # 1 user, 5 items. Scores rank items 0 > 1 > 2 > 3 > 4. Item 0 was seen in training.
 SCORES = torch.tensor([[5.0, 4.0, 3.0, 2.0, 1.0]])
@@ -58,3 +67,168 @@ def test_rating_metrics():
     got = rating_metrics(np.array([1.0, 3.0]), np.array([2.0, 1.0]))
     assert got["rmse"] == pytest.approx(math.sqrt(2.5))
     assert got["mae"] == pytest.approx(1.5)
+
+
+# ---------------------------------------------------------------- the blocked evaluation
+def reference_metrics(scores, train, test, users, factorized_ks, ranking_ks):
+    """A readable oracle: one user at a time, a full sort of every row."""
+    scores = np.asarray(scores, dtype=np.float64)
+    seen = {(u, i) for u, i in zip(train.users, train.items, strict=True)}
+    by_user = {}
+    for u, i in zip(test.users, test.items, strict=True):
+        by_user.setdefault(int(u), set()).add(int(i))
+    out = {factorized_key(k): 0.0 for k in factorized_ks}
+    sums = {f"{m}@{k}": 0.0 for m in ("recall", "precision", "ndcg", "map", "hit_rate")
+            for k in ranking_ks}  # fmt: skip
+    sums["mrr"], rows, evaluated = 0.0, 0, 0
+    covered = {k: set() for k in ranking_ks}
+    for u in users:
+        row = scores[u]
+        for i in by_user.get(int(u), ()):
+            rows += 1
+            rank = int((row > row[i]).sum())
+            for k in factorized_ks:
+                out[factorized_key(k)] += rank < k
+        masked = row.copy()
+        masked[[i for (v, i) in seen if v == u]] = -np.inf
+        relevant = {i for i in by_user.get(int(u), ()) if (u, i) not in seen}
+        if not relevant:
+            continue
+        evaluated += 1
+        order = np.argsort(-masked, kind="stable")
+        for k in ranking_ks:
+            hits = [1.0 if i in relevant else 0.0 for i in order[:k]]
+            denom = min(k, len(relevant))
+            sums[f"recall@{k}"] += sum(hits) / denom
+            sums[f"precision@{k}"] += sum(hits) / k
+            sums[f"hit_rate@{k}"] += float(sum(hits) > 0)
+            dcg = sum(h / math.log2(r + 2) for r, h in enumerate(hits))
+            sums[f"ndcg@{k}"] += dcg / sum(1 / math.log2(r + 2) for r in range(denom))
+            ap = sum(sum(hits[: r + 1]) / (r + 1) for r, h in enumerate(hits) if h)
+            sums[f"map@{k}"] += ap / denom
+            covered[k].update(order[:k].tolist())
+        best = max(masked[i] for i in relevant)
+        sums["mrr"] += 1.0 / (1 + int((masked > best).sum()))
+    for key in out:
+        out[key] /= max(1, rows)
+    for key, value in sums.items():
+        out[key] = value / max(1, evaluated)
+    for k in ranking_ks:
+        out[f"coverage@{k}"] = len(covered[k]) / scores.shape[1]
+    out["num_test_rows"], out["num_eval_users"] = rows, evaluated
+    return out
+
+
+@pytest.fixture(scope="module")
+def random_case():
+    from recfunnel.data.splits import random_split
+    from recfunnel.data.synthetic import power_law
+
+    data = power_law(300, 120, 4000, seed=3)
+    train, test = random_split(data, 0.3, seed=1)
+    # a few test rows that are also in training: neither relevant nor excluded from factorized
+    train = train.concat(test.subset(np.arange(0, len(test), 17)))
+    scores = torch.randn(300, 120, generator=torch.Generator().manual_seed(0))
+    return train, test, scores
+
+
+def _check_same(got, want):
+    assert set(want) <= set(got)
+    for key, value in want.items():
+        assert got[key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
+
+
+@pytest.mark.parametrize("batch_size", [None, 1, 7, 1000])
+def test_blocked_evaluation_matches_the_reference_whatever_the_block(random_case, batch_size):
+    train, test, scores = random_case
+    users = users_with_tests(test)
+    got = evaluate_scores(
+        lambda u: scores[torch.as_tensor(u)].clone(), train, test,
+        factorized_ks=(1, 5, 10, 50), ranking_ks=(1, 5, 10, 50), batch_size=batch_size,
+    )  # fmt: skip
+    want = reference_metrics(scores.numpy(), train, test, users, (1, 5, 10, 50), (1, 5, 10, 50))
+    _check_same(got, want)
+
+
+def test_memory_budget_bounds_the_block(random_case):
+    train, test, scores = random_case
+    sizes = []
+
+    def scorer(u):
+        sizes.append(len(u))
+        return scores[torch.as_tensor(u)].clone()
+
+    tiny = evaluate_scores(scorer, train, test, memory="4KB")
+    assert max(sizes) == 4096 // (8 * 120)
+    sizes.clear()
+    whole = evaluate_scores(scorer, train, test, memory="1GB")
+    assert len(sizes) == 1
+    _check_same(tiny, whole)  # the same up to the order of float sums
+
+
+def test_a_scorer_may_return_one_reused_buffer(random_case):
+    train, test, scores = random_case
+    buffer = torch.empty(300, 120)
+
+    def scorer(u):
+        out = buffer[: len(u)]
+        out.copy_(scores[torch.as_tensor(u)])
+        return out
+
+    reused = evaluate_scores(scorer, train, test, batch_size=16)
+    fresh = evaluate_scores(lambda u: scores[torch.as_tensor(u)].clone(), train, test)
+    _check_same(reused, fresh)
+
+
+def test_sampled_users_are_seeded_and_evaluated_exactly(random_case):
+    train, test, scores = random_case
+    everyone = users_with_tests(test)
+    chosen, record = choose_users(test, 50, seed=4)
+    again, _ = choose_users(test, 50, seed=4)
+    assert np.array_equal(chosen, again) and len(chosen) == 50
+    assert set(chosen) <= set(everyone)
+    assert record == {"users": "sample", "sample_size": 50, "test_users": len(everyone), "seed": 4}
+    assert "sample of 50" in describe_choice(record)
+    got = evaluate_scores(lambda u: scores[torch.as_tensor(u)].clone(), train, test, users=chosen)
+    want = reference_metrics(scores.numpy(), train, test, chosen, (1, 5, 10, 50, 100), (5, 10))
+    _check_same(got, want)
+
+
+def test_a_sample_as_large_as_the_test_users_is_all_of_them(random_case):
+    _, test, _ = random_case
+    everyone = users_with_tests(test)
+    for choice in (len(everyone), len(everyone) + 5, "all", None):
+        users, record = choose_users(test, choice)
+        assert np.array_equal(users, everyone) and record["users"] == "all"
+        assert describe_choice(record) == ""
+
+
+def test_sampled_metrics_estimate_the_full_ones():
+    from recfunnel.data.splits import random_split
+    from recfunnel.data.synthetic import power_law
+    from recfunnel.models.als import WALS
+
+    data = power_law(3000, 300, 40000, seed=0)
+    train, test = random_split(data, 0.2, seed=0)
+    model = WALS(dim=8, epochs=3).fit(train)
+    full = evaluate_scores(model.score, train, test)
+    sample, _ = choose_users(test, 1000, seed=0)
+    part = evaluate_scores(model.score, train, test, users=sample)
+    assert part["num_eval_users"] < full["num_eval_users"]
+    for key in ("recall@10", "ndcg@10", factorized_key(10)):
+        assert part[key] == pytest.approx(full[key], rel=0.15), key
+
+
+@pytest.mark.parametrize("bad", ["0", "-3", "some", "1.5"])
+def test_eval_users_must_be_all_or_a_positive_number(random_case, bad):
+    with pytest.raises(RecfunnelError, match="--eval-users"):
+        choose_users(random_case[1], bad)
+
+
+def test_memory_sizes():
+    assert parse_memory("512MB") == 512 * 2**20
+    assert parse_memory("2g") == 2 * 2**30
+    assert parse_memory("1.5KiB") == 1536
+    assert parse_memory(1000) == 1000
+    with pytest.raises(RecfunnelError, match="512MB"):
+        parse_memory("lots")

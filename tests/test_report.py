@@ -101,3 +101,19 @@ def test_report_on_movielens(ml100k, tmp_path):
     _no_external_reference(text)
     assert "Star Wars (1977)" in text  # titles, not ids
     assert text.count('<div class="user">') == 5
+
+
+def test_report_of_a_run_saved_from_python(tmp_path):
+    from recfunnel.data import Vocabulary, checkerboard
+    from recfunnel.models import MostPopular
+    from recfunnel.report import build_report
+    from recfunnel.runs import Run
+
+    data = checkerboard(6, 8, seed=0)
+    users = Vocabulary([f"u{i}" for i in range(6)], name="user")
+    items = Vocabulary([f"i{i}" for i in range(8)], name="item")
+    run_dir = Run(MostPopular().fit(data), users, items).save(tmp_path / "run")
+    text = build_report(run_dir, users=2, k=3)  # no data spec: nothing loaded, no download
+    assert "the run records no data spec" in text
+    assert text.count('<div class="user">') == 2
+    _no_external_reference(text)

@@ -298,3 +298,216 @@ def test_checksums_and_atomic_writes_live_in_one_module():
 def test_manifest_lists_every_file_of_a_saved_run(earlier_run):
     manifest = json.loads((earlier_run / "manifest.json").read_text())
     assert set(manifest) == {p.name for p in earlier_run.iterdir()} - {"manifest.json"}
+
+
+# ------------------------------------------------------------ bad input: one line, exit 2
+def write_parquet(path: Path, columns: dict) -> Path:
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table(columns), path)
+    return path
+
+
+def bad_files(tmp: Path) -> dict[str, tuple[Path, str]]:
+    """name -> (file, words the error line must contain)."""
+    big = tmp / "big-field.csv"
+    big.write_text("user,item\nu1," + "x" * 140_000 + "\n")
+    quote = tmp / "open-quote.csv"
+    quote.write_text('user,item\nu1,"i1\n' + "u2,i2\n" * 30_000)
+    fake = tmp / "fake.parquet"
+    fake.write_text("user,item\nu1,i1\n")
+    deep = tmp / "deep.jsonl"
+    deep.write_text('{"user": ' + "[" * 100_000 + "]" * 100_000 + ', "item": "i"}\n')
+    huge = tmp / "huge-number.jsonl"
+    huge.write_text('{"user": 1' + "0" * 5000 + ', "item": "i"}\n')
+    listed = tmp / "list-id.jsonl"
+    listed.write_text('{"user": "u1", "item": "i1"}\n{"user": ["u2"], "item": "i1"}\n')
+    boolean = tmp / "bool-id.jsonl"
+    boolean.write_text('{"user": true, "item": "i1"}\n')
+    folder = tmp / "folder.csv"
+    folder.mkdir()
+    endless = tmp / "endless-time.csv"
+    endless.write_text("user,item,ts\nu1,i1,inf\n")
+    far = tmp / "far-time.csv"
+    far.write_text("user,item,ts\nu1,i1,1e300\n")
+    return {
+        "field over 128 KiB": (big, "128 KiB"),
+        "unclosed quote": (quote, "quote"),
+        "not Parquet": (fake, "as Parquet"),
+        "JSON nested 100k deep": (deep, "nested too deeply"),
+        "JSON number of 5000 digits": (huge, "cannot be read as JSON"),
+        "list id": (listed, "row 2"),
+        "bool id": (boolean, "is a bool"),
+        "a folder": (folder, "is a folder"),
+        "infinite time": (endless, "neither epoch"),
+        "time out of range": (far, "neither epoch"),
+    }
+
+
+CASES = [
+    "field over 128 KiB", "unclosed quote", "not Parquet", "JSON nested 100k deep",
+    "JSON number of 5000 digits", "list id", "bool id", "a folder", "infinite time",
+    "time out of range",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_a_bad_training_file_is_one_line(tmp_path, capsys, case):
+    path, words = bad_files(tmp_path)[case]
+    argv = ["train", "--train", str(path), "--model", "most-popular", "--out", str(tmp_path / "r")]
+    if "time" in case:
+        argv += ["--time-col", "ts"]
+    assert main(argv) == 2
+    assert words in one_error_line(capsys)
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    ("kind", "values"),
+    [
+        ("float", [1.0, 2.0]),
+        ("list", [[1], [2]]),
+        ("struct", [{"a": 1}, {"a": 2}]),
+        ("binary", [b"u1", b"u2"]),
+    ],
+)
+def test_parquet_ids_of_a_non_id_type_are_refused(tmp_path, capsys, kind, values):
+    pa = pytest.importorskip("pyarrow")
+    typed = pa.array(values, type=pa.binary()) if kind == "binary" else pa.array(values)
+    path = write_parquet(tmp_path / f"{kind}.parquet", {"user": typed, "item": ["i1", "i2"]})
+    argv = ["train", "--train", str(path), "--model", "most-popular"]
+    assert main(argv) == 2
+    err = one_error_line(capsys)
+    assert "column 'user' (user ids)" in err and "cast the column" in err
+
+
+def test_parquet_integer_and_dictionary_ids_are_read(tmp_path, capsys):
+    pa = pytest.importorskip("pyarrow")
+    users = [u for u in range(8) for _ in range(6)]
+    items = pa.array([f"i{(u * 3 + j) % 10}" for u in range(8) for j in range(6)])
+    path = write_parquet(
+        tmp_path / "ok.parquet", {"user": pa.array(users), "item": items.dictionary_encode()}
+    )
+    assert main(["train", "--train", str(path), "--model", "most-popular", "--json"]) == 0
+    capsys.readouterr()
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_column_name(tmp_path, capsys):
+    rows = "\n".join(f"u{u},i{(u + j) % 9}" for u in range(9) for j in range(4))
+    for suffix, text in (
+        (".csv", "user,item\n" + rows),
+        (".tsv", "user\titem\n" + rows.replace(",", "\t")),
+    ):  # noqa: E501
+        path = tmp_path / f"bom{suffix}"
+        path.write_bytes(b"\xef\xbb\xbf" + text.encode())
+        assert main(["train", "--train", str(path), "--model", "most-popular", "--json"]) == 0
+        capsys.readouterr()
+    jsonl = tmp_path / "bom.jsonl"
+    lines = [
+        json.dumps({"user": f"u{u}", "item": f"i{(u + j) % 9}"}) for u in range(9) for j in range(4)
+    ]  # noqa: E501
+    jsonl.write_bytes(b"\xef\xbb\xbf" + "\n".join(lines).encode())
+    assert main(["train", "--train", str(jsonl), "--model", "most-popular", "--json"]) == 0
+
+
+def test_dropped_test_rows_are_counted_and_explained(train_csv, tmp_path, capsys):
+    test = tmp_path / "test.csv"
+    test.write_text(
+        "user,item,rating\nuser0,item0,5\nuser1,item1,4\n"
+        + "".join(f"stranger{n},item0,3\n" for n in range(5))
+        + "user2,unheard-of,1\n"
+    )
+    argv = train_argv(train_csv, tmp_path / "run", "--test", str(test), "--json")
+    assert main(argv) == 0
+    out = capsys.readouterr()
+    metrics = json.loads(out.out)
+    assert metrics["test_rows_read"] == 8 and metrics["test_rows_dropped"] == 6
+    assert metrics["test_rows_dropped_unknown_user"] == 5
+    assert metrics["test_rows_dropped_unknown_item"] == 1
+    assert "note: dropped 6 of 8 rows" in out.err and "check that its ids" in out.err
+    assert main(["evaluate", str(tmp_path / "run"), "--test", str(test), "--json"]) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out)["test_rows_dropped"] == 6 and "dropped 6 of 8" in out.err
+
+
+@pytest.mark.parametrize("where", ["{tmp}", "{file}/recs.csv", "/proc/recfunnel-no/recs.csv"])
+def test_recommend_output_at_a_folder_or_unwritable_place(earlier_run, tmp_path, capsys, where):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("keep")
+    output = where.format(tmp=tmp_path, file=a_file)
+    argv = ["recommend", str(earlier_run), "--all-users", "--output", output]
+    assert main(argv) == 2
+    assert "--output" in one_error_line(capsys)
+    assert a_file.read_text() == "keep"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "run", "train.csv"]
+
+
+def test_os_errors_on_user_paths_are_one_line(tmp_path, capsys):
+    argv = ["synth", "--users", "3", "--items", "3", "--interactions", "3",
+            "--out", "/proc/recfunnel-no/s.csv"]  # fmt: skip
+    assert main(argv) == 2
+    one_error_line(capsys)
+
+
+def test_a_tiny_catalogue_trains_and_evaluates(tmp_path, capsys):
+    # three rows, two items: fewer items than the smallest cut-off used to crash the metrics
+    path = tmp_path / "tiny.csv"
+    path.write_text("user,item\na,x\nb,y\na,y\n")
+    assert main(["train", "--train", str(path), "--model", "most-popular", "--json"]) == 0
+
+
+# ------------------------------------------------------------ repeated (user, item) rows
+@pytest.fixture
+def event_log(tmp_path) -> tuple[Path, Path]:
+    """A play log where user u plays items u..u+3 once and item u a second and third time."""
+    rows = ["user,item,rating,ts"]
+    t = 0
+    for u in range(10):
+        for j in range(4):
+            for _ in range(3 if j == 0 else 1):
+                t += 1
+                rows.append(f"u{u},i{(u + j) % 12},{1 + (t % 5)},{t}")
+    log = tmp_path / "log.csv"
+    log.write_text("\n".join(rows) + "\n")
+    test = tmp_path / "log-test.csv"
+    test.write_text("user,item,rating,ts\nu0,i5,3,999\nu1,i7,4,999\n")
+    return log, test
+
+
+@pytest.mark.parametrize(
+    ("model", "policy", "rows", "weights"),
+    [
+        ("two-tower", "keep", 60, None),  # each play a training example, as TFRS trains
+        ("most-popular", "keep", 60, None),
+        ("wals", "sum", 40, 3.0),  # three plays: confidence 3
+        ("bpr", "sum", 40, 3.0),
+        ("ease", "sum", 40, 3.0),
+        ("sgd-mf", "mean", 40, None),  # a rating model: one rating per pair, the average
+    ],
+)
+def test_an_event_log_trains_without_flags(event_log, model, policy, rows, weights):
+    from recfunnel import experiment
+    from recfunnel.data.sources import DataSpec
+
+    log, test = event_log
+    columns = {"user": "user", "item": "item", "rating": "rating", "time": "ts"}
+    spec = DataSpec(dataset=None, train=str(log), test=str(test), columns=columns)
+    extra = {"epochs": 1} if model in ("two-tower", "bpr", "sgd-mf") else {}
+    run, _, fit_rows, _ = experiment.train(spec, experiment.build_model(model, **extra))
+    assert run.config["data"]["duplicates"] == policy
+    assert len(fit_rows) == rows
+    if weights is None:
+        assert fit_rows.weights is None
+    else:
+        assert fit_rows.weights.max() == weights
+
+
+def test_the_duplicates_flag_overrides_the_model_and_error_refuses(event_log, tmp_path, capsys):
+    log, test = event_log
+    base = ["train", "--train", str(log), "--test", str(test), "--model", "most-popular",
+            "--out", str(tmp_path / "r")]  # fmt: skip
+    assert main([*base, "--duplicates", "sum"]) == 0
+    assert Run.load(tmp_path / "r").config["data"]["duplicates"] == "sum"
+    assert main([*base, "--duplicates", "error"]) == 2
+    assert "20 repeated (user, item) rows" in one_error_line(capsys)

@@ -125,14 +125,17 @@ def cmd_train(args) -> int:
     out = Path(args.out) if args.out else None
     if out is not None:
         check_run_target(out, overwrite=args.overwrite)  # fail before training, not after
+    options = _eval_options(args)  # bad values fail before training
     run, _, fit_rows, test_rows = experiment.train(
         spec, model, validation_fraction=args.validation_fraction,
-        progress=not args.quiet,
+        progress=not args.quiet, **options,
     )  # fmt: skip
+    _say_which_users(run.config["evaluation"])
     run.config["preset"] = args.preset
     if out is not None:
         run.save(out, overwrite=args.overwrite)
     metrics = {k: v for k, v in run.metrics.items() if k != "training_log"}
+    _note_dropped(metrics, args.test)
     if args.json:
         print(_dump(metrics))
     else:
@@ -224,7 +227,40 @@ def _shown(value) -> str:
     return str(value)
 
 
+def _note_dropped(report: dict, path) -> None:
+    """Say on stderr how many test rows were dropped for ids unseen in training."""
+    from recfunnel.data.io import describe_dropped
+
+    counts = {k.removeprefix("test_"): v for k, v in report.items() if k.startswith("test_rows")}
+    line = describe_dropped(counts, path)
+    if line:
+        print(f"note: {line}", file=sys.stderr)
+
+
 # --------------------------------------------------------------- evaluate
+def _eval_options(args) -> dict:
+    """``--eval-users`` / ``--eval-memory`` as keywords of :func:`experiment.train`."""
+    from recfunnel.metrics import parse_eval_users, parse_memory
+
+    memory = parse_memory(args.eval_memory) if args.eval_memory is not None else None
+    return {"eval_users": parse_eval_users(args.eval_users), "eval_memory": memory}
+
+
+def _say_which_users(record: dict) -> None:
+    from recfunnel.metrics import describe_choice
+
+    if describe_choice(record):
+        print(describe_choice(record), file=sys.stderr)
+
+
+def _add_eval_options(parser) -> None:
+    group = parser.add_argument_group("evaluation")
+    group.add_argument("--eval-users", metavar="all|N", help="test users to evaluate: 'all', or "
+                       "a seeded sample of N (default: a sample of 10000 above 10000)")  # fmt: skip
+    group.add_argument("--eval-memory", metavar="SIZE", help="memory for one block of scores "
+                       "while evaluating, e.g. 512MB (the default) or 2GB")  # fmt: skip
+
+
 def cmd_evaluate(args) -> int:
     from recfunnel.data import Dataset, sources
     from recfunnel.data.sources import DataSpec
@@ -235,7 +271,8 @@ def cmd_evaluate(args) -> int:
     spec = DataSpec.from_dict(run.config.get("data", {}))
     if args.test:
         dataset = Dataset(interactions=run.train_interactions(), users=run.users, items=run.items)
-        test, dropped = sources.encode_file(args.test, dataset, spec)
+        report: dict = {}
+        test, _ = sources.encode_file(args.test, dataset, spec, report=report)
         if len(test) == 0:
             raise RecfunnelError(f"no row of {args.test} has a user and item known to the run")
     else:
@@ -245,7 +282,13 @@ def cmd_evaluate(args) -> int:
                 "the run's data has changed since training (vocabularies differ); pass --test FILE"
             )
         _, test = sources.split(dataset, spec)
-    metrics = evaluate(run.model, run.train_interactions(), test)
+    options = _eval_options(args)
+    metrics = evaluate(run.model, run.train_interactions(), test, eval_users=options["eval_users"],
+                       eval_seed=spec.seed, memory=options["eval_memory"])  # fmt: skip
+    _say_which_users(metrics["evaluation"])
+    if args.test:
+        metrics.update({f"test_{key}": value for key, value in report.items()})
+        _note_dropped(metrics, args.test)
     if args.json:
         print(_dump(metrics))
     else:
@@ -276,6 +319,9 @@ def cmd_recommend(args) -> int:
     if args.all_users:
         if not args.output:
             raise RecfunnelError("--all-users needs --output FILE.csv")
+        if Path(args.output).is_dir():
+            raise RecfunnelError(f"--output {args.output} is a folder; give a file name, e.g. "
+                                 f"{Path(args.output) / 'recs.csv'}")  # fmt: skip
         rows = run.recommend_all(args.k)
         _write_csv_atomic(Path(args.output), ["user", "rank", "item", "score"], rows)
         print(f"wrote recommendations for {len(run.users)} users to {args.output}", file=sys.stderr)
@@ -294,12 +340,17 @@ def cmd_recommend(args) -> int:
 def _write_csv_atomic(path: Path, header, rows) -> None:
     from recfunnel.artifacts import atomic_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(path, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(header)
-        for user, rank, item, score in rows:
-            writer.writerow([user, rank, item, f"{score:.6f}"])
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(path, "w", newline="") as fh:  # opened before any row is computed
+            writer = csv.writer(fh)
+            writer.writerow(header)
+            for user, rank, item, score in rows:
+                writer.writerow([user, rank, item, f"{score:.6f}"])
+    except OSError as exc:
+        raise RecfunnelError(
+            f"cannot write --output {path}: {exc.strerror or exc}; choose a writable file path"
+        ) from None
 
 
 # ------------------------------------------------------------------ serve
@@ -453,8 +504,14 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     data.add_argument("--rating-col", help="--train: rating column (explicit feedback)")
     data.add_argument("--time-col", help="--train: timestamp column (temporal split)")
     data.add_argument("--weight-col", help="--train: interaction weight column")
-    data.add_argument("--duplicates", default="error", choices=("error", "first", "last", "mean"),
-                      help="--train: what to do with repeated (user, item) rows")  # fmt: skip
+    data.add_argument(
+        "--duplicates",
+        default="auto",
+        choices=("auto", "keep", "sum", "mean", "first", "last", "error"),
+        help="repeated (user, item) rows: auto = the model's choice (keep for two-tower and "
+        "most-popular, sum for wals/ease/bpr, mean for rating models), keep = one training "
+        "example each, sum = add weights (count repeats), mean/first/last = one row",
+    )
     for side in ("user", "item"):
         data.add_argument(
             f"--{side}-features",
@@ -507,6 +564,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the test metrics as one JSON object")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr (default: a bar on "
                    "a terminal, else a line every 10 s)")  # fmt: skip
+    _add_eval_options(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="evaluate a saved run", formatter_class=_HelpFormatter)
@@ -514,6 +572,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--test", help="test file (columns as at training); default: the run's split")
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
     _add_threads(p)
+    _add_eval_options(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("recommend", help="recommend items from a saved run",
@@ -603,6 +662,11 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as exc:  # a user's file or folder: missing, unreadable, a folder, disk full
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}; check the path and its permissions",
+              file=sys.stderr)  # fmt: skip
+        return 2
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -11,8 +12,9 @@ from recfunnel.data.dataset import Dataset
 from recfunnel.data.interactions import Interactions
 from recfunnel.data.sources import DataSpec
 from recfunnel.data.splits import random_split
-from recfunnel.metrics import evaluate_scores, rating_metrics
+from recfunnel.metrics import choose_users, dot_scorer, evaluate_scores, rating_metrics
 from recfunnel.models import Recommender, model_class
+from recfunnel.models.base import FactorizedRecommender
 from recfunnel.presets import preset
 from recfunnel.runs import Run
 
@@ -24,15 +26,34 @@ def build_model(kind: str, preset_name: str = "default", **overrides) -> Recomme
     return cls(preset(kind, preset_name), **overrides)
 
 
-def evaluate(model: Recommender, train: Interactions, test: Interactions, **kwargs) -> dict:
-    """Test metrics of a fitted model: retrieval metrics, plus rmse/mae for rating models."""
-    metrics = evaluate_scores(model.score, train, test, **kwargs)
+def evaluate(
+    model: Recommender,
+    train: Interactions,
+    test: Interactions,
+    *,
+    eval_users: int | str | None = None,
+    eval_seed: int = 0,
+    **kwargs,
+) -> dict:
+    """Test metrics of a fitted model: retrieval metrics, plus rmse/mae for rating models.
+
+    ``eval_users`` picks the users (see :func:`recfunnel.metrics.choose_users`: by default a
+    seeded sample of 10,000 when there are more); ``metrics["evaluation"]`` records the choice.
+    Other keywords (``memory``, ``progress``) go to :func:`~recfunnel.metrics.evaluate_scores`.
+    """
+    users, choice = choose_users(test, eval_users, seed=eval_seed)
+    kwargs.setdefault("users", users)
+    scorer = model.score
+    if isinstance(model, FactorizedRecommender):
+        scorer = dot_scorer(model.user_vectors, model.item_vectors())
+    metrics = evaluate_scores(scorer, train, test, **kwargs)
     if model.predicts_ratings and test.ratings is not None:
         metrics.update(rating_metrics(model.predict(test.users, test.items), test.ratings))
     first_stage = getattr(model, "retrieval_", None)  # a two-stage model's retrieval alone
     if first_stage is not None:
         for key, value in evaluate_scores(first_stage.score, train, test, **kwargs).items():
             metrics[f"retrieval/{key}"] = value
+    metrics["evaluation"] = choice
     return metrics
 
 
@@ -42,6 +63,8 @@ def train(
     *,
     validation_fraction: float = 0.0,
     progress: bool = False,
+    eval_users: int | str | None = None,
+    eval_memory: int | str | None = None,
 ) -> tuple[Run, Dataset, Interactions, Interactions]:
     """Load and split the data, fit ``model``, evaluate it on the test split.
 
@@ -49,7 +72,10 @@ def train(
     (seeded) and used for per-epoch metrics and early stopping; the test split is only used for
     the final metrics.
     """
-    dataset, train_rows, test_rows = sources.load(spec)
+    if spec.duplicates == "auto":  # the model says how repeated rows are merged
+        spec = dataclasses.replace(spec, duplicates=model.default_duplicates())
+    dropped: dict = {}  # test-file rows with ids unseen in training
+    dataset, train_rows, test_rows = sources.load(spec, report=dropped)
     fit_rows, validation = train_rows, None
     if validation_fraction > 0:
         fit_rows, validation = random_split(train_rows, validation_fraction, seed=spec.seed + 1)
@@ -58,10 +84,13 @@ def train(
     model.fit(fit_rows, validation=validation, progress=progress, **extra)
     fit_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    metrics = evaluate(model, fit_rows, test_rows)
+    metrics = evaluate(model, fit_rows, test_rows, eval_users=eval_users, eval_seed=spec.seed,
+                       memory=eval_memory, progress=progress)  # fmt: skip
+    evaluation = metrics.pop("evaluation")
     metrics["eval_seconds"] = time.perf_counter() - started
     metrics["fit_seconds"] = fit_seconds
     metrics["config"] = model.get_params()
+    metrics.update({f"test_{key}": value for key, value in dropped.items()})
     log = getattr(model, "training_log_", None)
     if log is not None:
         metrics["training_log"] = (
@@ -75,7 +104,11 @@ def train(
         dataset.users,
         dataset.items,
         item_titles=dataset.item_titles,
-        config={"data": spec.to_dict(), "validation_fraction": validation_fraction},
+        config={
+            "data": spec.to_dict(),
+            "validation_fraction": validation_fraction,
+            "evaluation": evaluation,
+        },  # fmt: skip
         metrics=metrics,
         popularity=popularity,
     )

@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import re
 import time
 from pathlib import Path
 
@@ -49,6 +50,7 @@ def _img(png: bytes, alt: str) -> str:
 
 
 def _note(text: str) -> str:
+    text = re.sub(r"https?://[^\s)]+", "its download address", text)  # the page links nowhere
     return f'<p class="note">{_e(text)}</p>'
 
 
@@ -80,8 +82,11 @@ class _Context:
         from recfunnel.models import model_class
 
         run = self.run
+        if not run.config.get("data"):
+            self.data_note = "the run records no data spec (saved from Python, not by train)"
+            return
         try:
-            spec = DataSpec.from_dict(run.config.get("data", {}))
+            spec = DataSpec.from_dict(run.config["data"])
             dataset, train, test = sources.load(spec)
         except (RecfunnelError, OSError) as exc:
             self.data_note = f"the run's data could not be loaded again ({exc})"

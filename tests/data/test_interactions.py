@@ -38,6 +38,25 @@ def test_deduplicate_keeps_latest_or_averages():
     assert sorted(mean.ratings.tolist()) == [3.0, 3.0]
 
 
+def test_keep_and_sum_for_event_logs():
+    # user 0 played item 1 three times (t = 20, 10, 30), user 1 item 0 once
+    log = Interactions([0, 0, 1, 0], [1, 1, 0, 1], 2, 2, timestamps=[20, 10, 5, 30])
+    assert log.deduplicate("keep") is log
+    summed = log.deduplicate("sum")
+    assert len(summed) == 2
+    by_pair = dict(zip(zip(summed.users.tolist(), summed.items.tolist(), strict=True),
+                       zip(summed.weights.tolist(), summed.timestamps.tolist(), strict=True),
+                       strict=True))  # fmt: skip
+    assert by_pair == {(0, 1): (3.0, 30), (1, 0): (1.0, 5)}  # the count; the latest time
+    weighted = Interactions([0, 0, 1], [1, 1, 0], 2, 2, weights=[0.5, 2.0, 1.0],
+                            ratings=[2, 4, 5])  # fmt: skip
+    merged = weighted.deduplicate("sum")
+    assert sorted(merged.weights.tolist()) == [1.0, 2.5]  # weights add up
+    assert sorted(merged.ratings.tolist()) == [3.0, 5.0]  # ratings average
+    with pytest.raises(DataError, match="keep must be one of"):
+        log.deduplicate("max")
+
+
 def test_subset_and_concat_keep_columns(tiny):
     head = tiny.subset(np.arange(3))
     back = head.concat(tiny.subset(np.arange(3, 8)))

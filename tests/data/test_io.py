@@ -49,8 +49,8 @@ def test_bad_files_get_one_line_errors(tmp_path):
     with pytest.raises(DataError, match="not valid JSON"):
         read_interactions(write(tmp_path / "e.jsonl", "{nope\n"), cols)
     for line in ("\n".join(["u,i,r", "a,x,1", "a,x,2"]),):
-        with pytest.raises(DataError, match="1 duplicate .* --duplicates"):
-            dataset_from_files(write(tmp_path / "f.csv", line + "\n"), cols)
+        with pytest.raises(DataError, match="1 repeated .* --duplicates"):
+            dataset_from_files(write(tmp_path / "f.csv", line + "\n"), cols, duplicates="error")
 
 
 def test_duplicates_can_be_merged(tmp_path):

@@ -67,13 +67,20 @@ class RawInteractions:
 
 def _read_rows(path: Path, fmt: str) -> tuple[list[str], list[dict]]:
     if fmt in ("csv", "tsv"):
-        with path.open(newline="", encoding="utf-8") as fh:
+        # utf-8-sig: a byte-order mark (Excel writes one) is not part of the first column name
+        with path.open(newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh, delimiter="," if fmt == "csv" else "\t")
-            rows = list(reader)
+            try:
+                rows = list(reader)
+            except csv.Error as exc:
+                raise DataError(
+                    f"cannot read line {reader.line_num} of {path} as {fmt.upper()} ({exc}); close "
+                    "every opened quote and keep each field under 128 KiB"
+                ) from None
             return list(reader.fieldnames or []), rows
     if fmt == "jsonl":
         rows, names = [], {}
-        with path.open(encoding="utf-8") as fh:
+        with path.open(encoding="utf-8-sig") as fh:
             for lineno, line in enumerate(fh, 1):
                 if not line.strip():
                     continue
@@ -83,19 +90,76 @@ def _read_rows(path: Path, fmt: str) -> tuple[list[str], list[dict]]:
                     raise DataError(
                         f"{path}:{lineno} is not valid JSON ({exc.msg}); fix it"
                     ) from None
+                except (ValueError, RecursionError) as exc:  # 100k-deep nesting, huge numbers
+                    what = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+                    raise DataError(
+                        f"{path}:{lineno} cannot be read as JSON ({what}); write one flat "
+                        "object per line"
+                    ) from None
                 if not isinstance(row, dict):
                     raise DataError(f"{path}:{lineno} is not a JSON object; write one per line")
                 names.update(dict.fromkeys(row))
                 rows.append(row)
         return list(names), rows
+    return _read_parquet(path)
+
+
+def _read_parquet(path: Path):
     try:
+        import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError:
         raise DataError(
             "reading Parquet needs pyarrow; install it with: pip install 'recfunnel[parquet]'"
         ) from None
-    table = pq.read_table(path)
-    return table.column_names, table  # a table, handled column-wise below
+    try:
+        table = pq.read_table(path)
+    except pa.ArrowException as exc:
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise DataError(
+            f"cannot read {path} as Parquet ({first}); give a Parquet file, or name a CSV file .csv"
+        ) from None
+    names = table.column_names
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise DataError(f"{path} has several columns named {twice[0]!r}; rename them")
+    return names, table  # a table, handled column-wise below
+
+
+def arrow_id_column(column, name: str, role: str, path: Path):
+    """A pyarrow id column checked to hold strings or integers (dictionary-encoded ones
+    decoded): a float, list, struct or binary column would become texts like "0.0" that match
+    nothing, so it is refused with one line."""
+    import pyarrow as pa
+
+    kind = column.type
+    if pa.types.is_dictionary(kind):
+        column = column.cast(kind.value_type)
+        kind = kind.value_type
+    if pa.types.is_integer(kind) or pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return column
+    if pa.types.is_null(kind):
+        return column  # every value missing: reported as a missing id
+    raise DataError(
+        f"column {name!r} ({role} ids) of {path} has type {kind}; ids must be strings or "
+        "integers, cast the column (a float id 1.0 would become the text '1.0')"
+    )
+
+
+def _check_id_type(rows, column: str, role: str, path: Path) -> None:
+    """Ids must be text or whole numbers (see :func:`arrow_id_column`)."""
+    if hasattr(rows, "schema"):  # a pyarrow table
+        arrow_id_column(rows.column(column), column, role, path)
+        return
+    for i, value in enumerate(_column(rows, column, path)):
+        if value is None or isinstance(value, str):
+            continue
+        if isinstance(value, int) and not isinstance(value, bool):
+            continue
+        raise DataError(
+            f"{role} id {json.dumps(value)[:40]} in row {i + 1} of {path} (column {column!r}) is "
+            f"a {type(value).__name__}; ids must be strings or integers"
+        )
 
 
 def _column(rows, name: str, path: Path):
@@ -126,11 +190,11 @@ def _timestamps(values: list, column: str, path: Path) -> np.ndarray:
         try:
             out[i] = int(float(value))
             continue
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             pass
         try:
             out[i] = int(datetime.fromisoformat(str(value)).timestamp())
-        except ValueError:
+        except (ValueError, OverflowError, OSError):
             raise DataError(
                 f"time {value!r} in row {i + 1} of {path} (column {column!r}) is neither epoch "
                 "seconds nor an ISO date; fix that row"
@@ -144,9 +208,11 @@ def read_table(path: Path, missing: str) -> tuple[list[str], object]:
     ``missing`` is the error message when the file does not exist. Raises :class:`DataError`
     for an unknown extension, text that is not UTF-8, or an unreadable file.
     """
+    fmt = FORMATS.get(path.suffix.lower())
+    if path.is_dir() and fmt != "parquet":
+        raise DataError(f"{path} is a folder, not a file; give the data file inside it")
     if not path.is_file():
         raise DataError(missing)
-    fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise DataError(
             f"cannot tell the format of {path}: use a .csv, .tsv, .jsonl or .parquet file"
@@ -160,12 +226,17 @@ def read_table(path: Path, missing: str) -> tuple[list[str], object]:
 
 
 def read_interactions(path: str | Path, columns: Columns) -> RawInteractions:
-    """Read one interaction file.
+    """Read one interaction file, or a folder of Parquet files.
 
-    The format follows the extension (``.csv``, ``.tsv``, ``.jsonl``, ``.parquet``). Raises
+    The format follows the extension (``.csv``, ``.tsv``, ``.jsonl``, ``.parquet``). Parquet is
+    read column-wise (:mod:`recfunnel.data.columnar`): ids come back as an ``IdColumn``. Raises
     :class:`DataError` for a missing file, unknown columns, non-numeric ratings, or no rows.
     """
     path = Path(path)
+    if path.is_dir() or (path.is_file() and FORMATS.get(path.suffix.lower()) == "parquet"):
+        from recfunnel.data.columnar import read_parquet_interactions
+
+        return read_parquet_interactions(path, columns)  # column-wise, ids as an IdColumn
     names, rows = read_table(path, f"file not found: {path}; check the path")
     for role, column in columns.wanted().items():
         if column not in names:
@@ -176,6 +247,9 @@ def read_interactions(path: str | Path, columns: Columns) -> RawInteractions:
     n = rows.num_rows if hasattr(rows, "num_rows") else len(rows)
     if n == 0:
         raise DataError(f"{path} has no rows; give a file with at least one interaction")
+    if FORMATS[path.suffix.lower()] not in ("csv", "tsv"):  # CSV values are always text
+        for role in ("user", "item"):
+            _check_id_type(rows, getattr(columns, role), role, path)
     users = _column(rows, columns.user, path)
     items = _column(rows, columns.item, path)
     for role, values in (("user", users), ("item", items)):
@@ -207,15 +281,33 @@ def read_interactions(path: str | Path, columns: Columns) -> RawInteractions:
 
 
 def encode(
-    raw: RawInteractions, users: Vocabulary, items: Vocabulary, *, duplicates: str = "error"
+    raw: RawInteractions,
+    users: Vocabulary,
+    items: Vocabulary,
+    *,
+    duplicates: str = "auto",
+    report: dict | None = None,
 ) -> tuple[Interactions, int]:
     """Encode raw rows against vocabularies, dropping rows with unknown ids.
 
-    Returns the interactions and the number of rows dropped as out-of-vocabulary.
+    Returns the interactions and the number of rows dropped as out-of-vocabulary. ``report``,
+    when given, receives the counts: ``rows_read``, ``rows_dropped``,
+    ``rows_dropped_unknown_user`` and ``rows_dropped_unknown_item`` (a row with both unknown
+    counts once, as an unknown user).
     """
-    u = users.encode(raw.users)
-    i = items.encode(raw.items)
-    known = (u != users.oov_index) & (i != items.oov_index)
+    u, i = (  # an IdColumn (Parquet) encodes each distinct id once
+        ids.encode(vocabulary) if hasattr(ids, "uniques") else vocabulary.encode(ids)
+        for ids, vocabulary in ((raw.users, users), (raw.items, items))
+    )
+    unknown_user = u == users.oov_index
+    known = ~unknown_user & (i != items.oov_index)
+    if report is not None:
+        report.update(
+            rows_read=len(raw),
+            rows_dropped=int((~known).sum()),
+            rows_dropped_unknown_user=int(unknown_user.sum()),
+            rows_dropped_unknown_item=int((~known & ~unknown_user).sum()),
+        )
 
     def keep(a):
         return None if a is None else a[known]
@@ -229,27 +321,45 @@ def encode(
         timestamps=keep(raw.timestamps),
         weights=keep(raw.weights),
     )
-    dup = inter.duplicate_pairs()
-    if dup:
+    dup = inter.duplicate_pairs() if duplicates not in ("auto", "keep") else 0
+    if dup:  # "auto" here (no model to ask) keeps every row, like "keep"
         if duplicates == "error":
             raise DataError(
-                f"{raw.path} has {dup} duplicate (user, item) rows; remove them or pass "
-                "--duplicates first|last|mean"
+                f"{raw.path} has {dup} repeated (user, item) rows; pass --duplicates "
+                "keep|sum|mean|first|last (or auto: the model's choice)"
             )
         inter = inter.deduplicate(duplicates)
     return inter, int((~known).sum())
+
+
+def describe_dropped(report: dict, path) -> str | None:
+    """One line saying how many rows of ``path`` :func:`encode` dropped and why, or ``None``."""
+    dropped = report.get("rows_dropped", 0)
+    if not dropped:
+        return None
+    read = report["rows_read"]
+    line = (
+        f"dropped {dropped} of {read} rows of {path}: {report['rows_dropped_unknown_user']} "
+        f"with a user and {report['rows_dropped_unknown_item']} with an item unseen in training "
+        "(a model cannot score them)"
+    )
+    if dropped * 2 > read:
+        line += "; check that its ids and --user-col/--item-col match the training file's"
+    return line
 
 
 def dataset_from_files(
     train_path: str | Path,
     columns: Columns,
     *,
-    duplicates: str = "error",
+    duplicates: str = "auto",
 ) -> tuple[Dataset, RawInteractions]:
     """Build a dataset whose vocabularies come from the training file."""
     raw = read_interactions(train_path, columns)
-    users = Vocabulary.from_values(raw.users, name="user")
-    items = Vocabulary.from_values(raw.items, name="item")
+    users, items = (  # an IdColumn (Parquet) knows its distinct ids
+        ids.vocabulary(name) if hasattr(ids, "uniques") else Vocabulary.from_values(ids, name=name)
+        for ids, name in ((raw.users, "user"), (raw.items, "item"))
+    )
     inter, _ = encode(raw, users, items, duplicates=duplicates)
     dataset = Dataset(
         interactions=inter,

@@ -34,8 +34,10 @@ class DataSpec:
         n_last: the temporal split.
         train, test: interaction files (CSV/TSV/JSONL/Parquet).
         columns: column names in those files.
-        duplicates: what to do with repeated (user, item) rows in files: ``error``, ``first``,
-            ``last`` or ``mean``.
+        duplicates: what to do with repeated (user, item) rows in files: ``auto`` (the model's
+            :meth:`~recfunnel.models.Recommender.default_duplicates`, resolved when training
+            starts), ``keep``, ``sum``, ``mean``, ``first``, ``last`` or ``error`` (see
+            :meth:`~recfunnel.data.Interactions.deduplicate`).
         user_features, item_features: side-feature files, one row per user/item: the id column
             (named as ``columns["user"]`` / ``columns["item"]``) and named feature columns (see
             :func:`recfunnel.features.read_feature_file`).
@@ -51,7 +53,7 @@ class DataSpec:
     train: str | None = None
     test: str | None = None
     columns: dict = field(default_factory=lambda: asdict(Columns()))
-    duplicates: str = "error"
+    duplicates: str = "auto"
     user_features: str | None = None
     item_features: str | None = None
 
@@ -91,16 +93,22 @@ def _load_interactions(spec: DataSpec) -> Dataset:
     )
 
 
-def encode_file(path: str, dataset: Dataset, spec: DataSpec) -> tuple[Interactions, int]:
-    """Rows of an interaction file in ``dataset``'s vocabularies, and how many were unknown."""
+def encode_file(
+    path: str, dataset: Dataset, spec: DataSpec, *, report: dict | None = None
+) -> tuple[Interactions, int]:
+    """Rows of an interaction file in ``dataset``'s vocabularies, and how many were unknown
+    (``report`` receives the counts, see :func:`recfunnel.data.io.encode`)."""
     raw = read_interactions(path, Columns(**spec.columns))
-    return encode(raw, dataset.users, dataset.items, duplicates=spec.duplicates)
+    return encode(raw, dataset.users, dataset.items, duplicates=spec.duplicates, report=report)
 
 
-def split(dataset: Dataset, spec: DataSpec) -> tuple[Interactions, Interactions]:
-    """(train, test) per ``spec``."""
+def split(
+    dataset: Dataset, spec: DataSpec, *, report: dict | None = None
+) -> tuple[Interactions, Interactions]:
+    """(train, test) per ``spec``. With a test file, ``report`` receives how many of its rows
+    were dropped for ids unseen in training (:func:`recfunnel.data.io.encode`)."""
     if spec.test:
-        test, _ = encode_file(spec.test, dataset, spec)
+        test, _ = encode_file(spec.test, dataset, spec, report=report)
         if len(test) == 0:
             raise DataError(f"no row of {spec.test} has a user and item known from the train file")
         return dataset.interactions, test
@@ -115,8 +123,10 @@ def split(dataset: Dataset, spec: DataSpec) -> tuple[Interactions, Interactions]
     raise DataError(f"unknown split {spec.split!r}; use one of {', '.join(SPLITS)}")
 
 
-def load(spec: DataSpec) -> tuple[Dataset, Interactions, Interactions]:
-    """Dataset, train and test per ``spec``."""
+def load(
+    spec: DataSpec, *, report: dict | None = None
+) -> tuple[Dataset, Interactions, Interactions]:
+    """Dataset, train and test per ``spec`` (``report``: see :func:`split`)."""
     dataset = load_dataset(spec)
-    train, test = split(dataset, spec)
+    train, test = split(dataset, spec, report=report)
     return dataset, train, test

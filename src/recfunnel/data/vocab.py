@@ -26,11 +26,15 @@ class Vocabulary:
     def __init__(self, ids: Iterable[object], name: str = "id") -> None:
         self.name = name
         self._ids: list[str] = [str(i) for i in ids]
-        self._index: dict[str, int] = {}
-        for position, raw in enumerate(self._ids):
-            if raw in self._index:
-                raise DataError(f"{name} vocabulary has the id {raw!r} twice; pass distinct ids")
-            self._index[raw] = position
+        self._index: dict[str, int] = dict(zip(self._ids, range(len(self._ids)), strict=True))
+        if len(self._index) != len(self._ids):  # some id twice: find the first for the message
+            seen: set[str] = set()
+            for raw in self._ids:
+                if raw in seen:
+                    raise DataError(
+                        f"{name} vocabulary has the id {raw!r} twice; pass distinct ids"
+                    )
+                seen.add(raw)
 
     @classmethod
     def from_values(cls, values: Iterable[object], name: str = "id") -> Vocabulary:

@@ -320,6 +320,7 @@ class WALS(FactorizedRecommender):
     hyper-parameters in :class:`~recfunnel.config.WALSConfig`)."""
 
     kind = "wals"
+    duplicates = "sum"  # repeats of a cell add up to its confidence
     config_class = WALSConfig
     config: WALSConfig
 

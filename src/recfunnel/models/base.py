@@ -52,6 +52,9 @@ class Recommender(ABC):
     predicts_ratings: ClassVar[bool] = False
     #: whether ``fit`` takes ``dataset=`` (side features); the experiment passes it then
     needs_dataset: ClassVar[bool] = False
+    #: how ``--duplicates auto`` merges repeated (user, item) rows of a file for this model
+    #: (see :meth:`default_duplicates`): ``keep`` (every row is a training example) or ``sum``
+    duplicates: ClassVar[str] = "keep"
 
     #: the model's config class (:mod:`recfunnel.config`)
     config_class: ClassVar[type[Config]]
@@ -68,6 +71,18 @@ class Recommender(ABC):
     @abstractmethod
     def score(self, users: np.ndarray) -> torch.Tensor:
         """Scores [B, N] of every item for each user index in ``users`` [B]."""
+
+    def default_duplicates(self) -> str:
+        """What ``--duplicates auto`` does with repeated (user, item) rows for this model.
+
+        ``mean`` for a model that predicts ratings (a re-rated item is one rating, at its
+        average: ``last`` would depend on file order when there are no timestamps), else the
+        class's :attr:`duplicates`: ``keep`` for models trained row by row (each event a
+        training example, as TFRS trains two towers; popularity counts every event), ``sum``
+        for models of the user x item matrix (WALS, EASE, BPR: the number of repeats, or the
+        summed weights, is the confidence of the cell).
+        """
+        return "mean" if self.predicts_ratings else self.duplicates
 
     def get_params(self) -> dict:
         """The config as a nested plain dict (JSON-serialisable; saved with a run)."""

@@ -83,6 +83,7 @@ class EASE(FactorizedRecommender):
     ``recfunnel tune --model ease`` searches it), ``max_memory_gb`` and ``device``."""
 
     kind = "ease"
+    duplicates = "sum"  # repeats of a cell add up to its confidence
     config_class = EASEConfig
     config: EASEConfig
 

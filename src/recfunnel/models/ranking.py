@@ -369,6 +369,10 @@ class RankingModel(Recommender):
             weights = torch.cat([_widen(matrix.weights, width), _widen(oov.weights, width)])
             setattr(self, f"{side}_features_", FeatureMatrix(ids, weights, spec.num_features))
 
+    def default_duplicates(self) -> str:
+        """``mean`` for the rating objective, else ``keep`` (every observed row a positive)."""
+        return "mean" if self.config.objective == "rating" else "keep"
+
     def _build_network(self, train, *, dataset=None, shortlists=None, **context):
         c = self.config
         self.spec_ = None

@@ -142,6 +142,7 @@ class BPR(_GradientMF):
     :class:`~recfunnel.config.BPRConfig`)."""
 
     kind = "bpr"
+    duplicates = "sum"  # repeats of a cell add up to its confidence
     config_class = BPRConfig
 
     def _loss_module(self, net, train):
