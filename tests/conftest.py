@@ -6,8 +6,31 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from recfunnel.data import Interactions, checkerboard
+
+# Property tests: CI is deterministic (derandomized: the same examples on every run, so a red CI
+# always reproduces). `python benchmarks/fuzz.py` explores with fresh seeds and a larger budget
+# through the "explore" profile; HYPOTHESIS_PROFILE picks a profile by name.
+settings.register_profile(
+    "ci",
+    derandomize=True,
+    max_examples=60,  # per test that does not set its own; the whole suite stays fast
+    deadline=None,
+    database=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+settings.register_profile(
+    "explore",
+    derandomize=False,
+    deadline=None,
+    max_examples=int(os.environ.get("RECFUNNEL_FUZZ_EXAMPLES", "2000")),
+    print_blob=True,
+    suppress_health_check=list(HealthCheck),
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -221,8 +221,9 @@ def test_sampled_metrics_estimate_the_full_ones():
 
 @pytest.mark.parametrize("bad", ["0", "-3", "some", "1.5"])
 def test_eval_users_must_be_all_or_a_positive_number(random_case, bad):
-    with pytest.raises(RecfunnelError, match="--eval-users"):
+    with pytest.raises(RecfunnelError, match="eval_users must be") as caught:
         choose_users(random_case[1], bad)
+    assert caught.value.for_cli().startswith("--eval-users must be")  # the CLI's words
 
 
 def test_memory_sizes():

@@ -19,7 +19,7 @@ import torch
 
 from recfunnel import artifacts
 from recfunnel.cli import main
-from recfunnel.errors import ArtifactError
+from recfunnel.errors import ArtifactError, RecfunnelError
 from recfunnel.runs import Run
 
 FAST = ["--model", "most-popular"]
@@ -511,3 +511,30 @@ def test_the_duplicates_flag_overrides_the_model_and_error_refuses(event_log, tm
     assert Run.load(tmp_path / "r").config["data"]["duplicates"] == "sum"
     assert main([*base, "--duplicates", "error"]) == 2
     assert "20 repeated (user, item) rows" in one_error_line(capsys)
+
+
+def test_a_file_added_to_the_old_run_during_training_is_never_deleted(earlier_run):
+    run = Run.load(earlier_run)
+    checked_again = pytest.raises(RecfunnelError, match="notes.txt")  # just before the swap
+    with checked_again, artifacts.atomic_dir(earlier_run) as tmp:
+        (tmp / "config.json").write_text("{}")
+        (earlier_run / "notes.txt").write_text("written while training ran")
+    assert (earlier_run / "notes.txt").read_text() == "written while training ran"
+    Run.load(earlier_run)
+    assert sorted(p.name for p in earlier_run.parent.iterdir()) == ["run", "train.csv"]
+    # and if it lands after that check, in the instant before the swap, it is kept aside
+    (earlier_run / "notes.txt").unlink()
+    real, calls = artifacts.check_replaceable, []
+
+    def check_then_write(target, **kwargs):
+        real(target, **kwargs)
+        calls.append(target)
+        if len(calls) == 2:  # the check just before the swap has passed
+            (earlier_run / "late.txt").write_text("late")
+
+    with pytest.MonkeyPatch.context() as patch, pytest.warns(UserWarning, match="kept in"):
+        patch.setattr(artifacts, "check_replaceable", check_then_write)
+        run.save(earlier_run)
+    kept = list(earlier_run.parent.glob("run.kept-*"))
+    assert len(kept) == 1 and (kept[0] / "late.txt").read_text() == "late"
+    Run.load(earlier_run)

@@ -310,6 +310,8 @@ def read_feature_file(path: str, id_column: str, vocabulary, what: str) -> dict[
     names, rows = read_table(
         file, f"{what} feature file not found: {path}; check --{what}-features"
     )
+    if hasattr(rows, "to_pylist"):  # a Parquet table: rows as dicts, like the text formats
+        rows = rows.to_pylist()
     if id_column not in names:
         raise DataError(
             f"{what} feature file {path} has no {id_column!r} column (has {', '.join(names)}); "
@@ -322,7 +324,17 @@ def read_feature_file(path: str, id_column: str, vocabulary, what: str) -> dict[
         raise DataError(f"{what} feature file {path} has no rows")
     n = len(vocabulary)
     table: dict[str, np.ndarray] = {}
-    positions = [vocabulary.index(r[id_column]) if r[id_column] in vocabulary else -1 for r in rows]
+    positions = []
+    for number, row in enumerate(rows, 1):
+        raw = row.get(id_column)
+        if raw is None or raw == "" or isinstance(raw, bool) or not isinstance(raw, (str, int)):
+            problem = "has no" if raw is None or raw == "" else "has a non-text"
+            raise DataError(
+                f"row {number} of {what} feature file {path} {problem} {id_column!r} id; ids "
+                "must be strings or integers, fill or drop such rows"
+            )
+        raw = str(raw)
+        positions.append(vocabulary.index(raw) if raw in vocabulary else -1)
     for name in feature_names:
         raw = ["" if r.get(name) is None else str(r.get(name)).strip() for r in rows]
         try:

@@ -80,9 +80,8 @@ def parse_eval_users(value: int | str | None) -> int | str | None:
         return None if value is None else "all"
     text = str(value).strip()
     if not text.isdigit() or int(text) < 1:
-        raise RecfunnelError(
-            f"--eval-users must be 'all' or a positive whole number, not {value!r}"
-        )
+        rule = f"must be 'all' or a positive whole number, not {value!r}"
+        raise RecfunnelError(f"eval_users {rule}", cli=f"--eval-users {rule}")
     return int(text)
 
 

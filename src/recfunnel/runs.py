@@ -300,14 +300,16 @@ class Run:
         try:
             is_run = (path / "config.json").is_file()
         except OSError as exc:  # e.g. a name too long for the file system
+            problem = f"cannot look into {str(path)[:80]!r}: {exc.strerror}"
             raise ArtifactError(
-                f"cannot look into {str(path)[:80]!r}: {exc.strerror}; pass the folder given to "
-                "train --out"
+                f"{problem}; pass a run folder written by Run.save",
+                cli=f"{problem}; pass the folder given to train --out",
             ) from None
         if not is_run:
+            problem = f"{path} is not a recfunnel run folder (no config.json)"
             raise ArtifactError(
-                f"{path} is not a recfunnel run folder (no config.json); "
-                "pass the folder given to train --out"
+                f"{problem}; pass a run folder written by Run.save",
+                cli=f"{problem}; pass the folder given to train --out",
             )
         try:
             manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))

@@ -34,7 +34,10 @@ def resolve_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RecfunnelError("--device cuda was asked for but no CUDA GPU is available; use cpu")
+        raise RecfunnelError(
+            f"device={device!r} was asked for but no CUDA GPU is available; use device='cpu'",
+            cli="--device cuda was asked for but no CUDA GPU is available; use cpu",
+        )
     return torch.device(device)
 
 

@@ -38,8 +38,11 @@ def test_bad_files_get_one_line_errors(tmp_path):
     cols = Columns("u", "i", rating="r")
     with pytest.raises(DataError, match="file not found"):
         read_interactions(tmp_path / "missing.csv", cols)
-    with pytest.raises(DataError, match=r"column 'r' \(rating\) is not in .* pass --rating-col"):
+    with pytest.raises(
+        DataError, match=r"column 'r' \(rating\) is not in .* Columns\(rating="
+    ) as e:
         read_interactions(write(tmp_path / "a.csv", "u,i\na,x\n"), cols)
+    assert e.value.for_cli().endswith("pass --rating-col with one of them")  # the CLI's words
     with pytest.raises(DataError, match="'bad' in row 2 .* is not a number"):
         read_interactions(write(tmp_path / "b.csv", "u,i,r\na,x,1\nb,y,bad\n"), cols)
     with pytest.raises(DataError, match="has no rows"):
@@ -49,7 +52,7 @@ def test_bad_files_get_one_line_errors(tmp_path):
     with pytest.raises(DataError, match="not valid JSON"):
         read_interactions(write(tmp_path / "e.jsonl", "{nope\n"), cols)
     for line in ("\n".join(["u,i,r", "a,x,1", "a,x,2"]),):
-        with pytest.raises(DataError, match="1 repeated .* --duplicates"):
+        with pytest.raises(DataError, match="1 repeated .* duplicates='keep'"):
             dataset_from_files(write(tmp_path / "f.csv", line + "\n"), cols, duplicates="error")
 
 

@@ -82,8 +82,9 @@ def test_refuses_when_items_squared_do_not_fit():
     assert ease_fits(1000, max_memory_gb=1.0)
     assert not ease_fits(20_000, max_memory_gb=1.0)
     data = random_data()
-    with pytest.raises(RecfunnelError, match="use --model wals or --model two-tower"):
+    with pytest.raises(RecfunnelError, match="use WALS or TwoTower") as caught:
         EASE(max_memory_gb=1e-9).fit(data)
+    assert caught.value.for_cli().endswith("use --model wals or --model two-tower")
 
 
 def test_bad_regularization():

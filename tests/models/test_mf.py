@@ -138,7 +138,7 @@ def test_fold_in_of_a_training_user_gives_nearly_their_recommendations():
 
 
 def test_bad_input_is_a_clear_error(tiny):
-    with pytest.raises(RecfunnelError, match="sgd-mf needs ratings"):
+    with pytest.raises(RecfunnelError, match="SGD-MF needs ratings; fit interactions with"):
         SGDMF().fit(Interactions(tiny.users, tiny.items, 4, 5))
     with pytest.raises(RecfunnelError, match="explicit WALS needs ratings"):
         WALS(feedback="explicit").fit(Interactions(tiny.users, tiny.items, 4, 5))

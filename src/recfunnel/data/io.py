@@ -240,9 +240,10 @@ def read_interactions(path: str | Path, columns: Columns) -> RawInteractions:
     names, rows = read_table(path, f"file not found: {path}; check the path")
     for role, column in columns.wanted().items():
         if column not in names:
+            problem = f"column {column!r} ({role}) is not in {path} (columns: {', '.join(names)})"
             raise DataError(
-                f"column {column!r} ({role}) is not in {path} (columns: {', '.join(names)}); "
-                f"pass --{role}-col with one of them"
+                f"{problem}; name one of them in Columns({role}=...)",
+                cli=f"{problem}; pass --{role}-col with one of them",
             )
     n = rows.num_rows if hasattr(rows, "num_rows") else len(rows)
     if n == 0:
@@ -324,9 +325,11 @@ def encode(
     dup = inter.duplicate_pairs() if duplicates not in ("auto", "keep") else 0
     if dup:  # "auto" here (no model to ask) keeps every row, like "keep"
         if duplicates == "error":
+            problem = f"{raw.path} has {dup} repeated (user, item) rows"
             raise DataError(
-                f"{raw.path} has {dup} repeated (user, item) rows; pass --duplicates "
-                "keep|sum|mean|first|last (or auto: the model's choice)"
+                f"{problem}; pass duplicates='keep', 'sum', 'mean', 'first' or 'last'",
+                cli=f"{problem}; pass --duplicates keep|sum|mean|first|last (or auto: the "
+                "model's choice)",
             )
         inter = inter.deduplicate(duplicates)
     return inter, int((~known).sum())

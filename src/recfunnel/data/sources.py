@@ -88,8 +88,11 @@ def _load_interactions(spec: DataSpec) -> Dataset:
         return dataset
     if spec.dataset == movielens.NAME:
         return movielens.load(spec.data_dir, item_key=spec.item_key)
+    names = " or ".join(repr(d) for d in DATASETS)
     raise DataError(
-        f"unknown dataset {spec.dataset!r}; use --dataset {' or '.join(DATASETS)}, or --train FILE"
+        f"unknown dataset {spec.dataset!r}; use dataset={names}, or train=FILE",
+        cli=f"unknown dataset {spec.dataset!r}; use --dataset {' or '.join(DATASETS)}, or "
+        "--train FILE",
     )
 
 

@@ -34,7 +34,11 @@ def temporal_split(
     Users with ``n_last`` or fewer interactions stay wholly in train. Ties in time keep file order.
     """
     if interactions.timestamps is None:
-        raise DataError("a temporal split needs timestamps; pass --time-col or use --split random")
+        raise DataError(
+            "a temporal split needs timestamps; give the interactions timestamps (time_col=) or "
+            "use random_split",
+            cli="a temporal split needs timestamps; pass --time-col or use --split random",
+        )
     if n_last < 1:
         raise DataError(f"n_last must be >= 1, not {n_last}")
     order = np.lexsort((np.arange(len(interactions)), interactions.timestamps, interactions.users))

@@ -140,7 +140,8 @@ def solve_cholesky(
         factor, info = torch.linalg.cholesky_ex(A)
         if bool(info.any()):
             raise RecfunnelError(
-                "a least-squares system is not positive definite; raise --regularization"
+                "a least-squares system is not positive definite; raise regularization=",
+                cli="a least-squares system is not positive definite; raise --regularization",
             )
         out[start:stop] = torch.cholesky_solve(b[:, :, None], factor)[:, :, 0]
     return out
@@ -332,7 +333,10 @@ class WALS(FactorizedRecommender):
         if self.config.feedback == "explicit":
             if train.ratings is None:
                 raise RecfunnelError(
-                    "explicit WALS needs ratings; pass --rating-col or use feedback=implicit"
+                    "explicit WALS needs ratings; fit interactions with ratings or use "
+                    "feedback='implicit'",
+                    cli="explicit WALS needs ratings; pass --rating-col or use --set "
+                    "feedback=implicit",
                 )
             if train.duplicate_pairs():
                 train = train.deduplicate("mean")  # repeated ratings of a pair: their mean

@@ -65,8 +65,9 @@ def ease_weights(gram: torch.Tensor, regularization: float) -> torch.Tensor:
     gram.diagonal().add_(regularization)
     factor, info = torch.linalg.cholesky_ex(gram)
     if int(info) != 0:
+        problem = "the EASE Gram matrix is not positive definite in float32"
         raise RecfunnelError(
-            "the EASE Gram matrix is not positive definite in float32; raise --regularization"
+            f"{problem}; raise regularization=", cli=f"{problem}; raise --regularization"
         )
     del gram
     precision = torch.cholesky_inverse(factor)
@@ -92,9 +93,13 @@ class EASE(FactorizedRecommender):
         need = ease_memory_bytes(n)
         budget = _budget_bytes(self.config.max_memory_gb)
         if need > budget:
-            raise RecfunnelError(
+            problem = (
                 f"EASE needs {need / 2**30:.1f} GiB for {n} items (items x items), more than the "
-                f"{budget / 2**30:.1f} GiB available; use --model wals or --model two-tower"
+                f"{budget / 2**30:.1f} GiB available"
+            )
+            raise RecfunnelError(
+                f"{problem}; use WALS or TwoTower",
+                cli=f"{problem}; use --model wals or --model two-tower",
             )
         return train
 

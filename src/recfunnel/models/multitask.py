@@ -80,7 +80,10 @@ class Multitask(FactorizedRecommender):
 
     def _check_data(self, train, **context):
         if self.config.rating_weight and train.ratings is None:
-            raise RecfunnelError("rating_weight > 0 needs ratings; give --rating-col")
+            raise RecfunnelError(
+                "rating_weight > 0 needs ratings; fit interactions with ratings",
+                cli="rating_weight > 0 needs ratings; give --rating-col",
+            )
         return train
 
     def _new_network(self, state=None) -> MultitaskNet:

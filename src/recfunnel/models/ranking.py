@@ -300,7 +300,10 @@ class RankingModel(Recommender):
                 )
         if c.objective == "rating" and train.ratings is None:
             raise RecfunnelError(
-                "objective 'rating' needs ratings; give --rating-col or use objective 'watch'"
+                "objective 'rating' needs ratings; fit interactions with ratings or use "
+                "objective='watch'",
+                cli="objective 'rating' needs ratings; give --rating-col or use --set "
+                "objective=watch",
             )
         if (c.features or c.context) and dataset is None:
             raise RecfunnelError(

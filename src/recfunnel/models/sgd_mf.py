@@ -120,7 +120,8 @@ class SGDMF(_GradientMF):
     def _check_data(self, train, **context):
         if train.ratings is None:
             raise RecfunnelError(
-                "--model sgd-mf needs ratings; pass --rating-col, or use --model bpr or wals"
+                "SGD-MF needs ratings; fit interactions with ratings, or use BPR or WALS",
+                cli="--model sgd-mf needs ratings; pass --rating-col, or use --model bpr or wals",
             )
         return train
 
