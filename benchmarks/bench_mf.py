@@ -96,8 +96,11 @@ def recall_at_10(X: np.ndarray, Y: np.ndarray, train, test, users=None) -> float
 # ------------------------------------------------------------------- child: one WALS fit
 def cmd_fit_wals(args) -> None:
     from recfunnel.data import Interactions
-    from recfunnel.models import WALS
+    from recfunnel.models import WALS, als_kernels
 
+    if args.solver == "cg-torch":  # the all-rows torch CG instead of the fused numba kernel
+        als_kernels.AVAILABLE = False
+        args.solver = "cg"
     if args.threads:
         torch.set_num_threads(args.threads)
     raw = np.load(args.train_npz)
@@ -327,7 +330,11 @@ def main() -> None:
         p.add_argument("--dim", type=int, default=32)
         p.add_argument("--iterations", type=int, default=15)
         p.add_argument("--threads", type=int, default=0, help="0 = all cores")
-        p.add_argument("--solvers", default="cg,cholesky")
+        p.add_argument(
+            "--solvers",
+            default="cg,cholesky",
+            help="cg (fused numba kernel where installed), cg-torch, cholesky",
+        )
         p.add_argument("--repeats", type=int, default=3, help="fits per model; median time")
         p.add_argument("--profile", action="store_true", help="torch.profiler on each WALS fit")
 

@@ -18,6 +18,14 @@ paces the clients (random pauses) to offer about that many requests per second, 
 
 Scenarios (``--scenario``): ``user`` = GET a random known user's top 10; ``mixed`` = 70% user,
 10% unknown user (cold start), 10% similar items, 10% POST of an anonymous history.
+
+``--heavy``: instead, ``--clients`` (8) clients send the heaviest batch the API allows (256
+users, k = 1000, 10 000-id allow and deny lists) back to back while one probe asks
+``/healthz`` every 50 ms; reports the probe's latency (the service must keep answering it
+within 100 ms). ``--baseline-src DIR`` runs the same against another checkout's ``src`` (e.g.
+an older commit) in the same run, for a side-by-side ratio on a shared machine.
+
+    python benchmarks/load_test.py --run /tmp/serve-run --heavy --workers 1,2 --duration 20
 """
 
 from __future__ import annotations
@@ -88,7 +96,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(run_dir: str, workers: int, token: str | None) -> tuple[subprocess.Popen, str]:
+def start_server(
+    run_dir: str, workers: int, token: str | None, src: Path | None = None
+) -> tuple[subprocess.Popen, str]:
     port = free_port()
     cmd = [
         PYTHON,
@@ -103,9 +113,12 @@ def start_server(run_dir: str, workers: int, token: str | None) -> tuple[subproc
         "--workers",
         str(workers),
     ]
+    env = dict(ENV)
     if token:
-        cmd += ["--token", token]
-    proc = subprocess.Popen(cmd, env=ENV, start_new_session=True)
+        env["RECFUNNEL_TOKEN"] = token
+    if src is not None:
+        env["PYTHONPATH"] = f"{src}:{os.environ.get('PYTHONPATH', '')}"
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -226,6 +239,112 @@ async def _httpx_load(url, clients, duration, scenario, users, items, token, rat
     }
 
 
+def heaviest_body(users: list[str], items: list[str], rng: random.Random) -> bytes:
+    """The largest batch the API accepts: 256 users, k = 1000, allow and deny lists of 10 000."""
+    body = {
+        "users": rng.choices(users, k=256),
+        "k": 1000,
+        "exclude_seen": True,
+        "allow": rng.choices(items, k=10_000),
+        "deny": rng.choices(items, k=10_000),
+    }
+    return json.dumps(body).encode()
+
+
+async def _heavy_with_probe(url, clients, duration, users, items, token) -> dict:
+    """``clients`` heavy batch senders plus one /healthz probe every 50 ms."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    headers["content-type"] = "application/json"
+    rng = random.Random(0)
+    bodies = [heaviest_body(users, items, rng) for _ in range(4)]
+    heavy = {"ok": 0, "errors": 0, "seconds": []}
+    probe: list[float] = []
+    probe_errors = 0
+    end = time.perf_counter() + duration
+
+    async def sender(client, i):
+        while time.perf_counter() < end:
+            started = time.perf_counter()
+            try:
+                r = await client.post("/v1/recommendations", content=bodies[i % len(bodies)])
+                heavy["ok" if r.status_code == 200 else "errors"] += 1
+            except httpx.HTTPError:
+                heavy["errors"] += 1
+            heavy["seconds"].append(time.perf_counter() - started)
+
+    async def prober(client):
+        nonlocal probe_errors
+        await asyncio.sleep(1.0)  # let the heavy requests pile up first
+        while time.perf_counter() < end:
+            started = time.perf_counter()
+            try:
+                r = await client.get("/healthz", timeout=30)
+                probe_errors += r.status_code != 200
+            except httpx.HTTPError:
+                probe_errors += 1
+            probe.append(time.perf_counter() - started)
+            await asyncio.sleep(0.05)
+
+    limits = httpx.Limits(max_connections=clients + 1)
+    async with (
+        httpx.AsyncClient(base_url=url, headers=headers, timeout=120, limits=limits) as c,
+        httpx.AsyncClient(base_url=url, timeout=30) as p,
+    ):
+        await asyncio.gather(prober(p), *(sender(c, i) for i in range(clients)))
+    probe.sort()
+    heavy_s = sorted(heavy["seconds"])
+
+    def pct(values, q):
+        return values[min(len(values) - 1, int(q / 100 * len(values)))] * 1e3 if values else 0
+
+    return {
+        "heavy": heavy["ok"],
+        "heavy_errors": heavy["errors"],
+        "heavy_p50_s": pct(heavy_s, 50) / 1e3,
+        "probes": len(probe),
+        "p50": pct(probe, 50),
+        "p99": pct(probe, 99),
+        "max": probe[-1] * 1e3 if probe else 0,
+        "probe_errors": probe_errors,
+    }
+
+
+HEAVY_HEADER = [
+    "code",
+    "workers",
+    "heavy clients",
+    "seconds",
+    "heavy batches answered",
+    "batch p50 s",
+    "/healthz probes",
+    "/healthz p50 ms",
+    "/healthz p99 ms",
+    "/healthz max ms",
+    "errors",
+]
+
+
+def heavy_main(args, duration, run_dir, run, baseline: Path | None) -> list[list]:
+    rows = []
+    sources = [("this", None)] + ([("baseline", baseline)] if baseline else [])
+    for workers in [int(w) for w in args.workers.split(",")]:
+        for name, src in sources:
+            proc, url = start_server(run_dir, workers, args.token, src)
+            try:
+                r = asyncio.run(
+                    _heavy_with_probe(url, args.clients, duration, run.users.ids,
+                                      run.items.ids, args.token)
+                )  # fmt: skip
+            finally:
+                stop_server(proc)
+            rows.append([name, workers, args.clients, duration, r["heavy"],
+                         f"{r['heavy_p50_s']:.2f}", r["probes"], f"{r['p50']:.1f}",
+                         f"{r['p99']:.1f}", f"{r['max']:.1f}",
+                         r["heavy_errors"] + r["probe_errors"]])  # fmt: skip
+            print(markdown_table(HEAVY_HEADER, rows[-1:]), flush=True)
+    return rows
+
+
 def ensure_run(run_dir: str | None, workdir: Path) -> str:
     if run_dir:
         return run_dir
@@ -244,7 +363,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--run", help="run folder to serve (default: train the seed preset)")
     p.add_argument("--workers", default="1,2", help="comma-separated worker counts to test")
-    p.add_argument("--clients", type=int, default=32)
+    p.add_argument("--clients", type=int, default=32, help="--heavy: 8 is the target")
     p.add_argument("--duration", type=int, default=10, help="seconds per scenario (max 60)")
     p.add_argument("--scenario", default="user,mixed", help="user and/or mixed")
     p.add_argument(
@@ -256,6 +375,8 @@ def main(argv=None) -> int:
     p.add_argument("--tool", default="auto", choices=("auto", "wrk", "httpx"))
     p.add_argument("--token", default=None, help="serve with this bearer token")
     p.add_argument("--no-doc", action="store_true", help="do not write docs/serving.md")
+    p.add_argument("--heavy", action="store_true", help="heaviest batches + /healthz probe")
+    p.add_argument("--baseline-src", type=Path, help="--heavy: also run this checkout's src/")
     args = p.parse_args(argv)
     duration = min(max(1, args.duration), 60)
     tool = args.tool
@@ -273,6 +394,20 @@ def main(argv=None) -> int:
         run = Run.load(run_dir)
         from urllib.parse import quote
 
+        if args.heavy:
+            rows = heavy_main(args, duration, run_dir, run, args.baseline_src)
+            table = markdown_table(HEAVY_HEADER, rows)
+            print()
+            print(table)
+            if not args.no_doc:
+                note = (
+                    f"`{' '.join(['python benchmarks/load_test.py', *(argv or sys.argv[1:])])}`"
+                    f" — asyncio + httpx clients; {os.cpu_count()} cores shared with other "
+                    f"jobs (load average before/after: {load_before:.1f}/"
+                    f"{os.getloadavg()[0]:.1f}), {time.strftime('%Y-%m-%d %H:%M')}."
+                )
+                write_section("serving.md", "load_test_heavy", note + "\n\n" + table)
+            return 0
         users = run.users.ids
         items = [quote(i, safe="") for i in run.items.ids]
         (tmp / "users.txt").write_text("\n".join(quote(u, safe="") for u in users) + "\n")

@@ -47,6 +47,10 @@ def test_two_stage_run_reports_both_stages(files, tmp_path, capsys):
     assert main([*base(files, out), "--model", "two-stage", *small, "--json"]) == 0
     metrics = json.loads(capsys.readouterr().out)
     assert "retrieval/ndcg@10" in metrics and "ndcg@10" in metrics
+    # the two-stage top-K accuracy ranks its unseen shortlist first: named apart from TFRS's
+    assert "unseen_first_top_k/top_5_categorical_accuracy" in metrics
+    assert not any(k.startswith("factorized_top_k/") for k in metrics)
+    assert "retrieval/factorized_top_k/top_5_categorical_accuracy" in metrics
     assert main(["evaluate", str(out), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["ndcg@10"] == pytest.approx(metrics["ndcg@10"])
     assert main(["recommend", str(out), "--user", "user3", "-k", "4", "--json"]) == 0

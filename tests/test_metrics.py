@@ -138,8 +138,21 @@ def _check_same(got, want):
         assert got[key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
 
 
+@pytest.fixture(params=["compiled", "torch"])
+def row_pass(request, monkeypatch):
+    """Both ways of the per-row pass: the numba kernel (where installed) and torch/NumPy."""
+    from recfunnel import eval_kernels
+
+    if request.param == "compiled" and not eval_kernels.AVAILABLE:
+        pytest.skip("numba is not installed")
+    monkeypatch.setattr(eval_kernels, "AVAILABLE", request.param == "compiled")
+    return request.param
+
+
 @pytest.mark.parametrize("batch_size", [None, 1, 7, 1000])
-def test_blocked_evaluation_matches_the_reference_whatever_the_block(random_case, batch_size):
+def test_blocked_evaluation_matches_the_reference_whatever_the_block(
+    random_case, batch_size, row_pass
+):
     train, test, scores = random_case
     users = users_with_tests(test)
     got = evaluate_scores(
@@ -150,7 +163,7 @@ def test_blocked_evaluation_matches_the_reference_whatever_the_block(random_case
     _check_same(got, want)
 
 
-def test_memory_budget_bounds_the_block(random_case):
+def test_memory_budget_bounds_the_block(random_case, row_pass):
     train, test, scores = random_case
     sizes = []
 
@@ -180,7 +193,7 @@ def test_a_scorer_may_return_one_reused_buffer(random_case):
     _check_same(reused, fresh)
 
 
-def test_sampled_users_are_seeded_and_evaluated_exactly(random_case):
+def test_sampled_users_are_seeded_and_evaluated_exactly(random_case, row_pass):
     train, test, scores = random_case
     everyone = users_with_tests(test)
     chosen, record = choose_users(test, 50, seed=4)

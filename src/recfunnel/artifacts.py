@@ -39,11 +39,25 @@ _RENAME_EXCHANGE = 2
 
 def sha256_file(path: str | Path) -> str:
     """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
     with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
+        return sha256_stream(fh)
+
+
+def sha256_stream(fh, limit: int | None = None) -> str | None:
+    """Hex SHA-256 of what an open binary file holds, read in 1 MiB blocks; None when it
+    holds more than ``limit`` bytes (the run loader bounds what it reads)."""
+    digest, total = hashlib.sha256(), 0
+    for block in iter(lambda: fh.read(1 << 20), b""):
+        total += len(block)
+        if limit is not None and total > limit:
+            return None
+        digest.update(block)
     return digest.hexdigest()
+
+
+def sha256_bytes(data: bytes) -> str:
+    """Hex SHA-256 of bytes already in memory."""
+    return hashlib.sha256(data).hexdigest()
 
 
 def _fsync_dir(path: Path) -> None:

@@ -15,10 +15,13 @@ Bad input prints one line, ``error: <problem>; <fix>``, on stderr and exits with
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import os
+import shutil
 import sys
+import time
 from pathlib import Path
 
 from recfunnel.errors import RecfunnelError, TrainingError
@@ -116,24 +119,35 @@ def _value(config, path: str):
 
 
 def cmd_train(args) -> int:
-    from recfunnel import experiment
+    from recfunnel import distributed, experiment
     from recfunnel.models import model_class
     from recfunnel.runs import check_run_target
 
+    if args.model == "auto":
+        return _train_auto(args)
+    if args.nproc is not None:
+        return _launch(args)
+    distributed.init(args.device or "auto")
     spec = _data_spec(args)
     model = model_class(args.model)(train_config(args))
     out = Path(args.out) if args.out else None
-    if out is not None:
+    if out is not None and distributed.rank() == 0:
         check_run_target(out, overwrite=args.overwrite)  # fail before training, not after
     options = _eval_options(args)  # bad values fail before training
-    run, _, fit_rows, test_rows = experiment.train(
-        spec, model, validation_fraction=args.validation_fraction,
-        progress=not args.quiet, **options,
-    )  # fmt: skip
+    checkpoint_dir = _checkpoint_dir(args, out)
+    with _checkpointing(args, checkpoint_dir):
+        run, _, fit_rows, test_rows = experiment.train(
+            spec, model, validation_fraction=args.validation_fraction,
+            progress=not args.quiet, **options,
+        )  # fmt: skip
+    if run is None:  # a distributed job's rank > 0: rank 0 evaluates and saves
+        return 0
     _say_which_users(run.config["evaluation"])
     run.config["preset"] = args.preset
     if out is not None:
         run.save(out, overwrite=args.overwrite)
+    if checkpoint_dir is not None and out is not None:
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)  # the run is saved: no longer needed
     metrics = {k: v for k, v in run.metrics.items() if k != "training_log"}
     _note_dropped(metrics, args.test)
     if args.json:
@@ -227,6 +241,160 @@ def _shown(value) -> str:
     return str(value)
 
 
+def _launch(args) -> int:
+    """``--nproc N``: the same command in N processes (torch.distributed.run)."""
+    from recfunnel import distributed
+
+    if args.nproc < 1:
+        raise RecfunnelError(f"--nproc must be at least 1, not {args.nproc}")
+    if distributed.launched():
+        raise RecfunnelError("--nproc inside torchrun; give one or the other")
+    argv = list(sys.argv[1:] if args.argv is None else args.argv)
+    skip = {"--nproc"}
+    rest, i = [], 0
+    while i < len(argv):
+        if argv[i] in skip:
+            i += 2
+            continue
+        if argv[i].startswith("--nproc="):
+            i += 1
+            continue
+        rest.append(argv[i])
+        i += 1
+    return distributed.launch(rest, args.nproc)
+
+
+def _checkpoint_dir(args, out: Path | None) -> Path | None:
+    """``--checkpoint-dir``, else ``OUT.checkpoints`` beside the run folder, when
+    ``--checkpoint-every`` or ``--resume`` is given."""
+    if not args.checkpoint_every and not args.resume:
+        return None
+    if args.checkpoint_dir:
+        return Path(args.checkpoint_dir)
+    if out is None:
+        raise RecfunnelError("--checkpoint-every/--resume need --out (or --checkpoint-dir DIR)")
+    return out.parent / f"{out.name}.checkpoints"
+
+
+def _checkpointing(args, directory: Path | None):
+    from recfunnel.checkpoints import checkpointing
+
+    if directory is None:
+        return contextlib.nullcontext()
+    if args.checkpoint_every is not None and args.checkpoint_every < 1:
+        raise RecfunnelError(f"--checkpoint-every must be at least 1, not {args.checkpoint_every}")
+    if args.resume and (directory / "fit-1" / "latest.json").is_file():
+        print(f"resuming from the checkpoint in {directory}", file=sys.stderr)
+    return checkpointing(directory, every=args.checkpoint_every or 1, resume=args.resume)
+
+
+# ------------------------------------------------------------ tune / auto
+def _fixed_options(args) -> dict[str, str]:
+    """Hyper-parameters the search keeps fixed: ``--device`` and ``--set NAME=VALUE`` (text,
+    parsed by each model's config field)."""
+    fixed = {}
+    if getattr(args, "device", None):
+        fixed["device"] = args.device
+    for pair in args.set or []:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise RecfunnelError(f"--set expects NAME=VALUE, not {pair!r}")
+        fixed[name.strip().replace("-", "_")] = value
+    return fixed
+
+
+def _carved(args, duplicates: str):
+    import dataclasses
+
+    from recfunnel.data import sources
+    from recfunnel.tuning import carve_validation
+
+    spec = _data_spec(args)
+    if spec.duplicates == "auto":  # as train resolves it; auto's portfolio keeps every row
+        spec = dataclasses.replace(spec, duplicates=duplicates)
+    dataset, train, _ = sources.load(spec)  # the test rows are never looked at
+    fit, validation = carve_validation(
+        train, args.validation_fraction or 0.1, seed=spec.seed, temporal=spec.split == "temporal"
+    )
+    return spec, dataset, fit, validation
+
+
+def _log(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def cmd_tune(args) -> int:
+    from recfunnel.models import model_class
+    from recfunnel.presets import preset
+    from recfunnel.tuning import apply_fixed, parse_budget, tune
+
+    budget = parse_budget(args.budget) if args.budget is not None else None
+    if budget is None and args.trials is None:
+        raise RecfunnelError("give --budget (e.g. 10m) or --trials N")
+    if not model_class(args.model).search_space:
+        raise RecfunnelError(f"--model {args.model} has nothing to tune; pick another model")
+    base = preset(args.model, args.preset)
+    fixed = _fixed_options(args)
+    duplicates = model_class(args.model)(apply_fixed(base, fixed)).default_duplicates()
+    _, dataset, fit, validation = _carved(args, duplicates)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise RecfunnelError(f"{out} is a file; choose a folder for --out")
+    result = tune(
+        args.model, fit, validation, out=out, budget=budget, trials=args.trials,
+        metric=args.metric, base=base, fixed=fixed, seed=args.seed,
+        dataset=dataset if model_class(args.model).needs_dataset else None,
+        log=None if args.json else _log,
+    )  # fmt: skip
+    summary = {"model": args.model, "metric": result.metric, "best_value": result.best_value,
+               "trials": len(result.trials), "best_params": result.best_params,
+               "preset": str(out / "best.toml")}  # fmt: skip
+    if args.json:
+        print(_dump(summary))
+        return 0
+    print(f"best validation {result.metric}: {result.best_value:.4f} "
+          f"({len(result.trials)} trials in the study)")  # fmt: skip
+    print(f"wrote {out / 'best.toml'}, {out / 'trials.csv'} and the study {out / 'study.db'}")
+    print(f"train it: recfunnel train --model {args.model} --preset {out / 'best.toml'}")
+    return 0
+
+
+def _train_auto(args) -> int:
+    from recfunnel import experiment
+    from recfunnel.models import model_class
+    from recfunnel.runs import check_run_target
+    from recfunnel.tuning import Metric, auto, leaderboard_text, parse_budget
+
+    budget = parse_budget(args.budget)
+    metric = Metric.parse(args.metric).key
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        check_run_target(out, overwrite=args.overwrite)
+    options = _eval_options(args)
+    spec, dataset, fit, validation = _carved(args, "keep")
+    kind, params, board = auto(
+        fit, validation, budget=budget, metric=metric, seed=args.seed,
+        fixed=_fixed_options(args), dataset=dataset, log=None if args.json else _log,
+    )  # fmt: skip
+    model = model_class(kind)(params)
+    run, _, _, _ = experiment.train(spec, model, progress=not args.quiet, **options)  # all rows
+    run.config["preset"] = "auto"
+    run.config["auto"] = {"metric": metric, "budget_seconds": budget, "chosen": kind}
+    run.metrics["leaderboard"] = board
+    if out is not None:
+        run.save(out, overwrite=args.overwrite)
+    metrics = {k: v for k, v in run.metrics.items() if k not in ("training_log", "leaderboard")}
+    if args.json:
+        print(_dump({**metrics, "model": kind, "leaderboard": board}))
+        return 0
+    print(leaderboard_text(board, metric))
+    print(f"chosen: {kind} (refitted on all training rows)")
+    _print_metrics(metrics)
+    if out is not None:
+        print(f"saved run to {out}")
+    return 0
+
+
 def _note_dropped(report: dict, path) -> None:
     """Say on stderr how many test rows were dropped for ids unseen in training."""
     from recfunnel.data.io import describe_dropped
@@ -283,8 +451,10 @@ def cmd_evaluate(args) -> int:
             )
         _, test = sources.split(dataset, spec)
     options = _eval_options(args)
+    started = time.perf_counter()
     metrics = evaluate(run.model, run.train_interactions(), test, eval_users=options["eval_users"],
                        eval_seed=spec.seed, memory=options["eval_memory"])  # fmt: skip
+    metrics["eval_seconds"] = time.perf_counter() - started
     _say_which_users(metrics["evaluation"])
     if args.test:
         metrics.update({f"test_{key}": value for key, value in report.items()})
@@ -359,11 +529,40 @@ def cmd_serve(args) -> int:
 
     if args.workers < 1:
         raise RecfunnelError(f"--workers must be at least 1, not {args.workers}")
+    if not 0 <= args.port <= 65535:
+        raise RecfunnelError(f"--port must be between 0 and 65535, not {args.port}")
     require_serving()
-    token = args.token or os.environ.get("RECFUNNEL_TOKEN") or None
-    serve(args.run_dir, host=args.host, port=args.port, workers=args.workers, token=token,
-          index=args.index, access_log=args.access_log)  # fmt: skip
+    hosts = [h.strip() for h in args.allowed_hosts.split(",")] if args.allowed_hosts else None
+    if hosts is not None and not all(hosts):
+        raise RecfunnelError("--allowed-hosts takes comma-separated host names, or '*'")
+    serve(args.run_dir, host=args.host, port=args.port, workers=args.workers,
+          token=_serve_token(args), index=args.index, access_log=args.access_log,
+          runs_root=args.runs_root, allowed_hosts=hosts)  # fmt: skip
     return 0
+
+
+def _serve_token(args) -> str | None:
+    """The bearer token: --token-file, else --token (visible in ps: warned), else the
+    RECFUNNEL_TOKEN environment variable."""
+    if args.token_file and args.token:
+        raise RecfunnelError("give --token-file or --token, not both")
+    if args.token_file:
+        try:
+            with open(args.token_file, "rb") as fh:
+                raw = fh.read(4097)
+            token = raw.decode("utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            why = getattr(exc, "strerror", None) or "not UTF-8 text"
+            raise RecfunnelError(f"cannot read --token-file: {why}; pass a readable file "
+                                 "holding the token on one line") from None  # fmt: skip
+        if not token or len(raw) > 4096 or any(c.isspace() for c in token):
+            raise RecfunnelError("--token-file must hold one token (no spaces, at most 4 KiB)")
+        return token
+    if args.token:
+        print("warning: --token is visible to every local user (ps); prefer RECFUNNEL_TOKEN "
+              "or --token-file", file=sys.stderr)  # fmt: skip
+        return args.token
+    return os.environ.get("RECFUNNEL_TOKEN") or None
 
 
 # ----------------------------------------------------------------- report
@@ -496,7 +695,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     )
     data.add_argument("--seed", type=int, default=42, help="split and model seed")
     data.add_argument(
-        "--train", help="interaction file (CSV/TSV/JSONL/Parquet) instead of --dataset"
+        "--train",
+        help="interaction file (CSV/TSV/JSONL/Parquet) or a folder of Parquet files, "
+        "instead of --dataset",
     )
     data.add_argument("--test", help="test file; default: split --train by --split")
     data.add_argument("--user-col", default="user", help="--train: user id column")
@@ -519,8 +720,16 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
             help=f"{side} side features: id column (--{side}-col) + named columns",
         )
     model = p.add_argument_group("model")
-    model.add_argument("--model", default="two-tower", choices=sorted(MODELS),
-                       help="model to train (--model NAME --help lists its options)")  # fmt: skip
+    model.add_argument("--model", default="two-tower", choices=[*sorted(MODELS), "auto"],
+                       help="model to train (--model NAME --help lists its options); auto: "
+                       "tune a portfolio within --budget, keep the best")  # fmt: skip
+    model.add_argument("--budget", default="5m",
+                       help="--model auto: wall time, e.g. 600, 10m, 1h (default 5m)")  # fmt: skip
+    model.add_argument(
+        "--metric",
+        default="ndcg@10",
+        help="--model auto: validation metric to choose by (default ndcg@10)",
+    )
     model.add_argument(
         "--preset", default="default",
         help="named config: seed (the TFRS tutorial / peer settings), default (tuned), "
@@ -562,10 +771,20 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         "folder holding other files",
     )
     p.add_argument("--json", action="store_true", help="print the test metrics as one JSON object")
+    p.add_argument("--nproc", type=int, metavar="N",
+                   help="train in N processes on this machine (torch.distributed; see "
+                   "docs/scale.md for torchrun and several machines)")  # fmt: skip
+    p.add_argument("--checkpoint-every", type=int, metavar="N",
+                   help="write a checkpoint every N epochs (to OUT.checkpoints)")  # fmt: skip
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the last checkpoint after a crash or kill")  # fmt: skip
+    p.add_argument("--checkpoint-dir", metavar="DIR",
+                   help="checkpoint folder (default: OUT.checkpoints beside --out)")  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress on stderr (default: a bar on "
                    "a terminal, else a line every 10 s)")  # fmt: skip
     _add_eval_options(p)
     p.set_defaults(func=cmd_train)
+    _add_tune_parser(sub, data, model)
 
     p = sub.add_parser("evaluate", help="evaluate a saved run", formatter_class=_HelpFormatter)
     p.add_argument("run_dir", help="run folder written by train --out")
@@ -604,10 +823,17 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="serve recommendations over HTTP (needs the serve extra)")
     p.add_argument("run_dir")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=int, default=8000, help="0 picks a free port")
     p.add_argument("--workers", type=int, default=1, help="worker processes")
-    p.add_argument("--token", help="bearer token required on every endpoint but /healthz "
-                   "(default: $RECFUNNEL_TOKEN)")  # fmt: skip
+    p.add_argument("--token-file", metavar="FILE", help="file holding the bearer token required "
+                   "on every endpoint but /healthz (default: $RECFUNNEL_TOKEN); a token also "
+                   "turns on the admin endpoint")  # fmt: skip
+    p.add_argument("--token", help="the token itself (visible in ps: prefer the two above)")
+    p.add_argument("--runs-root", metavar="DIR", help="folder whose runs /v1/admin/reload may "
+                   "load (default: the served run's parent folder)")  # fmt: skip
+    p.add_argument("--allowed-hosts", metavar="H1,H2", help="Host header names to answer "
+                   "(default for a loopback bind: 127.0.0.1,localhost,::1; else any); '*' for "
+                   "any; set it to the public name behind a proxy")  # fmt: skip
     p.add_argument("--index", default="auto", choices=("auto", "exact", "hnsw", "ivf"),
                    help="top-k index: auto = exact below 100k items, else FAISS IVF")  # fmt: skip
     p.add_argument("--access-log", action="store_true", help="log every request")
@@ -638,6 +864,38 @@ def _add_threads(p) -> None:
                    "physical cores available)")  # fmt: skip
 
 
+def _add_tune_parser(sub, data_group, model_group) -> None:
+    """``recfunnel tune``: the train command's data options, plus the search's own."""
+    from recfunnel.models import MODELS
+
+    p = sub.add_parser("tune", help="search a model's hyper-parameters on a validation split")
+    data = p.add_argument_group("data")
+    for action in data_group._group_actions:  # the same options as train, kept in one place
+        data._add_action(action)
+    tunable = sorted(kind for kind, cls in MODELS.items() if cls.search_space)
+    p.add_argument("--model", required=True, choices=tunable)
+    p.add_argument("--preset", default="default", help="where the search starts (first trial)")
+    p.add_argument("--budget", help="wall time for new trials: 600, 10m, 1h (bare number = s)")
+    p.add_argument("--trials", type=int, help="trials in the study in all (resumes count)")
+    p.add_argument("--metric", default="ndcg@10", help="validation metric (default ndcg@10)")
+    p.add_argument(
+        "--validation-fraction",
+        type=float,
+        default=0.1,
+        help="share of the training rows carved for validation (default 0.1)",
+    )
+    p.add_argument("--device", help="auto, cpu or cuda (kept fixed)")
+    p.add_argument("--set", action="append", metavar="NAME=VALUE",
+                   help="keep a hyper-parameter fixed, e.g. --set dim=64")  # fmt: skip
+    p.add_argument(
+        "--out",
+        required=True,
+        help="folder for study.db (resumable), best.toml, trials.csv, history.png",
+    )
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    p.set_defaults(func=cmd_tune)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
@@ -651,6 +909,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     parser = build_parser(argv)
     args = parser.parse_args(argv)
+    args.argv = argv  # --nproc relaunches the same command
     try:
         return args.func(args)
     except (RecfunnelError, TrainingError) as exc:

@@ -29,8 +29,10 @@ from recfunnel.errors import RecfunnelError
 
 __all__ = [
     "BPRConfig",
+    "BlendConfig",
     "Config",
     "EASEConfig",
+    "LargeCatalogueConfig",
     "MostPopularConfig",
     "MultitaskConfig",
     "RankingConfig",
@@ -99,7 +101,13 @@ def _type_name(tp) -> str:
     if typing.get_origin(tp) is tuple:
         name = f"list of {typing.get_args(tp)[0].__name__}"
     else:
-        name = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
+        name = {
+            int: "an integer",
+            float: "a number",
+            bool: "true or false",
+            str: "a string",
+            dict: "a table",
+        }.get(  # fmt: skip
             tp, getattr(tp, "__name__", str(tp))
         )
     return f"{name} or none" if optional else name
@@ -113,6 +121,8 @@ class Config:
     """
 
     renamed: ClassVar[dict[str, str]] = {}
+    #: whether a bare name (``epochs``) also sets this part's field of that name
+    bare_names: ClassVar[bool] = True
 
     # ------------------------------------------------------------------ checking
     def __post_init__(self) -> None:
@@ -172,14 +182,30 @@ class Config:
                 for key, sub in value.items():
                     self._put(data, f"{name}.{key.replace('-', '_')}", sub)
                 return
+            if value is None:  # e.g. large = none in a run saved by recfunnel 1: the defaults
+                return
             raise RecfunnelError(f"{name} takes a table of options, not {value!r}")
         paths = [path for path, _ in self.targets(name)]
         if not paths:
+            *head, last = name.split(".")
+            new = self._renames().get(last)
+            if new is not None:  # an old name (e.g. history -> pool_seen_items)
+                self._put(data, ".".join([*head, new]), value)
+                return
             raise RecfunnelError(
                 f"{type(self).__name__} has no option {name!r}; known: {', '.join(self.paths())}"
             )
         for path in paths:
             _set_path(data, path, list(value) if isinstance(value, tuple) else value)
+
+    def _renames(self) -> dict[str, str]:
+        """Old field name -> new, over this config and its nested parts."""
+        out = dict(self.renamed)
+        for f in fields(self):
+            child = getattr(self, f.name)
+            if isinstance(child, Config):
+                out.update(child._renames())
+        return out
 
     def _part(self, name: str):
         """The nested config at dotted ``name`` (``retrieval``, ``ranker.trainer``), or None."""
@@ -226,8 +252,22 @@ class Config:
 
     # ----------------------------------------------------------------- reading
     def targets(self, name: str) -> list[tuple[str, Any]]:
-        """(path, type) of every field that the (dotted or bare) ``name`` sets."""
-        return [(p, tp) for p, tp, _ in self.options() if _matches(p, name)]
+        """(path, type) of every field that the (dotted or bare) ``name`` sets; a bare name
+        does not reach into a part whose class has ``bare_names = False``."""
+        bare = "." not in name
+        return [
+            (p, tp)
+            for p, tp, _ in self.options()
+            if _matches(p, name) and not (bare and self._sheltered(p))
+        ]
+
+    def _sheltered(self, path: str) -> bool:
+        node = self
+        for part in path.split(".")[:-1]:
+            node = getattr(node, part)
+            if not node.bare_names:
+                return True
+        return False
 
     def paths(self) -> list[str]:
         """Dotted paths of every leaf option, e.g. ``trainer.epochs``."""
@@ -279,6 +319,8 @@ class Config:
         for key, value in data.items():
             key = cls.renamed.get(key, key)
             if key in own:
+                if _is_config_type(hints[key]) and value is None:
+                    continue  # a part saved as none (recfunnel 1's large = none): its defaults
                 if _is_config_type(hints[key]) and isinstance(value, dict):
                     value = _nested_type(
                         cls, next(f for f in fields(cls) if f.name == key)
@@ -368,6 +410,9 @@ def _coerce(value, tp, name: str):
     elif base is str:
         if isinstance(value, str):
             return value
+    elif base is dict:
+        if isinstance(value, dict):
+            return value
     elif typing.get_origin(base) is tuple:
         element = typing.get_args(base)[0]
         if isinstance(value, (list, tuple)):
@@ -434,6 +479,12 @@ def parse_value(text: str, tp, name: str = "value"):
         if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "\"'":
             raw = raw[1:-1]
         return raw
+    if base is dict or (typing.get_origin(base) is tuple and raw.startswith("[")):
+        try:  # a JSON table, or a JSON list (of tables)
+            value = json.loads(raw)
+        except ValueError:
+            raise bad from None
+        return _coerce(value, tp, name)
     if typing.get_origin(base) is tuple:
         element = typing.get_args(base)[0]
         inner = raw.strip("[]() ")
@@ -474,6 +525,12 @@ class TrainerConfig(Config):
     monitor: str = option(
         "auto", "validation metric for early stopping; auto: rmse for rating models, else recall@10"
     )
+    max_examples: int | None = option(
+        None,
+        "stop a fit once it has trained on this many rows (the last epoch may be partial); "
+        "none trains every epoch",
+        min=1,
+    )
 
     #: fields every closed-form model honours (the others are gradient settings)
     CLOSED_FORM: ClassVar[tuple[str, ...]] = ("epochs", "device", "seed", "patience", "monitor")
@@ -509,13 +566,53 @@ def closed_form_trainer(**defaults) -> Any:
 
 
 INITS = ("uniform", "normal")
+#: the multitask model's retrieval softmaxes
 SOFTMAXES = ("in-batch", "full")
+#: where a two-tower's negatives come from (:class:`~recfunnel.tasks.RetrievalTask`)
+RETRIEVAL_SOFTMAXES = ("in-batch", "sampled", "mixed", "full")
+SAMPLERS = ("uniform", "popularity")
 REDUCTIONS = ("sum", "mean")
 
 
 @dataclass(frozen=True)
 class MostPopularConfig(Config):
     """The most-popular baseline has no hyper-parameters."""
+
+
+@dataclass(frozen=True)
+class LargeCatalogueConfig(Config):
+    """What a two-tower with ``softmax="auto"`` uses instead on a large catalogue (more than
+    20,000 items, or rows x items above 5e9); ``none`` keeps the model's own setting, and the
+    softmax becomes ``mixed`` unless set here. Only a dotted name reaches these
+    (``--set large.batch_size=512``): ``--epochs 3`` sets the model's own epochs."""
+
+    bare_names: ClassVar[bool] = False
+
+    softmax: str | None = option(
+        None, "softmax (none or auto: mixed)", choices=(*RETRIEVAL_SOFTMAXES, "auto")
+    )
+    negatives: int | None = option(None, "items sampled per batch (none: the model's)", min=0)
+    sampler: str | None = option(
+        None, "how negatives are drawn (none: the model's)", choices=SAMPLERS
+    )
+    logq_correction: bool | None = option(
+        None, "subtract log sampling probabilities (none: the model's)"
+    )
+    sparse_updates: bool | None = option(
+        None, "sparse gradients and a lazy Adam (none: the model's)"
+    )
+    batch_size: int | None = option(None, "rows per gradient step (none: the trainer's)", min=1)
+    learning_rate: float | None = option(None, "optimiser step size (none: the trainer's)", gt=0.0)
+    epochs: int | None = option(None, "passes over the data (none: the trainer's)", min=1)
+    max_examples: int | None = option(
+        None, "stop a fit after this many rows (none: the trainer's)", min=1
+    )
+    optimizer: str | None = option(None, "optimiser (none: the trainer's)", choices=OPTIMIZERS)
+
+    #: fields that belong to the trainer
+    TRAINER: ClassVar[tuple[str, ...]] = (
+        "batch_size", "learning_rate", "epochs", "max_examples", "optimizer",
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -526,16 +623,27 @@ class TwoTowerConfig(Config):
 
     dim: int = option(32, "embedding dimension", min=1)
     softmax: str = option(
-        "in-batch", "in-batch (TFRS) or full-catalogue softmax", choices=SOFTMAXES
+        "in-batch",
+        "in-batch (TFRS), sampled, mixed (in-batch + sampled), full (every item), or auto: full "
+        "on a small catalogue, else the settings in large",
+        choices=(*RETRIEVAL_SOFTMAXES, "auto"),
     )
+    negatives: int = option(0, "sampled and mixed softmax: items drawn per batch", min=0)
+    sampler: str = option("uniform", "how negatives are drawn: uniformly or by popularity",
+                          choices=SAMPLERS)  # fmt: skip
     temperature: float = option(1.0, "softmax temperature (logits are divided by it)", gt=0.0)
     remove_accidental_hits: bool = option(
         False, "in-batch softmax: mask other rows' copies of the positive item"
     )
     logq_correction: bool = option(
-        False, "in-batch softmax: subtract log item frequency (sampling correction)"
+        False, "subtract each negative's log sampling probability (sampling correction)"
     )
     reduction: str = option("sum", "sum (TFRS) or mean of the per-row losses", choices=REDUCTIONS)
+    sparse_updates: bool = option(
+        False,
+        "sparse gradients: a step costs the rows it touches (Adam becomes a lazy SparseAdam); "
+        "not with the full softmax",
+    )
     pool_seen_items: bool = option(
         False, "add the pooled embeddings of the user's training items to the query tower"
     )
@@ -543,7 +651,37 @@ class TwoTowerConfig(Config):
     item_bias: bool = option(False, "learn a per-item bias (popularity prior)")
     init: str = option("uniform", "embedding initialisation", choices=INITS)
     init_scale: float = option(0.05, "uniform half-width or normal std of the embeddings", gt=0.0)
+    large: LargeCatalogueConfig = option(
+        factory=LargeCatalogueConfig, help="softmax=auto on a large catalogue: these settings"
+    )
     trainer: TrainerConfig = trainer()
+
+    def check(self) -> None:
+        if self.softmax == "sampled" and self.negatives < 1:
+            raise RecfunnelError("the sampled softmax needs negatives; set negatives to 1 or more")
+        if self.sparse_updates and self.softmax == "full":
+            raise RecfunnelError(
+                "sparse_updates does not go with the full softmax (its gradient reaches every "
+                "item); use softmax=mixed or sampled"
+            )
+        if self.sparse_updates and self.trainer.weight_decay:
+            raise RecfunnelError(
+                "weight_decay does not go with sparse updates; use user_l2 or sparse_updates=false"
+            )
+
+    def resolve_large(self) -> TwoTowerConfig:
+        """This config with the ``large`` settings applied (softmax ``mixed`` by default)."""
+        values = {k: v for k, v in self.large.to_dict().items() if v is not None}
+        if values.get("softmax", "auto") == "auto":
+            values["softmax"] = "mixed"
+        own = {f.name for f in fields(self)}
+        paths = {}
+        for name, value in values.items():
+            if name in LargeCatalogueConfig.TRAINER:
+                paths[f"trainer.{name}"] = value
+            elif name in own:
+                paths[name] = value
+        return self.override(**paths)
 
 
 @dataclass(frozen=True)
@@ -575,17 +713,26 @@ class SGDMFConfig(Config):
     )
 
 
+#: how BPR draws its negative items
+BPR_SAMPLING = ("uniform", "popularity")
+
+
 @dataclass(frozen=True)
 class BPRConfig(Config):
     """Bayesian personalised ranking MF (:class:`~recfunnel.models.BPR`)."""
 
     dim: int = option(32, "number of factors", min=1)
     regularization: float = option(
-        0.0001, "L2 weight on the user, positive and negative rows", min=0.0
+        0.01, "L2 weight on the user, positive and negative rows", min=0.0
     )
+    negatives: int = option(8, "items sampled per positive (the loss averages their terms)", min=1)
+    sampling: str = option(
+        "uniform", "negatives drawn uniformly or by popularity (count ** 0.75)",
+        choices=BPR_SAMPLING,
+    )  # fmt: skip
     init_scale: float = option(0.1, "std of the initial factors", gt=0.0)
     trainer: TrainerConfig = trainer(
-        optimizer="adam", learning_rate=0.01, batch_size=1024, epochs=30, device="cpu"
+        optimizer="adam", learning_rate=0.01, batch_size=1024, epochs=20, device="cpu"
     )
 
 
@@ -684,4 +831,34 @@ class TwoStageConfig(Config):
             raise RecfunnelError(
                 "the two-stage ranker must be trained to recommend; set ranker.objective to "
                 "'listwise' or 'watch', not 'rating'"
+            )
+
+
+@dataclass(frozen=True)
+class BlendConfig(Config):
+    """A weighted blend of member models' standardised scores (:class:`~recfunnel.models.Blend`,
+    ``--model auto``'s ensemble)."""
+
+    members: tuple[dict, ...] = option(
+        (),
+        'the members, each {"model": KIND, "params": {...}} (params: that model\'s options; '
+        "default: its defaults)",
+    )
+    weights: tuple[float, ...] | None = option(None, "one weight per member; none = equal")
+
+    def check(self) -> None:
+        from recfunnel.models import model_class
+
+        for member in self.members:
+            if set(member) - {"model", "params"} or not isinstance(member.get("model"), str):
+                raise RecfunnelError(
+                    f'each blend member is {{"model": KIND, "params": {{...}}}}, not {member!r}'
+                )
+            if member["model"] == "blend":
+                raise RecfunnelError("a blend cannot contain a blend; list its members instead")
+            model_class(member["model"]).config_class.from_dict(member.get("params") or {})
+        if self.weights is not None and len(self.weights) != len(self.members):
+            raise RecfunnelError(
+                f"blend has {len(self.members)} members but {len(self.weights)} weights; give "
+                "one each"
             )

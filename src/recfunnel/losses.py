@@ -146,9 +146,13 @@ def fused_in_batch_softmax_loss(
     weights: torch.Tensor | None = None,
     reduction: str = "sum",
     chunk: int = 128,
+    offset: int = 0,
 ) -> torch.Tensor:
-    """:func:`in_batch_softmax_loss`, fused (same arguments and result; ``sum``/``mean`` only)."""
-    targets = torch.arange(queries.shape[0], device=queries.device)
+    """:func:`in_batch_softmax_loss`, fused (same arguments and result; ``sum``/``mean`` only).
+
+    ``offset``: row ``i``'s positive is candidate ``offset + i`` (the candidates of a
+    distributed step are every process's, see :mod:`recfunnel.distributed`)."""
+    targets = torch.arange(offset, offset + queries.shape[0], device=queries.device)
     offsets = None if candidate_log_probs is None else -candidate_log_probs
     return _fused(queries, candidates, targets, column_offsets=offsets, hit_ids=candidate_ids,
                   weights=weights, temperature=temperature, reduction=reduction,
@@ -166,6 +170,7 @@ def distinct_in_batch_softmax_loss(
     weights: torch.Tensor | None = None,
     reduction: str = "sum",
     chunk: int = 256,
+    offset: int = 0,
 ) -> torch.Tensor:
     """:func:`in_batch_softmax_loss` scored against the batch's distinct items only.
 
@@ -184,6 +189,7 @@ def distinct_in_batch_softmax_loss(
             :func:`in_batch_softmax_loss`.
 
     The gradient of each distinct item flows to its first occurrence in ``candidates``.
+    ``offset``: the queries are rows ``offset ..`` of the candidates (a distributed step).
     """
     distinct, inverse, counts = torch.unique(item_ids, return_inverse=True, return_counts=True)
     rows = torch.arange(len(item_ids), device=item_ids.device)
@@ -192,9 +198,10 @@ def distinct_in_batch_softmax_loss(
     offsets = log_counts
     if candidate_log_probs is not None:
         offsets = offsets - candidate_log_probs[first]
-    own = log_counts[inverse]  # each row's positive occurs this many times (log)
+    targets = inverse[offset : offset + queries.shape[0]]
+    own = log_counts[targets]  # each row's positive occurs this many times (log)
     return _fused(
-        queries, candidates[first], inverse, column_offsets=offsets,
+        queries, candidates[first], targets, column_offsets=offsets,
         target_offsets=-own if remove_accidental_hits else None,
         loss_offsets=None if remove_accidental_hits else own, weights=weights,
         temperature=temperature, reduction=reduction, chunk=chunk,
@@ -238,6 +245,130 @@ def full_softmax_loss(
     if temperature != 1.0:
         logits = logits / temperature
     return _reduce(F.cross_entropy(logits, targets, reduction="none"), reduction, weights)
+
+
+class _FusedSampledSoftmax(torch.autograd.Function):
+    """Softmax cross-entropy of each query's positive against a shared set of negatives,
+    forward and backward in one pass (see :func:`sampled_softmax_loss`)."""
+
+    @staticmethod
+    def forward(ctx, queries, positives, negatives, negative_offsets, positive_offsets,
+                hit_columns, weights, temperature, chunk, mean):  # fmt: skip
+        n = queries.shape[0]
+        q, p, c = queries.detach(), positives.detach(), negatives.detach()
+        dq = torch.empty_like(q)
+        dp = torch.empty_like(p)
+        dc = torch.zeros_like(c)
+        total = q.new_zeros((), dtype=torch.float64)
+        scale = 1.0 / temperature
+        for start in range(0, n, chunk):
+            end = min(start + chunk, n)
+            qc, pc = q[start:end], p[start:end]
+            logits = torch.mm(qc, c.T)
+            if scale != 1.0:
+                logits.mul_(scale)
+            if negative_offsets is not None:
+                logits.add_(negative_offsets[None, :])
+            if hit_columns is not None:  # the row's own item among the negatives
+                hits = hit_columns[start:end]
+                rows = (hits >= 0).nonzero().squeeze(1)
+                logits[rows, hits[rows]] = NEG_INF
+            positive = (qc * pc).sum(1) * scale
+            if positive_offsets is not None:
+                positive = positive + positive_offsets[start:end]
+            top = torch.maximum(logits.amax(1), positive)
+            logits.sub_(top[:, None]).exp_()
+            own = (positive - top).exp()
+            norm = logits.sum(1) + own
+            row_loss = top + norm.log() - positive
+            logits.div_(norm[:, None])
+            g_pos = own / norm - 1.0  # d loss / d positive logit
+            if weights is not None:
+                w = weights[start:end]
+                row_loss = row_loss * w
+                logits.mul_(w[:, None])
+                g_pos = g_pos * w
+            total += row_loss.sum(dtype=torch.float64)
+            torch.mm(logits, c, out=dq[start:end])
+            dq[start:end].addcmul_(g_pos[:, None], pc)
+            torch.mul(qc, g_pos[:, None], out=dp[start:end])
+            dc.addmm_(logits.T, qc)
+        denom = (weights.sum() if weights is not None else n) if mean else 1.0
+        factor = scale / denom
+        ctx.save_for_backward(dq.mul_(factor), dp.mul_(factor), dc.mul_(factor))
+        return (total / denom).to(queries.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        dq, dp, dc = ctx.saved_tensors
+        return (dq * grad, dp * grad, dc * grad) + (None,) * 7
+
+
+def sampled_softmax_loss(
+    queries: torch.Tensor,
+    positives: torch.Tensor,
+    positive_ids: torch.Tensor,
+    negatives: torch.Tensor,
+    negative_ids: torch.Tensor,
+    *,
+    negative_offsets: torch.Tensor | None = None,
+    positive_offsets: torch.Tensor | None = None,
+    temperature: float = 1.0,
+    weights: torch.Tensor | None = None,
+    reduction: str = "mean",
+    chunk: int = 256,
+) -> torch.Tensor:
+    """Softmax cross-entropy of each row's positive against negatives shared by the batch.
+
+    Row ``i``'s loss is ``-s_i + log(exp(s_i) + sum_j exp(q_i . n_j / T + o_j))`` with
+    ``s_i = q_i . p_i / T (+ positive_offsets_i)``, where column ``j`` is left out of row
+    ``i`` when ``negative_ids[j] == positive_ids[i]`` (an *accidental hit*: the row's own item
+    drawn as a negative). With ``o_j = log(m_j) - log(E_j)``, ``m_j`` the times item ``j`` was
+    drawn and ``E_j`` its expected number of draws, the sum estimates the full catalogue's
+    normaliser (importance sampling, Bengio & Senecal 2008; the logQ correction of Yi et al.
+    2019): this is how the sampled and mixed negatives of
+    :class:`~recfunnel.tasks.RetrievalTask` are scored.
+
+    Args:
+        queries: [B, D]; positives: [B, D]; positive_ids: [B] item ids.
+        negatives: [M, D] vectors of *distinct* items; negative_ids: [M] their ids, sorted
+            ascending (as :func:`torch.unique` returns them).
+        negative_offsets: [M] added to every row's logit of each negative.
+        positive_offsets: [B] added to each row's positive logit.
+        temperature: dot products are divided by it (offsets are not).
+        weights: [B] per-row sample weights; reduction: ``"sum"`` or ``"mean"``.
+
+    The [B, M] logits are scored, normalised and turned into gradients in row chunks, never
+    held whole (as :class:`_FusedSoftmaxCrossEntropy`).
+    """
+    if reduction not in ("sum", "mean"):
+        raise ValueError(f"reduction must be 'sum' or 'mean', not {reduction!r}")
+    column = torch.searchsorted(negative_ids, positive_ids.contiguous()).clamp_(
+        max=len(negative_ids) - 1
+    )
+    hit = negative_ids[column] == positive_ids
+    hit_columns = torch.where(hit, column, torch.full_like(column, -1))
+    return _FusedSampledSoftmax.apply(
+        queries, positives, negatives, negative_offsets, positive_offsets, hit_columns, weights,
+        float(temperature), int(chunk), reduction == "mean",
+    )  # fmt: skip
+
+
+def sampled_softmax_reference(
+    queries, positives, positive_ids, negatives, negative_ids, *, negative_offsets=None,
+    positive_offsets=None, temperature=1.0, weights=None, reduction="mean",
+):  # fmt: skip
+    """:func:`sampled_softmax_loss` by autograd over the explicit [B, 1 + M] logits (tests)."""
+    positive = (queries * positives).sum(1) / temperature
+    if positive_offsets is not None:
+        positive = positive + positive_offsets
+    logits = queries @ negatives.T / temperature
+    if negative_offsets is not None:
+        logits = logits + negative_offsets[None, :]
+    logits = logits.masked_fill(positive_ids[:, None] == negative_ids[None, :], NEG_INF)
+    logits = torch.cat([positive[:, None], logits], 1)
+    target = torch.zeros(len(queries), dtype=torch.long, device=queries.device)
+    return _reduce(F.cross_entropy(logits, target, reduction="none"), reduction, weights)
 
 
 def bpr_loss(positive: torch.Tensor, negative: torch.Tensor, reduction: str = "mean"):

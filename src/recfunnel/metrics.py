@@ -32,6 +32,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from recfunnel import eval_kernels
 from recfunnel.data.interactions import Interactions
 from recfunnel.errors import RecfunnelError
 
@@ -292,25 +293,45 @@ def evaluate_scores(
         pos = scores[t_rows_t, t_cols_t].numpy().astype(np.float64)
         seen_scores = scores[s_rows_t, s_cols_t].numpy().astype(np.float64)
         scores[s_rows_t, s_cols_t] = float("-inf")  # seen items leave the ranking
-        top = torch.topk(scores, min(top_k, n_items), dim=1)
-        top_scores, top_ids = top.values.numpy(), top.indices.numpy()
+        all_rows, all_pos = t_rows, pos
 
-        # Factorized top-K: rank among all items, seen ones included; exact below top_k.
-        test_rows += len(t_rows)
-        if factorized_ks:
-            unseen_above = (top_scores[t_rows] > pos[:, None]).sum(1)
-            seen_above = _count_greater_in_row(s_rows, seen_scores, t_rows, pos)
-            rank = unseen_above + seen_above
-            factorized_hits += (rank[:, None] < np.asarray(factorized_ks)).sum(0)
-
-        # Per-user metrics: relevant = test items not in training.
+        # Relevant = test items not in training; each user's best relevant score (for mrr).
         t_keys = t_rows * n_items + t_cols
         s_keys = s_rows * n_items + s_cols
-        relevant = ~np.isin(t_keys, s_keys, assume_unique=True) if len(s_keys) else None
-        if relevant is not None:
+        if len(s_keys):
+            relevant = ~np.isin(t_keys, s_keys, assume_unique=True)
             t_rows, t_keys, pos = t_rows[relevant], t_keys[relevant], pos[relevant]
         n_rel = np.bincount(t_rows, minlength=B)
         keep = n_rel > 0
+        best = np.full(B, np.inf)  # rows without a relevant item count nothing
+        best[keep] = -np.inf
+        np.maximum.at(best, t_rows, pos)
+
+        # One pass over the block: its top-k and, per row, the scores above the best relevant.
+        width = min(top_k, n_items)
+        if eval_kernels.AVAILABLE:
+            top_ids, top_scores, first_rank = eval_kernels.top_k_and_count(
+                scores.numpy(), width, best
+            )
+        else:
+            top = torch.topk(scores, width, dim=1)
+            top_scores, top_ids = top.values.numpy(), top.indices.numpy()
+            first_rank = (top_scores > best[:, None]).sum(1)
+            full = np.flatnonzero(keep & (first_rank >= width))
+            if len(full):  # ranked below the top-k: count over the whole row
+                if compare is None or compare.shape[1] != n_items or len(compare) < B:
+                    compare = np.empty((B, n_items), dtype=bool)
+                np.greater(scores.numpy(), best[:, None], out=compare[:B])
+                first_rank[full] = np.count_nonzero(compare[:B], axis=1)[full]
+
+        # Factorized top-K: rank among all items, seen ones included; exact below top_k.
+        test_rows += len(all_rows)
+        if factorized_ks:
+            unseen_above = (top_scores[all_rows] > all_pos[:, None]).sum(1)
+            seen_above = _count_greater_in_row(s_rows, seen_scores, all_rows, all_pos)
+            rank = unseen_above + seen_above
+            factorized_hits += (rank[:, None] < np.asarray(factorized_ks)).sum(0)
+
         if keep.any():
             eval_users += int(keep.sum())
             hits = np.isin(np.arange(B)[:, None] * n_items + top_ids, t_keys)[keep]
@@ -327,17 +348,7 @@ def evaluate_scores(
                 precision_at = cum_hits[:, :k] / np.arange(1, k + 1)
                 sums["map"][j] += ((precision_at * hits[:, :k]).sum(1) / denom).sum()
                 covered[j, top_ids[keep, :k].reshape(-1)] = True
-            # mrr: rank of the best relevant item among unseen items
-            best = np.full(B, -np.inf)
-            np.maximum.at(best, t_rows, pos)
-            first_rank = (top_scores > best[:, None]).sum(1)
-            full = np.flatnonzero(keep & (first_rank >= top_scores.shape[1]))
-            if len(full):  # ranked below the top-k: count over the whole row
-                if compare is None or compare.shape[1] != n_items or len(compare) < B:
-                    compare = np.empty((B, n_items), dtype=bool)
-                np.greater(scores.numpy(), best[:, None], out=compare[:B])
-                first_rank[full] = np.count_nonzero(compare[:B], axis=1)[full]
-            mrr += (1.0 / (first_rank[keep] + 1.0)).sum()
+            mrr += (1.0 / (first_rank[keep] + 1.0)).sum()  # rank of the best relevant item
         bar.update(B)
     bar.close()
 

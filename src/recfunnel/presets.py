@@ -7,7 +7,7 @@
   seeded random 80/20 MovieLens 100k split (``benchmarks/tune_*.py``; the test set is never
   looked at). See docs/benchmarks.md, docs/mf.md and docs/ranking.md for how each was chosen.
 
-``--preset FILE.toml`` (or ``.json``) reads a config written by :func:`save_config` — every saved
+``--preset FILE.toml`` (or ``.json``) reads a config written by :func:`config_toml` — every saved
 run stores one (``config.toml``), so any run can be re-trained exactly.
 """
 
@@ -17,9 +17,11 @@ import json
 from pathlib import Path
 
 from recfunnel.config import (
+    BlendConfig,
     BPRConfig,
     Config,
     EASEConfig,
+    LargeCatalogueConfig,
     MostPopularConfig,
     MultitaskConfig,
     RankingConfig,
@@ -37,9 +39,15 @@ _TWO_TOWER_SEED = TwoTowerConfig(
     dim=32, softmax="in-batch", reduction="sum", init="uniform", init_scale=0.05,
     trainer=_TFRS_TRAINER,
 )  # fmt: skip
+# softmax "auto": the full softmax where it is cheap (MovieLens: the settings tuned above),
+# else mixed negatives with sparse updates, sized for 20M rows on 2 cores
+# (benchmarks/bench_scale.py, docs/scale.md)
 _TWO_TOWER_DEFAULT = TwoTowerConfig(
-    dim=32, softmax="full", reduction="mean", pool_seen_items=True, item_bias=True, user_l2=0.01,
+    dim=32, softmax="auto", reduction="mean", pool_seen_items=True, item_bias=True, user_l2=0.01,
     init="normal", init_scale=0.01,
+    large=LargeCatalogueConfig(softmax="mixed", negatives=256, sampler="uniform",
+                               logq_correction=True, sparse_updates=True, batch_size=1024,
+                               max_examples=8_000_000),
     trainer=TrainerConfig(optimizer="adam", learning_rate=0.02, batch_size=4096, epochs=5),
 )  # fmt: skip
 
@@ -77,7 +85,16 @@ PRESETS: dict[str, dict[str, Config]] = {
         "default": SGDMFConfig(dim=32, regularization=0.1, trainer=TrainerConfig(
             optimizer="adam", learning_rate=0.01, batch_size=1024, epochs=20, device="cpu")),
     },
-    "bpr": {"seed": BPRConfig(), "default": BPRConfig()},
+    # bpr "seed" is Rendle's BPR (one uniform negative per positive); "default" (#12) samples 8
+    # uniform negatives and regularizes 100x more: on validation splits of ML-100k and synthetic
+    # data it was the only setting above most-popular (docs/quality.md).
+    "bpr": {
+        "seed": BPRConfig(dim=32, regularization=0.0001, negatives=1, trainer=TrainerConfig(
+            optimizer="adam", learning_rate=0.01, batch_size=1024, epochs=30, device="cpu")),
+        "default": BPRConfig(dim=32, regularization=0.01, negatives=8, sampling="uniform",
+                             trainer=TrainerConfig(optimizer="adam", learning_rate=0.01,
+                                                   batch_size=1024, epochs=20, device="cpu")),
+    },
     "ranking": {"seed": _RANKING_SEED, "default": _RANKING_DEFAULT},
     # TFRS multitask tutorial: dim 32, rating MLP 256-128-1, Adagrad 0.1, batch 8192, 3 epochs.
     "multitask": {"seed": MultitaskConfig(), "default": MultitaskConfig()},
@@ -100,6 +117,8 @@ PRESETS: dict[str, dict[str, Config]] = {
             ),
         ),
     },
+    # --model auto's ensemble; trained directly it needs its members (see models/blend.py)
+    "blend": {"seed": BlendConfig(), "default": BlendConfig()},
 }  # fmt: skip
 
 
@@ -148,19 +167,21 @@ def read_config(path: Path, model: str) -> Config:
         ) from None
     if not isinstance(data, dict):
         raise RecfunnelError(f"preset file {path} must hold a table of options")
+    saved = data.get("model")
+    if saved is not None and saved != model:
+        raise RecfunnelError(
+            f"preset file {path} configures --model {saved}, not {model}; pass --model {saved}"
+        )
     if "params" in data:
-        saved = data.get("model")
-        if saved is not None and saved != model:
-            raise RecfunnelError(
-                f"preset file {path} configures --model {saved}, not {model}; pass --model {saved}"
-            )
         data = data["params"]
+    else:  # options at the top level beside model = "..." (and a comment)
+        data = {k: v for k, v in data.items() if k not in ("model", "comment")}
     return model_class(model).config_class.from_dict(data)
 
 
-def config_toml(config: Config, *, model: str | None = None) -> str:
-    """``config`` as TOML text (read back by :func:`read_config`)."""
-    lines: list[str] = []
+def config_toml(config: Config, *, model: str | None = None, comment: str = "") -> str:
+    """``config`` as TOML text (read back by :func:`read_config`), after ``comment`` lines."""
+    lines: list[str] = [f"# {line}" for line in comment.splitlines()]
     if model is not None:
         lines.append(f"model = {_toml_value(model)}")
         lines.append("")
@@ -193,4 +214,8 @@ def _toml_value(value) -> str:
         return json.dumps(value)  # a JSON string is a valid TOML basic string
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):  # an inline table (a blend's members); none values left out
+        pairs = [f"{json.dumps(str(k))} = {_toml_value(v)}" for k, v in value.items()
+                 if v is not None]  # fmt: skip
+        return "{" + ", ".join(pairs) + "}"
     raise TypeError(f"cannot write {type(value).__name__} as TOML")

@@ -21,6 +21,9 @@ most popular items, flagged as a cold-start answer.
 from __future__ import annotations
 
 import json
+import os
+import stat
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +37,9 @@ from recfunnel.artifacts import (
     atomic_dir,
     check_replaceable,
     follow_umask,
+    sha256_bytes,
     sha256_file,
+    sha256_stream,
     write_json,
     write_manifest,
 )
@@ -44,7 +49,11 @@ from recfunnel.errors import ArtifactError, RecfunnelError, UnknownIdError
 from recfunnel.models import Recommender, model_class
 
 FORMAT = "recfunnel-run"
-SCHEMA_VERSION = 1
+#: 2: ``params`` is the model's typed config, nested (``trainer``, a two-stage's parts); runs of
+#: version 1 (flat hyper-parameters) still load: :meth:`~recfunnel.config.Config.from_dict` routes
+#: a flat name to its field, as ``--set`` does
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 FILES = ("config.json", "vocab.json", "model.safetensors", "metrics.json")
 
 
@@ -190,6 +199,39 @@ class Run:
         )
         return self._finish(user, ids, scores, k)
 
+    def recommend_many(
+        self,
+        users,
+        k: int = 10,
+        *,
+        exclude_seen: bool = True,
+        filter_items=None,
+        items=None,
+        cold_start: bool = True,
+    ) -> list[Recommendations]:
+        """:meth:`recommend` for many raw user ids: the same answers, but the allow and deny
+        lists are encoded once and the known users are scored in one batch."""
+        users = [str(u) for u in users]
+        fetch = self._fetch(k)
+        deny = self._item_indices(filter_items, "the deny list")
+        allow = self._item_indices(items, "the allow list")
+        known = [u in self.users for u in users]
+        if not cold_start and not all(known):
+            self.users.index(users[known.index(False)])  # the standard UnknownIdError
+        rows = [i for i, is_known in enumerate(known) if is_known]
+        answers: list = [None] * len(users)
+        if rows:
+            indices = np.array([self.users.index(users[i]) for i in rows], dtype=np.int64)
+            ids, scores = self.model.recommend(
+                indices, fetch, exclude_seen=exclude_seen, filter_items=deny, items=allow
+            )
+            for row, i in enumerate(rows):
+                answers[i] = self._finish(users[i], ids[row], scores[row], k)
+        for i, is_known in enumerate(known):
+            if not is_known:
+                answers[i] = self._popular(users[i], k, fetch, allow, deny)
+        return answers
+
     def recommend_history(
         self, history, k: int = 10, *, exclude_seen: bool = True, filter_items=None, items=None
     ) -> Recommendations:
@@ -295,58 +337,261 @@ class Run:
 
     @classmethod
     def load(cls, path: str | Path) -> Run:
-        """Load a run folder, checking its manifest and schema; never unpickles."""
-        path = Path(path)
-        try:
-            is_run = (path / "config.json").is_file()
-        except OSError as exc:  # e.g. a name too long for the file system
-            problem = f"cannot look into {str(path)[:80]!r}: {exc.strerror}"
-            raise ArtifactError(
-                f"{problem}; pass a run folder written by Run.save",
-                cli=f"{problem}; pass the folder given to train --out",
+        """Load a run folder, checking its manifest and schema; never unpickles.
+
+        Every run file must be a regular file inside the folder (no symlink, FIFO or device:
+        checked with ``lstat`` before anything is opened, so a FIFO never blocks), no larger
+        than :data:`MAX_FILE_BYTES` allows. The manifest's checksums are verified first, then
+        each file is validated against the run schema, so an edited but consistent folder
+        fails with one :class:`~recfunnel.errors.ArtifactError` line, never a ``KeyError`` or
+        a huge allocation. The error's ``reason`` attribute says what is wrong without naming
+        the folder (the HTTP service shows that to clients).
+        """
+        return _load_run(cls, Path(path))
+
+
+# ------------------------------------------------------------ loading, validated
+# Largest accepted size of each run file: enough for tens of millions of ids, small enough that
+# a file edited into a bomb (or a symlink to /dev/zero) cannot exhaust memory.
+MAX_FILE_BYTES = {
+    "manifest.json": 1 << 20,
+    "config.json": 16 << 20,
+    "metrics.json": 64 << 20,
+    "vocab.json": 4 << 30,
+    "model.safetensors": 64 << 30,
+}
+_FIX = "retrain or restore the run"
+
+
+def _broken(folder: Path, reason: str) -> ArtifactError:
+    """An ``ArtifactError`` naming the folder, with the folder-free ``reason`` attached."""
+    exc = ArtifactError(f"{folder}: {reason}")
+    exc.reason = reason
+    return exc
+
+
+def _open_regular(folder: Path, name: str) -> int:
+    """Open ``folder/name`` for reading only if it is a regular file (not a link, FIFO, ...)."""
+    file = folder / name
+    try:
+        before = os.lstat(file)
+    except FileNotFoundError:
+        raise _broken(folder, f"{name} is missing; the run is incomplete, {_FIX}") from None
+    except OSError as exc:
+        raise _broken(folder, f"cannot read {name} ({exc.strerror}); {_FIX}") from None
+    if not stat.S_ISREG(before.st_mode):
+        raise _broken(
+            folder,
+            f"{name} is not a regular file (a symlink, FIFO, device or folder); run files must "
+            f"be plain files inside the run folder, {_FIX}",
+        )
+    if before.st_size > MAX_FILE_BYTES[name]:
+        raise _broken(folder, f"{name} is larger than {MAX_FILE_BYTES[name] >> 20} MiB; {_FIX}")
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(file, flags)
+    except OSError as exc:
+        raise _broken(folder, f"cannot read {name} ({exc.strerror}); {_FIX}") from None
+    after = os.fstat(fd)
+    if (after.st_ino, after.st_dev) != (before.st_ino, before.st_dev):
+        os.close(fd)
+        raise _broken(folder, f"{name} changed while it was being opened; try again")
+    return fd
+
+
+def _read_limited(folder: Path, name: str) -> bytes:
+    fd = _open_regular(folder, name)
+    limit = MAX_FILE_BYTES[name]
+    with os.fdopen(fd, "rb") as fh:
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise _broken(folder, f"{name} is larger than {limit >> 20} MiB; {_FIX}")
+    return data
+
+
+def _hash_file(folder: Path, name: str) -> str:
+    limit = MAX_FILE_BYTES[name]
+    with os.fdopen(_open_regular(folder, name), "rb") as fh:
+        digest = sha256_stream(fh, limit)
+    if digest is None:
+        raise _broken(folder, f"{name} is larger than {limit >> 20} MiB; {_FIX}")
+    return digest
+
+
+def _parse_json(folder: Path, name: str, data: bytes):
+    try:
+        return json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        raise _broken(folder, f"{name} is not valid JSON; {_FIX}") from None
+
+
+def _is_str_list(value) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _check_schema(folder: Path, config, vocab, metrics) -> None:
+    """Validate the parsed JSON files against the run schema (after the checksums matched)."""
+    from recfunnel.models import MODELS
+
+    def bad(what: str) -> ArtifactError:
+        return _broken(folder, f"{what}; the run does not follow the run schema, {_FIX}")
+
+    if not isinstance(config, dict):
+        raise bad("config.json is not a JSON object")
+    if config.get("format") != FORMAT or config.get("schema_version") not in READABLE_VERSIONS:
+        fmt, version = config.get("format"), config.get("schema_version")
+        raise _broken(
+            folder,
+            f"format {repr(fmt)[:40]} version {repr(version)[:20]}; this recfunnel reads "
+            f"{FORMAT!r} version {SCHEMA_VERSION}",
+        )
+    if not isinstance(config.get("model"), str) or config["model"] not in MODELS:
+        raise bad("config.json names no known model")
+    if not isinstance(config.get("params"), dict):
+        raise bad("config.json has no 'params' object")
+    if not isinstance(vocab, dict) or not _is_str_list(vocab.get("users")):
+        raise bad("vocab.json has no 'users' list of strings")
+    if not _is_str_list(vocab.get("items")):
+        raise bad("vocab.json has no 'items' list of strings")
+    titles = vocab.get("titles")
+    if titles is not None and (not _is_str_list(titles) or len(titles) != len(vocab["items"])):
+        raise bad("vocab.json 'titles' is not one string per item")
+    if not isinstance(metrics, dict):
+        raise bad("metrics.json is not a JSON object")
+
+
+def _check_tensors(folder: Path, tensors: dict, num_users: int, num_items: int) -> None:
+    """The tensors every run has agree with the vocabularies (before any model is built)."""
+
+    def bad(what: str) -> ArtifactError:
+        return _broken(folder, f"model.safetensors: {what}; {_FIX}")
+
+    need = ("run.popularity", "seen.shape", "seen.indptr", "seen.indices")
+    missing = [name for name in need if name not in tensors]
+    if missing:
+        raise bad(f"tensor {missing[0]!r} is missing")
+    popularity = tensors["run.popularity"]
+    if popularity.dtype.is_complex or tuple(popularity.shape) != (num_items,):
+        raise bad("the popularity vector does not have one value per item")
+    shape, indptr, indices = (tensors[n] for n in need[1:])
+    if tuple(shape.shape) != (2,) or shape.tolist() != [num_users, num_items]:
+        raise bad("the seen-items matrix and the vocabularies disagree on the number of ids")
+    if indptr.dtype != torch.int64 or indices.dtype != torch.int64:
+        raise bad("the seen-items matrix is not stored as int64")
+    if indptr.dim() != 1 or indices.dim() != 1 or len(indptr) != num_users + 1:
+        raise bad("the seen-items matrix has the wrong shape")
+    if (
+        indptr[0] != 0
+        or indptr[-1] != len(indices)
+        or bool((indptr[1:] < indptr[:-1]).any())
+        or (len(indices) and (int(indices.min()) < 0 or int(indices.max()) >= num_items))
+    ):
+        raise bad("the seen-items matrix is inconsistent")
+
+
+def _build_model(folder: Path, kind: str, params: dict, tensors: dict) -> Recommender:
+    """``from_state``, first on the meta device (allocates nothing): a size edited into the
+    config then fails on the stored tensors' shapes instead of allocating terabytes."""
+    cls = model_class(kind)
+    errors = (KeyError, IndexError, TypeError, ValueError, AttributeError, RuntimeError,
+              RecursionError, OverflowError, MemoryError, NotImplementedError)  # fmt: skip
+    try:
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # load_state_dict into meta tensors is a no-op
+            cls.from_state(dict(params), dict(tensors))
+    except RecfunnelError as exc:
+        raise _broken(folder, f"the model's settings are invalid ({exc}); {_FIX}") from None
+    except errors as exc:
+        if _size_problem(exc):
+            raise _broken(
+                folder, f"the model's settings and stored tensors disagree; {_FIX}"
             ) from None
-        if not is_run:
-            problem = f"{path} is not a recfunnel run folder (no config.json)"
-            raise ArtifactError(
-                f"{problem}; pass a run folder written by Run.save",
-                cli=f"{problem}; pass the folder given to train --out",
+        # other failures on the meta device are for the real build below to report
+    try:
+        return cls.from_state(dict(params), dict(tensors))
+    except RecfunnelError as exc:
+        raise _broken(folder, f"the model's settings are invalid ({exc}); {_FIX}") from None
+    except errors as exc:
+        raise _broken(
+            folder,
+            f"the model cannot be rebuilt from its settings and tensors "
+            f"({type(exc).__name__}); {_FIX}",
+        ) from None
+
+
+def _size_problem(exc: BaseException) -> bool:
+    text = str(exc)
+    return isinstance(exc, KeyError) or any(
+        word in text for word in ("size mismatch", "shape", "Missing key", "Unexpected key")
+    )
+
+
+def _load_run(cls, path: Path) -> Run:
+    try:
+        is_dir = path.is_dir()
+    except (OSError, ValueError) as exc:  # e.g. a name too long, or a NUL byte
+        problem = f"cannot look into {str(path)[:80]!r}: {getattr(exc, 'strerror', None) or exc}"
+        raise ArtifactError(
+            f"{problem}; pass a run folder written by Run.save",
+            cli=f"{problem}; pass the folder given to train --out",
+        ) from None
+    if not is_dir or not os.path.lexists(path / "config.json"):
+        problem = f"{path} is not a recfunnel run folder (no config.json)"
+        exc = ArtifactError(
+            f"{problem}; pass a run folder written by Run.save",
+            cli=f"{problem}; pass the folder given to train --out",
+        )
+        exc.reason = "not a recfunnel run folder; pass a run folder written by train --out"
+        raise exc
+    try:
+        manifest = json.loads(_read_limited(path, "manifest.json").decode("utf-8"))
+    except ArtifactError:
+        raise
+    except (ValueError, RecursionError):
+        raise _broken(path, f"manifest.json is unreadable; {_FIX}") from None
+    if not isinstance(manifest, dict):
+        raise _broken(path, f"manifest.json is not a JSON object; {_FIX}")
+    raw = {}
+    for name in FILES:
+        if name == "model.safetensors":
+            digest = _hash_file(path, name)
+        else:
+            raw[name] = _read_limited(path, name)
+            digest = sha256_bytes(raw[name])
+        if digest != manifest.get(name):
+            raise _broken(
+                path,
+                f"{name} does not match its checksum in manifest.json (truncated or modified); "
+                f"refusing to load it, {_FIX}",
             )
-        try:
-            manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            raise ArtifactError(
-                f"{path}/manifest.json is missing or unreadable; retrain the run"
-            ) from None
-        for name in FILES:
-            file = path / name
-            if not file.is_file():
-                raise ArtifactError(f"{file} is missing; the run is incomplete, retrain it")
-            if _sha256(file) != manifest.get(name):
-                raise ArtifactError(
-                    f"{file} does not match its checksum in manifest.json (truncated or "
-                    "modified); refusing to load it, retrain or restore the run"
-                )
-        try:
-            config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-            vocab = json.loads((path / "vocab.json").read_text(encoding="utf-8"))
-            metrics = json.loads((path / "metrics.json").read_text(encoding="utf-8"))
-            tensors = load_file(path / "model.safetensors")
-        except (ValueError, SafetensorError) as exc:
-            raise ArtifactError(f"cannot read run {path}: {exc}") from None
-        if config.get("format") != FORMAT or config.get("schema_version") != SCHEMA_VERSION:
-            raise ArtifactError(
-                f"{path} has format {config.get('format')!r} version "
-                f"{config.get('schema_version')!r}; this recfunnel reads {FORMAT!r} version "
-                f"{SCHEMA_VERSION}"
-            )
-        _check_finite(tensors, f"cannot load run {path}")
-        popularity = tensors.pop("run.popularity").numpy()
-        model = model_class(config["model"]).from_state(config["params"], tensors)
+    config = _parse_json(path, "config.json", raw["config.json"])
+    vocab = _parse_json(path, "vocab.json", raw["vocab.json"])
+    metrics = _parse_json(path, "metrics.json", raw["metrics.json"])
+    del raw
+    _check_schema(path, config, vocab, metrics)
+    os.close(_open_regular(path, "model.safetensors"))  # still a plain file, not a link
+    try:
+        tensors = load_file(path / "model.safetensors")
+    except (SafetensorError, ValueError, OSError, RuntimeError) as exc:
+        raise _broken(
+            path, f"model.safetensors cannot be read ({type(exc).__name__}); {_FIX}"
+        ) from None
+    _check_tensors(path, tensors, len(vocab["users"]), len(vocab["items"]))
+    try:
+        _check_finite(tensors, "model.safetensors")
+    except ArtifactError as exc:
+        raise _broken(path, str(exc)) from None
+    try:
         users = Vocabulary(vocab["users"], name="user")
         items = Vocabulary(vocab["items"], name="item")
-        if model.seen_.shape != (len(users), len(items)):
-            raise ArtifactError(f"{path}: model and vocabulary sizes disagree; retrain the run")
-        return cls(
-            model, users, items, item_titles=vocab.get("titles"), config=config,
-            metrics=metrics, popularity=popularity,
-        )  # fmt: skip
+    except RecfunnelError as exc:
+        raise _broken(path, f"vocab.json: {exc}") from None
+    popularity = tensors.pop("run.popularity").float().numpy()
+    model = _build_model(path, config["model"], config["params"], tensors)
+    seen = getattr(model, "seen_", None)
+    if seen is None or seen.shape != (len(users), len(items)):
+        raise _broken(path, f"model and vocabulary sizes disagree; {_FIX}")
+    return cls(
+        model, users, items, item_titles=vocab.get("titles"), config=config,
+        metrics=metrics, popularity=popularity,
+    )  # fmt: skip

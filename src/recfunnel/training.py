@@ -11,33 +11,55 @@ trainer runs its epochs the same way, with the same progress, validation and sto
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import copy
 import dataclasses
 import inspect
+import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
 from torch import nn
 
+from recfunnel import checkpoints, distributed
 from recfunnel.config import OPTIMIZERS, TrainerConfig
 from recfunnel.data.interactions import Interactions
 from recfunnel.errors import RecfunnelError, TrainingError
 from recfunnel.progress import make_progress
 
+#: callables run with each epoch's record (``recfunnel tune`` reports and prunes through them)
+_EPOCH_HOOKS: contextvars.ContextVar[tuple] = contextvars.ContextVar("epoch_hooks", default=())
+
+
+@contextlib.contextmanager
+def epoch_hook(hook: Callable[[dict], None]):
+    """Within the block, every :meth:`Trainer.fit` calls ``hook(record)`` after each epoch (the
+    record holds ``epoch``, ``loss`` and the validation metrics); an exception it raises (e.g. a
+    pruned trial) stops the fit."""
+    token = _EPOCH_HOOKS.set((*_EPOCH_HOOKS.get(), hook))
+    try:
+        yield
+    finally:
+        _EPOCH_HOOKS.reset(token)
+
 
 def resolve_device(device: str = "auto") -> torch.device:
-    """``"auto"`` picks CUDA when present, else the CPU."""
+    """``"auto"`` picks CUDA when present, else the CPU; in a distributed job each process
+    takes its own GPU."""
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise RecfunnelError(
             f"device={device!r} was asked for but no CUDA GPU is available; use device='cpu'",
             cli="--device cuda was asked for but no CUDA GPU is available; use cpu",
         )
+    if device == "cuda" and distributed.active():  # one GPU per process
+        return torch.device("cuda", torch.cuda.current_device())
     return torch.device(device)
 
 
@@ -55,6 +77,52 @@ def make_optimizer(name: str, params, learning_rate: float, weight_decay: float 
     if name == "sgd":
         return torch.optim.SGD(params, lr=learning_rate, weight_decay=weight_decay)
     raise RecfunnelError(f"unknown optimizer {name!r}; use one of {', '.join(OPTIMIZERS)}")
+
+
+def make_sparse_optimizer(name: str, params, learning_rate: float, weight_decay: float = 0.0):
+    """The optimiser ``name`` for parameters with sparse gradients: Adam/AdamW become
+    :class:`torch.optim.SparseAdam` (a lazy Adam: only the rows a step touches move, their
+    moments included); Adagrad and SGD take sparse gradients as they are."""
+    if weight_decay:
+        raise RecfunnelError(
+            "weight_decay does not go with sparse updates; use user_l2 or sparse_updates=false"
+        )
+    if name in ("adam", "adamw"):
+        return torch.optim.SparseAdam(list(params), lr=learning_rate)
+    return make_optimizer(name, params, learning_rate)
+
+
+class Optimizers:
+    """One optimiser for dense parameters and one for sparse ones, stepped together."""
+
+    def __init__(self, model: nn.Module, cfg: TrainerConfig) -> None:
+        sparse = list(model.sparse_parameters()) if hasattr(model, "sparse_parameters") else []
+        ids = {id(p) for p in sparse}
+        dense = [p for p in model.parameters() if id(p) not in ids]
+        self.parts = []
+        if dense:
+            self.parts.append(
+                make_optimizer(cfg.optimizer, dense, cfg.learning_rate, cfg.weight_decay)
+            )
+        if sparse:
+            self.parts.append(
+                make_sparse_optimizer(cfg.optimizer, sparse, cfg.learning_rate, cfg.weight_decay)
+            )
+
+    def zero_grad(self) -> None:
+        for part in self.parts:
+            part.zero_grad(set_to_none=True)
+
+    def step(self) -> None:
+        for part in self.parts:
+            part.step()
+
+    def state_dict(self) -> list[dict]:
+        return [part.state_dict() for part in self.parts]
+
+    def load_state_dict(self, states: list[dict]) -> None:
+        for part, state in zip(self.parts, states, strict=True):
+            part.load_state_dict(state)
 
 
 def to_tensors(
@@ -110,17 +178,34 @@ class Trainer:
         tensors = None
         if not closed_form:
             model.to(device)
-            optimizer = make_optimizer(
-                cfg.optimizer, model.parameters(), cfg.learning_rate, cfg.weight_decay
-            )
+            if distributed.active():
+                distributed.broadcast_parameters(model)
+            optimizer = Optimizers(model, cfg)
             tensors = to_tensors(data, device)
         rows = len(next(iter(tensors.values()))) if tensors else len(data)
         best_value = None
         best_state = None
         bad_epochs = 0
+        first_epoch = 0
+        checkpointer = checkpoints.current() if hasattr(model, "state_dict") else None
+        fingerprint = _fingerprint(model, cfg, rows) if checkpointer else None
+        resumed = checkpointer.load(fingerprint) if checkpointer else None
+        if resumed is not None:
+            best_state = checkpointer.restore(resumed, model=model, optimizer=optimizer,
+                                              generator=generator)  # fmt: skip
+            state = resumed["trainer"]
+            log.epochs = state["epochs"]
+            log.best_epoch = state["best_epoch"]
+            log.stopped_early = state["stopped_early"]
+            best_value, bad_epochs = state["best_value"], state["bad_epochs"]
+            first_epoch = len(log.epochs) if not log.stopped_early else cfg.epochs
         progress = make_progress(self.progress, desc="train",
                                  unit="rows" if not closed_form else "iterations")  # fmt: skip
-        for epoch in range(cfg.epochs):
+        self._seen = sum(e.get("rows", rows) for e in log.epochs)
+        for epoch in range(first_epoch, cfg.epochs):
+            if cfg.max_examples is not None and self._seen >= cfg.max_examples:
+                break
+            seen_before = self._seen
             started = time.perf_counter()
             if closed_form:
                 progress.start(0, epoch=epoch + 1, epochs=cfg.epochs)
@@ -134,6 +219,8 @@ class Trainer:
                     "rate or raise the regularization"
                 )
             record = {"epoch": epoch + 1, "loss": loss, "seconds": time.perf_counter() - started}
+            if not closed_form:
+                record["rows"] = self._seen - seen_before
             if validate is not None:
                 if not closed_form:
                     model.eval()
@@ -143,6 +230,12 @@ class Trainer:
             if cfg.monitor in record:
                 shown[cfg.monitor] = record[cfg.monitor]
             progress.finish(**shown)
+            try:
+                for hook in _EPOCH_HOOKS.get():
+                    hook(record)
+            except BaseException:
+                progress.close()
+                raise
             if validate is not None and cfg.patience is not None:
                 value = record.get(cfg.monitor)
                 if value is None:
@@ -158,7 +251,19 @@ class Trainer:
                     bad_epochs += 1
                     if bad_epochs >= cfg.patience:
                         log.stopped_early = True
-                        break
+            if checkpointer and checkpointer.due(epoch + 1, log.stopped_early or
+                                                 epoch + 1 == cfg.epochs):  # fmt: skip
+                checkpointer.save(
+                    epoch + 1, model=model, optimizer=optimizer, generator=generator,
+                    fingerprint=fingerprint, best_state=best_state,
+                    trainer_state={
+                        "epochs": log.epochs, "best_epoch": log.best_epoch,
+                        "stopped_early": log.stopped_early, "best_value": best_value,
+                        "bad_epochs": bad_epochs,
+                    },
+                )  # fmt: skip
+            if log.stopped_early:
+                break
         progress.close()
         if best_state is not None:
             model.load_state_dict(best_state)
@@ -170,17 +275,52 @@ class Trainer:
         model.train()
         order = torch.randperm(n, generator=generator).to(device)
         total = 0.0
-        for start in range(0, n, self.config.batch_size):
-            rows = order[start : start + self.config.batch_size]
-            batch = {name: column[rows] for name, column in tensors.items()}
-            loss = model.compute_loss(batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+        step = self.config.batch_size * distributed.world_size()  # the global batch
+        if self.config.max_examples is not None:  # the budget left for this epoch
+            n = min(n, max(0, self.config.max_examples - self._seen))
+            order = order[:n]
+        for start in range(0, n, step):
+            rows = order[start : start + step]
+            if distributed.active() and len(rows) < distributed.world_size():
+                break  # too few rows left to give every process one
+            optimizer.zero_grad()
+            value = train_step(model, tensors, rows)
             optimizer.step()
-            value = float(loss.detach())
             total += value
             progress.update(len(rows), loss=value)
+            self._seen += len(rows)
         return total
+
+
+def train_step(model, tensors: dict[str, torch.Tensor], rows: torch.Tensor) -> float:
+    """Forward and backward of the global batch ``rows``: in a distributed job this process
+    takes its own range of them and the gradients are averaged over the processes (see
+    :mod:`recfunnel.distributed`). Returns this process's loss."""
+    if not distributed.active():
+        loss = model.compute_loss({name: column[rows] for name, column in tensors.items()})
+        loss.backward()
+        return float(loss.detach())
+    mine, sizes = distributed.split(rows)
+    distributed.set_step_sizes(sizes)
+    try:
+        loss = model.compute_loss({name: column[mine] for name, column in tensors.items()})
+        reduction = getattr(getattr(model, "task", None), "reduction", "mean")
+        (loss * distributed.loss_scale(len(mine), sizes, reduction)).backward()
+    finally:
+        distributed.set_step_sizes(None)
+    distributed.average_gradients(model.parameters())
+    return float(loss.detach())
+
+
+def _fingerprint(model, cfg: TrainerConfig, rows: int) -> dict:
+    """What a checkpoint must match to be resumed: the data's size, the trainer's settings
+    (but the number of epochs, which a resumed fit may extend) and the state's shapes."""
+    settings = {f.name: getattr(cfg, f.name) for f in fields(cfg)}
+    for name in ("epochs", "progress", "device"):
+        settings.pop(name, None)
+    shapes = {k: list(v.shape) for k, v in model.state_dict().items() if hasattr(v, "shape")}
+    return json.loads(json.dumps({"rows": rows, "model": type(model).__name__,
+                                  "trainer": settings, "state": shapes}, default=str))  # fmt: skip
 
 
 def _fit_epoch(model, progress) -> float:

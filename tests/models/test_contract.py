@@ -26,6 +26,9 @@ SMALL = {
     "wals": dict(dim=4, epochs=3),
     "sgd-mf": dict(dim=4, epochs=2, batch_size=64),
     "bpr": dict(dim=4, epochs=2, batch_size=64),
+    "blend": dict(members=[{"model": "most-popular"},
+                           {"model": "ease", "params": {"regularization": 1.0}}],
+                  weights=[0.3, 0.7]),
 }  # fmt: skip
 
 

@@ -7,7 +7,7 @@ import torch
 
 from recfunnel.data import Interactions, checkerboard
 from recfunnel.errors import DataError, RecfunnelError, TrainingError
-from recfunnel.models import BPR, SGDMF, WALS
+from recfunnel.models import BPR, SGDMF, WALS, als_kernels
 from recfunnel.models.als import SparseRows, solve_cg, solve_cholesky
 from recfunnel.models.als_reference import explicit_half_step, implicit_half_step
 
@@ -31,17 +31,26 @@ def fast(m, Y, reg, *, implicit, solver):
     regt = torch.as_tensor(reg, dtype=torch.float32)
     if solver == "cg":  # D=4: four exact-arithmetic CG steps solve the system
         return solve_cg(rows, Yt, gram, values, regt, base, out, steps=4).numpy()
+    if solver == "fused":  # the per-row numba kernel, same equations
+        pytest.importorskip("numba")
+        X = out.numpy()
+        base = None if base is None else base.numpy()
+        scales = dict(h_scale=1.0, g_scale=1.0, g_shift=-1.0)  # g = v - 1, h = v
+        if not implicit:
+            scales = dict(h_scale=1.0, g_scale=0.0, g_shift=1.0)  # g = 1, h = v
+        als_kernels.cg_rows(m.indptr, m.indices, m.data, regt.numpy(), base, Y, X, 4, **scales)
+        return X
     return solve_cholesky(rows, Yt, gram, values, regt, base, out, batch=7).numpy()
 
 
-@pytest.mark.parametrize("solver", ["cholesky", "cg"])
+@pytest.mark.parametrize("solver", ["cholesky", "cg", "fused"])
 def test_implicit_solver_matches_the_reference(system, solver):
     m, Y, reg = system
     expected = implicit_half_step(m.astype(np.float64), Y.astype(np.float64), reg)
     np.testing.assert_allclose(fast(m, Y, reg, implicit=True, solver=solver), expected, atol=1e-4)
 
 
-@pytest.mark.parametrize("solver", ["cholesky", "cg"])
+@pytest.mark.parametrize("solver", ["cholesky", "cg", "fused"])
 def test_explicit_solver_matches_the_reference(system, solver):
     m, Y, reg = system
     m = m.tolil()
@@ -51,6 +60,24 @@ def test_explicit_solver_matches_the_reference(system, solver):
     expected = explicit_half_step(m.astype(np.float64), Y.astype(np.float64), reg)
     np.testing.assert_allclose(fast(m, Y, reg, implicit=False, solver=solver), expected, atol=1e-3)
     assert not expected[3].any()
+
+
+@pytest.mark.parametrize("feedback", ["implicit", "explicit"])
+def test_fused_and_torch_cg_fits_agree(monkeypatch, feedback):
+    pytest.importorskip("numba")
+    rng = np.random.default_rng(0)
+    data = Interactions(rng.integers(0, 60, 600), rng.integers(0, 40, 600), 60, 40,
+                        ratings=rng.integers(1, 6, 600).astype(np.float32))  # fmt: skip
+    data = data.deduplicate("mean")
+    fused = WALS(dim=6, epochs=4, feedback=feedback, regularization=0.5).fit(data)
+    monkeypatch.setattr(als_kernels, "AVAILABLE", False)
+    plain = WALS(dim=6, epochs=4, feedback=feedback, regularization=0.5).fit(data)
+    # float32 sums in another order: CG steps amplify the rounding a little
+    np.testing.assert_allclose(fused.user_factors_, plain.user_factors_, atol=2e-3)
+    np.testing.assert_allclose(fused.item_factors_, plain.item_factors_, atol=2e-3)
+    assert fused.training_log_.epochs[-1]["loss"] == pytest.approx(
+        plain.training_log_.epochs[-1]["loss"], rel=1e-4
+    )
 
 
 def test_cholesky_wals_never_increases_the_loss():

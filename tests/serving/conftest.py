@@ -30,12 +30,34 @@ def other_run_dir(tmp_path):
 
 
 @pytest.fixture
+def save_run():
+    """``save_run(path, seed=0, num_items=12)``: save a small run at ``path``."""
+    return lambda path, **kwargs: make_run(**kwargs).save(path)
+
+
+@pytest.fixture
 def client(run_dir):
     from fastapi.testclient import TestClient
 
     from recfunnel.serving import create_app
 
     with TestClient(create_app(run_dir), raise_server_exceptions=False) as c:
+        yield c
+
+
+TOKEN = "s3cret"
+
+
+@pytest.fixture
+def admin(run_dir):
+    """A client of an app started with a token (so the admin endpoint exists), sending it."""
+    from fastapi.testclient import TestClient
+
+    from recfunnel.serving import create_app
+
+    app = create_app(run_dir, token=TOKEN)
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    with TestClient(app, raise_server_exceptions=False, headers=headers) as c:
         yield c
 
 
@@ -54,3 +76,9 @@ def tamper(path, *, truncate: bool = False) -> None:
 def break_run():
     """``break_run(path, truncate=False)``: damage a saved run's weights file."""
     return tamper
+
+
+@pytest.fixture(scope="module")
+def save_run_module():
+    """Module-scoped ``save_run``."""
+    return lambda path, **kwargs: make_run(**kwargs).save(path)

@@ -13,6 +13,16 @@ from fastapi.testclient import TestClient  # noqa: E402
 from recfunnel.runs import Run  # noqa: E402
 from recfunnel.serving import create_app  # noqa: E402
 
+TOKEN = "s3cret"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def message(response) -> str:
+    """The message of the one error shape every 4xx answer has."""
+    body = response.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}, body
+    return body["error"]["message"]
+
 
 def test_recommendations_match_the_run(client, run_dir):
     run = Run.load(run_dir)
@@ -40,7 +50,7 @@ def test_unknown_user_is_a_flagged_cold_start_or_404(client):
     assert len(r.json()["items"]) == 2
     r = client.get("/v1/recommendations/stranger?k=2&cold_start=false")
     assert r.status_code == 404
-    assert "unknown user 'stranger'" in r.json()["detail"]
+    assert "unknown user 'stranger'" in message(r)
 
 
 @pytest.mark.parametrize("k", ["0", "-1", "1001", "ten", "1.5"])
@@ -49,10 +59,14 @@ def test_k_out_of_range_is_422(client, k):
     assert client.get(f"/v1/items/i0/similar?k={k}").status_code == 422
 
 
-def test_k_larger_than_the_catalogue_is_422_with_a_message(client):
-    r = client.get("/v1/recommendations/u0?k=500")
-    assert r.status_code == 422
-    assert "larger than the catalogue" in r.json()["detail"]
+def test_k_larger_than_the_catalogue_answers_the_whole_catalogue(client):
+    # schema-valid (k <= 1000) requests are answered: k is capped at the catalogue's size
+    r = client.get("/v1/recommendations/u0?k=500&exclude_seen=false")
+    assert r.status_code == 200 and len(r.json()["items"]) == 12
+    r = client.post("/v1/recommendations", json={"users": ["u0"], "k": 999})
+    assert r.status_code == 200 and 0 < len(r.json()["results"][0]["items"]) <= 12
+    r = client.get("/v1/items/i0/similar?k=1000")
+    assert r.status_code == 200 and len(r.json()["items"]) == 11
 
 
 def test_batch_of_users_with_allow_and_deny(client, run_dir):
@@ -67,9 +81,23 @@ def test_batch_of_users_with_allow_and_deny(client, run_dir):
     for res in results:
         got = {x["item"] for x in res["items"]}
         assert got <= {"i0", "i1", "i3", "i4"} and len(got) == 2
-    want = run.recommend("u1", 2, exclude_seen=False, filter_items=["i2"],
-                         items=["i0", "i1", "i2", "i3", "i4"])  # fmt: skip
-    assert [x["item"] for x in results[1]["items"]] == want.items
+    for user, res in zip(["u0", "u1", "nobody"], results, strict=True):
+        want = run.recommend(user, 2, exclude_seen=False, filter_items=["i2"],
+                             items=["i0", "i1", "i2", "i3", "i4"])  # fmt: skip
+        assert [x["item"] for x in res["items"]] == want.items
+        assert [x["score"] for x in res["items"]] == pytest.approx(want.scores)
+
+
+def test_a_batch_answers_as_one_request_per_user(client, run_dir):
+    run = Run.load(run_dir)
+    users = [f"u{i}" for i in range(8)] + ["u3", "stranger"]
+    r = client.post("/v1/recommendations", json={"users": users, "k": 5})
+    assert r.status_code == 200
+    for user, res in zip(users, r.json()["results"], strict=True):
+        want = run.recommend(user, 5)
+        assert res["user"] == user and res["cold_start"] == (user == "stranger")
+        assert [x["item"] for x in res["items"]] == want.items
+        assert [x["score"] for x in res["items"]] == pytest.approx(want.scores, rel=1e-5)
 
 
 def test_anonymous_history_is_folded_in(client, run_dir):
@@ -82,7 +110,7 @@ def test_anonymous_history_is_folded_in(client, run_dir):
 
 
 @pytest.mark.parametrize(
-    "body, status, message",
+    "body, status, text",
     [
         ({}, 422, "exactly one of"),
         ({"users": ["u0"], "history": ["i0"]}, 422, "exactly one of"),
@@ -94,11 +122,10 @@ def test_anonymous_history_is_folded_in(client, run_dir):
         ({"users": ["nobody"], "cold_start": False}, 404, "unknown user 'nobody'"),
     ],
 )
-def test_bad_batch_requests_are_4xx(client, body, status, message):
+def test_bad_batch_requests_are_4xx(client, body, status, text):
     r = client.post("/v1/recommendations", json=body)
     assert r.status_code == status
-    if message:
-        assert message in str(r.json()["detail"])
+    assert text is None or text in message(r)
 
 
 def test_malformed_json_is_422(client):
@@ -116,7 +143,7 @@ def test_similar_items(client, run_dir):
     assert client.get("/v1/items/a%2Fb%20c/similar?k=2").status_code == 200  # '/' in an id
     assert client.get("/v1/items/a/b c/similar?k=2").status_code == 200
     r = client.get("/v1/items/nope/similar")
-    assert r.status_code == 404 and "unknown item 'nope'" in r.json()["detail"]
+    assert r.status_code == 404 and "unknown item 'nope'" in message(r)
 
 
 def test_model_and_health(client):
@@ -130,7 +157,7 @@ def test_model_and_health(client):
 
 
 def test_token_is_required_everywhere_but_healthz(run_dir):
-    with TestClient(create_app(run_dir, token="s3cret")) as c:
+    with TestClient(create_app(run_dir, token=TOKEN)) as c:
         assert c.get("/healthz").status_code == 200
         for path in ("/v1/recommendations/u0", "/v1/model", "/docs", "/openapi.json",
                      "/v1/items/i0/similar", "/no/such/path"):  # fmt: skip
@@ -141,35 +168,40 @@ def test_token_is_required_everywhere_but_healthz(run_dir):
         assert c.post("/v1/admin/reload").status_code == 401
         wrong = {"Authorization": "Bearer s3cres"}
         assert c.get("/v1/model", headers=wrong).status_code == 401
-        good = {"Authorization": "Bearer s3cret"}
-        assert c.get("/v1/recommendations/u0", headers=good).status_code == 200
+        assert "bearer token" in message(c.get("/v1/model", headers=wrong))
+        assert c.get("/v1/recommendations/u0", headers=AUTH).status_code == 200
 
 
-def test_reload_swaps_to_a_new_run(client, other_run_dir):
-    r = client.post("/v1/admin/reload", json={"run_dir": str(other_run_dir)})
-    assert r.status_code == 200 and r.json()["generation"] == 1
-    assert client.get("/v1/model").json()["num_items"] == 14
-    assert client.get("/healthz").json()["generation"] == 1
-    assert client.post("/v1/admin/reload").json()["generation"] == 2  # same folder again
+def test_reload_swaps_to_a_new_run(admin, other_run_dir):
+    r = admin.post("/v1/admin/reload", json={"run_dir": str(other_run_dir)})
+    assert r.status_code == 200 and r.json()["status"] == "reloaded"
+    assert r.json()["model"]["generation"] == 1 and r.json()["model"]["run"] == "other"
+    assert admin.get("/v1/model").json()["num_items"] == 14
+    assert admin.get("/healthz").json()["generation"] == 1
+    assert admin.post("/v1/admin/reload").json()["model"]["generation"] == 2  # same folder again
+    r = admin.post("/v1/admin/reload", json={"run_dir": "run"})  # relative to the runs root
+    assert r.status_code == 200 and r.json()["model"]["num_items"] == 12
 
 
 @pytest.mark.parametrize("truncate", [False, True])
 def test_reload_of_a_broken_run_is_refused_and_the_old_model_kept(
-    client, other_run_dir, break_run, truncate
+    admin, other_run_dir, break_run, truncate
 ):
-    before = client.get("/v1/recommendations/u0?k=3").json()
+    before = admin.get("/v1/recommendations/u0?k=3").json()
     break_run(other_run_dir, truncate=truncate)
-    r = client.post("/v1/admin/reload", json={"run_dir": str(other_run_dir)})
+    r = admin.post("/v1/admin/reload", json={"run_dir": str(other_run_dir)})
     assert r.status_code == 409
-    assert "does not match its checksum" in r.json()["detail"]
-    assert "still serving" in r.json()["detail"]
-    assert client.get("/v1/model").json()["generation"] == 0
-    assert client.get("/v1/recommendations/u0?k=3").json() == before
+    assert "does not match its checksum" in message(r)
+    assert "still serving generation 0" in message(r)
+    assert str(other_run_dir.parent) not in message(r)  # no server path in the answer
+    assert admin.get("/v1/model").json()["generation"] == 0
+    assert admin.get("/v1/recommendations/u0?k=3").json() == before
 
 
-def test_reload_of_a_missing_folder_is_refused(client, tmp_path):
-    r = client.post("/v1/admin/reload", json={"run_dir": str(tmp_path / "nowhere")})
-    assert r.status_code == 409 and "not a recfunnel run folder" in r.json()["detail"]
+def test_reload_of_a_missing_folder_is_refused(admin, tmp_path):
+    r = admin.post("/v1/admin/reload", json={"run_dir": str(tmp_path / "nowhere")})
+    assert r.status_code == 409 and "not a recfunnel run folder" in message(r)
+    assert "nowhere" not in message(r) and str(tmp_path) not in message(r)
 
 
 def test_a_request_in_flight_finishes_on_the_model_it_started_with(run_dir, other_run_dir):

@@ -30,11 +30,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(run_dir, *extra) -> tuple[subprocess.Popen, str]:
+def start(run_dir, *extra, env=None) -> tuple[subprocess.Popen, str]:
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "recfunnel.cli", "serve", str(run_dir), "--port", str(port), *extra],
-        env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+        env={**ENV, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        start_new_session=True,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     workers = int(extra[extra.index("--workers") + 1]) if "--workers" in extra else 1
@@ -48,6 +49,7 @@ def start(run_dir, *extra) -> tuple[subprocess.Popen, str]:
             if r.status_code == 200:
                 seen.add(r.json()["worker"])
                 if len(seen) >= workers:
+                    proc.workers = seen  # the pids of the workers started
                     return proc, url
         except httpx.HTTPError:
             pass
@@ -64,15 +66,6 @@ def stop(proc: subprocess.Popen) -> None:
 
 def digest(folder: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
-
-
-def answered(probe):
-    """``probe()``, or None when a connection is reset: a request that races a worker's shutdown
-    during a rolling restart can be (docs/serving.md), and clients retry it."""
-    try:
-        return probe()
-    except httpx.TransportError:
-        return None
 
 
 def wait_for(predicate, seconds=30.0) -> bool:
@@ -158,24 +151,111 @@ def test_sighup_reloads_and_a_broken_folder_keeps_the_old_model(run_dir, other_r
     assert "reload failed" in proc.stderr.read().decode()
 
 
+TOKEN_ENV = {"RECFUNNEL_TOKEN": "t0k"}
+AUTH = {"Authorization": "Bearer t0k"}
+
+
 def test_workers_reload_by_rolling_restart(run_dir, other_run_dir, break_run):
-    proc, url = start(run_dir, "--workers", "2")
+    """A rolling restart under load drops no request: each stopping worker drains (stops
+    accepting, answers with Connection: close, finishes in-flight requests, then exits).
+    Failures are counted, never retried."""
+    proc, url = start(run_dir, "--workers", "2", env=TOKEN_ENV)
     # a generous timeout: while a replacement worker starts (imports torch, loads the run) the
     # two cores are busy and an answer can take longer than httpx's default 5 s
     items = lambda: {  # noqa: E731
-        httpx.get(url + "/v1/model", timeout=30).json()["num_items"] for _ in range(6)
+        httpx.get(url + "/v1/model", headers=AUTH, timeout=30).json()["num_items"] for _ in range(6)
     }
+    ok, failed = [0], []
+    stop_load = threading.Event()
+
+    def load(keep_alive: bool):
+        client = httpx.Client(headers=AUTH, timeout=30) if keep_alive else None
+        while not stop_load.is_set():
+            try:
+                if client is not None:
+                    r = client.get(url + "/v1/recommendations/u1?k=5")
+                else:
+                    r = httpx.get(url + "/v1/recommendations/u1?k=5", headers=AUTH, timeout=30)
+                if r.status_code == 200:
+                    ok[0] += 1
+                else:
+                    failed.append(r.status_code)
+            except httpx.HTTPError as exc:
+                failed.append(repr(exc))
+            time.sleep(0.02)  # steady load, leaving CPU for the new workers to start
+        if client is not None:
+            client.close()
+
+    threads = [threading.Thread(target=load, args=(k,)) for k in (True, False)]
     try:
         assert items() == {12}
-        r = httpx.post(url + "/v1/admin/reload", json={"run_dir": str(other_run_dir)})
-        assert r.status_code == 409 and "served folder is fixed" in r.json()["detail"]
+        r = httpx.post(url + "/v1/admin/reload", json={"run_dir": str(other_run_dir)},
+                       headers=AUTH)  # fmt: skip
+        assert r.status_code == 409 and "served folder is fixed" in r.json()["error"]["message"]
+        for t in threads:
+            t.start()
         Run.load(other_run_dir).save(run_dir)
-        r = httpx.post(url + "/v1/admin/reload", timeout=30)
+        r = httpx.post(url + "/v1/admin/reload", headers=AUTH, timeout=30)
         assert r.status_code == 202
-        assert wait_for(lambda: answered(items) == {14}, 60), f"after the restart: {items()}"
+        # the restart is over when every first worker has exited (each new one was ready first)
+        assert wait_for(lambda: not any(map(alive, proc.workers)), 120), "old workers still up"
+        assert items() == {14}
+        before = ok[0]
+        assert wait_for(lambda: ok[0] > before + 20, 30)  # the new workers serve the load
         break_run(run_dir)
-        r = httpx.post(url + "/v1/admin/reload", timeout=30)
-        assert r.status_code == 409 and "does not match its checksum" in r.json()["detail"]
+        r = httpx.post(url + "/v1/admin/reload", headers=AUTH, timeout=30)
+        assert r.status_code == 409
+        assert "does not match its checksum" in r.json()["error"]["message"]
+        assert str(run_dir) not in r.text
         assert items() == {14}
     finally:
+        stop_load.set()
+        for t in threads:
+            t.join(60)
         stop(proc)
+    assert failed == [], f"{len(failed)} failed requests during the rolling restart: {failed[:5]}"
+    assert ok[0] > 50
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def read_line(proc, seconds: float) -> str:
+    """The next stderr line of ``proc`` (fails after ``seconds``)."""
+    out = []
+    t = threading.Thread(target=lambda: out.append(proc.stderr.readline().decode()), daemon=True)
+    t.start()
+    t.join(seconds)
+    assert out, f"nothing on stderr within {seconds} s"
+    return out[0]
+
+
+def test_serve_prints_its_url_and_docs_url_and_port_0_picks_a_free_port(run_dir):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "recfunnel.cli", "serve", str(run_dir), "--port", "0"],
+        env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+    )  # fmt: skip
+    try:
+        line = read_line(proc, 90)
+        assert line.startswith("serving ") and "/docs" in line, line
+        url = line.split(" on ", 1)[1].split(" ", 1)[0]
+        assert url.startswith("http://127.0.0.1:") and not url.endswith(":0")
+        assert f"(docs: {url}/docs)" in line
+        assert wait_for(lambda: _up(url), 60)
+        # a DNS-rebinding page reaches the loopback server with a foreign Host header
+        r = httpx.get(url + "/healthz", headers={"host": "evil.example"})
+        assert r.status_code == 400
+    finally:
+        stop(proc)
+
+
+def _up(url) -> bool:
+    try:
+        return httpx.get(url + "/healthz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False

@@ -67,6 +67,6 @@ def test_users_history_and_item_search(guarded):
     )
     assert len(guarded.get("/v1/users/u1/history?limit=2", headers=AUTH).json()["items"]) == 2
     missing = guarded.get("/v1/users/nobody/history", headers=AUTH)
-    assert missing.status_code == 404 and "unknown user" in missing.json()["detail"]
+    assert missing.status_code == 404 and "unknown user" in missing.json()["error"]["message"]
     found = guarded.get("/v1/items?q=FILM 1", headers=AUTH).json()["items"]  # titles, any case
     assert [entry["title"] for entry in found] == ["Film 1", "Film 10", "Film 11"]

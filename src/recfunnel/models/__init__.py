@@ -3,6 +3,7 @@
 from recfunnel.errors import RecfunnelError
 from recfunnel.models.als import WALS
 from recfunnel.models.base import FactorizedRecommender, Recommender
+from recfunnel.models.blend import Blend
 from recfunnel.models.ease import EASE
 from recfunnel.models.multitask import Multitask
 from recfunnel.models.popularity import MostPopular
@@ -13,7 +14,18 @@ from recfunnel.models.two_tower import TwoTower
 
 MODELS: dict[str, type[Recommender]] = {
     m.kind: m
-    for m in (TwoTower, MostPopular, WALS, SGDMF, BPR, EASE, RankingModel, TwoStage, Multitask)
+    for m in (
+        TwoTower,
+        MostPopular,
+        WALS,
+        SGDMF,
+        BPR,
+        EASE,
+        RankingModel,
+        TwoStage,
+        Multitask,
+        Blend,
+    )
 }
 
 
@@ -27,6 +39,7 @@ def model_class(kind: str) -> type[Recommender]:
 
 __all__ = [
     "BPR",
+    "Blend",
     "EASE",
     "MODELS",
     "SGDMF",

@@ -43,7 +43,9 @@ import torch
 from recfunnel.config import WALSConfig
 from recfunnel.data.interactions import Interactions
 from recfunnel.errors import RecfunnelError
+from recfunnel.models import als_kernels
 from recfunnel.models.base import FactorizedRecommender
+from recfunnel.search_space import Choice, Float, Int
 from recfunnel.training import resolve_device
 
 FEEDBACK = ("implicit", "explicit")
@@ -67,7 +69,8 @@ class SparseRows:
         # 32-bit indices where they fit: a quarter faster sparse products, half the memory
         index_type = np.int32 if matrix.nnz < 2**31 else np.int64
         self.indptr = torch.as_tensor(self.indptr_np.astype(index_type), device=device)
-        self.indices = torch.as_tensor(matrix.indices.astype(index_type), device=device)
+        # no copy where scipy's indices already have that type (shared with the CSR)
+        self.indices = torch.as_tensor(matrix.indices.astype(index_type, copy=False), device=device)
         self.device = device
 
     def csr(self, values: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
@@ -195,6 +198,8 @@ class WALSSolver:
     def __init__(self, model: WALS, train: Interactions, device: torch.device) -> None:
         self.model = model
         self.device = device
+        # the fused per-row CG kernel (numba) on CPU; the torch solvers elsewhere
+        self.fused = als_kernels.AVAILABLE and device.type == "cpu"
         self.explicit = model.config.feedback == "explicit"
         generator = torch.Generator().manual_seed(model.config.trainer.seed)
         U, N, D = train.num_users, train.num_items, model.config.dim
@@ -234,9 +239,6 @@ class WALSSolver:
             # solvers work on factors augmented with a bias column
             self.X = torch.cat([self.X, torch.zeros(U, 1, device=device)], 1)
             self.Y = torch.cat([self.Y, torch.zeros(N, 1, device=device)], 1)
-        else:
-            confidence = model.config.alpha * self.user_values
-            self.user_conf, self.item_conf = confidence, model.config.alpha * self.item_values
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The factors (and biases), so the trainer can restore the best epoch."""
@@ -249,10 +251,45 @@ class WALSSolver:
         for name, value in state.items():
             setattr(self, name, value.clone())
 
-    def _solve(self, rows, Y, g, h, reg, base, out):
+    def _solve(self, rows, Y, values, reg, base, out):
+        """Solve one side. Per cell: implicit ``h = alpha v``, ``g = alpha v - 1`` (confidence
+        ``alpha v``); explicit ``h = v`` (the target), ``g = 1``."""
+        alpha = self.model.config.alpha
+        if self.model.config.solver == "cg" and self.fused:  # the weights are made inside the loop
+            scales = (1.0, 0.0, 1.0) if self.explicit else (alpha, alpha, -1.0)
+            als_kernels.cg_rows(
+                rows.indptr_np, rows.indices.numpy(), values.numpy(), reg.numpy(),
+                None if base is None else base.numpy(), Y.contiguous().numpy(), out.numpy(),
+                self.model.config.cg_steps, h_scale=scales[0], g_scale=scales[1], g_shift=scales[2],
+            )  # fmt: skip
+            return out
+        if self.explicit:
+            g, h = torch.ones_like(values), values
+        else:
+            h = alpha * values
+            g = h - 1
         if self.model.config.solver == "cg":
             return solve_cg(rows, Y, g, h, reg, base, out, steps=self.model.config.cg_steps)
         return solve_cholesky(rows, Y, g, h, reg, base, out)
+
+    def _observed_loss(self, X: torch.Tensor, Y: torch.Tensor) -> float:
+        """``sum_obs c (1 - x.y)^2 - (x.y)^2`` with ``c = alpha v``."""
+        if self.fused:
+            rows, alpha = self.users, self.model.config.alpha
+            return als_kernels.observed_loss(
+                rows.indptr_np, rows.indices.numpy(), self.user_values.numpy(), alpha,
+                X.contiguous().numpy(), Y.contiguous().numpy(),
+            )  # fmt: skip
+        c = self.model.config.alpha * self.user_values
+        dots = self.users.row_dots(X, Y)
+        return float((c * (1 - dots) ** 2 - dots**2).sum())
+
+    def _row_dots(self, X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
+        if self.fused:
+            dots = als_kernels.row_dots(self.users.indptr_np, self.users.indices.numpy(),
+                                        X.contiguous().numpy(), Y.contiguous().numpy())  # fmt: skip
+            return torch.from_numpy(dots)
+        return self.users.row_dots(X, Y)
 
     def fit_epoch(self) -> float:
         if self.explicit:
@@ -260,11 +297,9 @@ class WALSSolver:
             self._explicit_half(users=False)
         else:
             YtY = self.Y.T @ self.Y
-            self._solve(self.users, self.Y, self.user_conf - 1, self.user_conf, self.user_reg,
-                        YtY, self.X)  # fmt: skip
+            self._solve(self.users, self.Y, self.user_values, self.user_reg, YtY, self.X)
             XtX = self.X.T @ self.X
-            self._solve(self.items, self.X, self.item_conf - 1, self.item_conf, self.item_reg,
-                        XtX, self.Y)  # fmt: skip
+            self._solve(self.items, self.X, self.item_values, self.item_reg, XtX, self.Y)
         return self.loss()
 
     def _explicit_half(self, users: bool) -> None:
@@ -278,8 +313,7 @@ class WALSSolver:
             values, other_bias = self.item_values, self.bu
         fixed = torch.cat([other[:, :D], torch.ones(len(other), 1, device=self.device)], 1)
         targets = values - self.mu - other_bias[rows.indices]
-        ones = torch.ones_like(targets)
-        self._solve(rows, fixed, ones, targets, reg, None, mine)
+        self._solve(rows, fixed, targets, reg, None, mine)
         if users:
             self.bu = mine[:, D].clone()
         else:
@@ -289,16 +323,15 @@ class WALSSolver:
         """The objective divided by the number of observed cells."""
         D = self.model.config.dim
         X, Y = self.X[:, :D], self.Y[:, :D]
-        dots = self.users.row_dots(X, Y)
         penalty = (self.user_reg * X.pow(2).sum(1)).sum() + (self.item_reg * Y.pow(2).sum(1)).sum()
         if self.explicit:
+            dots = self._row_dots(X, Y)
             predicted = self.mu + self.bu[self.user_rows] + self.bi[self.user_cols] + dots
             fit = (self.user_values - predicted).pow(2).sum()
             penalty += (self.user_reg * self.bu**2).sum() + (self.item_reg * self.bi**2).sum()
         else:
-            c = self.user_conf
             # sum over all cells of (x.y)^2 is trace(X^T X Y^T Y); observed cells correct it
-            fit = ((X.T @ X) * (Y.T @ Y)).sum() + (c * (1 - dots) ** 2 - dots**2).sum()
+            fit = ((X.T @ X) * (Y.T @ Y)).sum() + self._observed_loss(X, Y)
         return float((fit + penalty) / max(1, len(self.user_values)))
 
     def user_vectors(self, users: np.ndarray) -> torch.Tensor:
@@ -321,6 +354,14 @@ class WALS(FactorizedRecommender):
     hyper-parameters in :class:`~recfunnel.config.WALSConfig`)."""
 
     kind = "wals"
+    #: what ``recfunnel tune`` searches
+    search_space = {
+        "dim": Choice((16, 32, 64, 128)),
+        "regularization": Float(0.01, 500.0, log=True),
+        "alpha": Float(0.5, 50.0, log=True),
+        "reg_exponent": Choice((0.0, 0.5, 1.0)),
+        "epochs": Int(5, 20),
+    }
     duplicates = "sum"  # repeats of a cell add up to its confidence
     config_class = WALSConfig
     config: WALSConfig

@@ -52,6 +52,8 @@ class Recommender(ABC):
     predicts_ratings: ClassVar[bool] = False
     #: whether ``fit`` takes ``dataset=`` (side features); the experiment passes it then
     needs_dataset: ClassVar[bool] = False
+    #: hyper-parameters ``recfunnel tune`` searches (``recfunnel.search_space`` specs)
+    search_space: ClassVar[dict] = {}
     #: how ``--duplicates auto`` merges repeated (user, item) rows of a file for this model
     #: (see :meth:`default_duplicates`): ``keep`` (every row is a training example) or ``sum``
     duplicates: ClassVar[str] = "keep"
@@ -98,7 +100,8 @@ class Recommender(ABC):
         interactions (``dataset=`` for side features, ``shortlists=`` for a ranker).
         """
         train = self._check_data(train, **context)
-        trainer = getattr(self.config, "trainer", None)
+        self.fit_config_ = self._resolve(train)
+        trainer = getattr(self.fit_config_, "trainer", None)
         if trainer is not None:
             from recfunnel.training import resolve_device, seed_everything
 
@@ -111,6 +114,11 @@ class Recommender(ABC):
         return self
 
     # ------------------------------------------------------------ fit's hooks
+    def _resolve(self, train: Interactions) -> Config:
+        """The config this fit uses (default: :attr:`config`; a model may settle choices that
+        depend on the data, e.g. two-tower ``softmax="auto"``). Kept as ``fit_config_``."""
+        return self.config
+
     def _check_data(self, train: Interactions, **context) -> Interactions:
         """Refuse data this config cannot train on (one line); may return a cleaned copy."""
         return train
@@ -134,7 +142,7 @@ class Recommender(ABC):
         from recfunnel.training import Trainer
 
         trained = self._build_network(train, **context)
-        config = self.config.trainer
+        config = self.fit_config_.trainer
         if config.monitor == "auto":
             rates = self._rates() and validation is not None and validation.ratings is not None
             config = dataclasses.replace(config, monitor="rmse" if rates else "recall@10")
@@ -178,7 +186,7 @@ class Recommender(ABC):
 
     def _check_memory(self, num_users: int, num_items: int) -> None:
         """Refuse, before allocating, a network whose training state cannot fit in memory."""
-        trainer = self.config.trainer
+        trainer = self.fit_config_.trainer
         per_parameter = _TRAINING_BYTES.get(trainer.optimizer, 16)
         needed = self._parameter_count(num_users, num_items) * per_parameter
         available = available_memory()
@@ -206,7 +214,7 @@ class Recommender(ABC):
     def _remember(self, train: Interactions) -> None:
         if len(train) == 0:
             raise RecfunnelError("the training data is empty; give at least one interaction")
-        self.seen_ = train.to_csr().astype(np.float32)
+        self.seen_ = train.to_csr().astype(np.float32, copy=False)  # shared, not copied
 
     def recommend(
         self,

@@ -31,6 +31,7 @@ from recfunnel.config import EASEConfig
 from recfunnel.data.interactions import Interactions
 from recfunnel.errors import RecfunnelError
 from recfunnel.models.base import FactorizedRecommender, available_memory
+from recfunnel.search_space import Float
 from recfunnel.training import resolve_device
 
 #: N x N float32 matrices alive at the peak of a fit (Gram/inverse in place, B, a workspace)
@@ -84,7 +85,9 @@ class EASE(FactorizedRecommender):
     ``recfunnel tune --model ease`` searches it), ``max_memory_gb`` and ``device``."""
 
     kind = "ease"
-    duplicates = "sum"  # repeats of a cell add up to its confidence
+    #: what ``recfunnel tune`` searches
+    search_space = {"regularization": Float(10.0, 20000.0, log=True)}
+    duplicates = "sum"  # repeats merge into one row; EASE counts a cell once
     config_class = EASEConfig
     config: EASEConfig
 

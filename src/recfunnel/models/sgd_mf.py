@@ -4,7 +4,7 @@
   "Matrix Factorization Techniques for Recommender Systems"):
   ``r_ui ~ mu + b_u + b_i + p_u . q_i``, loss = squared error + L2 on the row's parameters.
 * :class:`BPR`: Bayesian personalised ranking for implicit feedback (Rendle et al. 2009): each
-  positive (u, i) is paired with a uniformly sampled item j and the loss is
+  positive (u, i) is paired with ``negatives`` sampled items j and the loss is the mean of
   ``-log sigmoid(s_ui - s_uj)`` + L2 on the rows' parameters, with ``s_ui = p_u . q_i + b_i``.
 
 Both state their loss in ``compute_loss(batch)``; the Trainer owns the optimiser and epochs.
@@ -22,6 +22,7 @@ from recfunnel.data.interactions import Interactions
 from recfunnel.errors import RecfunnelError
 from recfunnel.losses import bpr_loss
 from recfunnel.models.base import FactorizedRecommender
+from recfunnel.search_space import Choice, Float, Int
 
 
 class BiasedMFNet(nn.Module):
@@ -66,21 +67,49 @@ class RatingLoss(nn.Module):
 
 
 class BPRLoss(nn.Module):
-    """BPR with one uniformly sampled negative item per positive row."""
+    """BPR with ``negatives`` sampled items per positive row, averaged.
 
-    def __init__(self, net: BiasedMFNet, regularization: float, num_items: int) -> None:
+    Negatives are drawn uniformly or in proportion to ``count ** 0.75`` (``sampling``; the
+    word2vec smoothing, so popular items are seen as negatives as often as they are positives
+    and the item bias alone cannot win), with replacement and without excluding the user's
+    positives (rare accidental hits, as in Rendle et al. 2009).
+    """
+
+    def __init__(
+        self,
+        net: BiasedMFNet,
+        regularization: float,
+        item_counts: np.ndarray,
+        negatives: int = 1,
+        sampling: str = "uniform",
+    ) -> None:
         super().__init__()
         self.net = net
         self.regularization = regularization
-        self.num_items = num_items
+        self.num_items = len(item_counts)
+        self.negatives = negatives
+        cdf = None
+        if sampling == "popularity":
+            weights = torch.as_tensor(item_counts, dtype=torch.float64).clamp_min(0) ** 0.75
+            cdf = torch.cumsum(weights, 0)
+            cdf = (cdf / cdf[-1]).float()
+        self.register_buffer("cdf", cdf)
+
+    def sample(self, shape: tuple[int, ...], device) -> torch.Tensor:
+        if self.cdf is None:
+            return torch.randint(0, self.num_items, shape, device=device)
+        u = torch.rand(shape, device=device)
+        return torch.searchsorted(self.cdf, u).clamp_max(self.num_items - 1)
 
     def compute_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         u, i = batch["user"], batch["item"]
-        j = torch.randint(0, self.num_items, i.shape, device=i.device)
-        p, qi, qj = self.net.user(u), self.net.item(i), self.net.item(j)
-        bi, bj = self.net.item_bias(i)[:, 0], self.net.item_bias(j)[:, 0]
-        loss = bpr_loss((p * qi).sum(1) + bi, (p * qj).sum(1) + bj)
-        penalty = p.pow(2).sum(1) + qi.pow(2).sum(1) + qj.pow(2).sum(1) + bi**2 + bj**2
+        j = self.sample((len(i), self.negatives), i.device)  # [B, K]
+        p, qi, qj = self.net.user(u), self.net.item(i), self.net.item(j)  # [B,D] [B,D] [B,K,D]
+        bi, bj = self.net.item_bias(i)[:, 0], self.net.item_bias(j)[..., 0]  # [B] [B, K]
+        positive = (p * qi).sum(1) + bi  # [B]
+        negative = torch.einsum("bd,bkd->bk", p, qj) + bj  # [B, K]
+        loss = bpr_loss(positive[:, None], negative)
+        penalty = p.pow(2).sum(1) + qi.pow(2).sum(1) + bi**2 + (qj.pow(2).sum(2) + bj**2).mean(1)
         return loss + self.regularization * penalty.mean()
 
 
@@ -115,6 +144,13 @@ class SGDMF(_GradientMF):
 
     kind = "sgd-mf"
     predicts_ratings = True
+    #: what ``recfunnel tune`` searches
+    search_space = {
+        "dim": Choice((16, 32, 64)),
+        "regularization": Float(1e-3, 1.0, log=True),
+        "learning_rate": Float(1e-3, 3e-2, log=True),
+        "epochs": Int(5, 40),
+    }
     config_class = SGDMFConfig
 
     def _check_data(self, train, **context):
@@ -139,15 +175,25 @@ class SGDMF(_GradientMF):
 
 
 class BPR(_GradientMF):
-    """Bayesian personalised ranking MF for implicit feedback (sampled negatives;
-    :class:`~recfunnel.config.BPRConfig`)."""
+    """Bayesian personalised ranking MF for implicit feedback (``negatives`` sampled items per
+    positive, uniformly or by popularity; :class:`~recfunnel.config.BPRConfig`)."""
 
     kind = "bpr"
+    #: what ``recfunnel tune`` searches
+    search_space = {
+        "dim": Choice((32, 64, 128)),
+        "regularization": Float(1e-4, 1e-1, log=True),
+        "learning_rate": Float(3e-3, 5e-2, log=True),
+        "negatives": Choice((1, 4, 8, 16)),
+        "epochs": Int(5, 30),
+    }
     duplicates = "sum"  # repeats of a cell add up to its confidence
     config_class = BPRConfig
 
     def _loss_module(self, net, train):
-        return BPRLoss(net, self.config.regularization, train.num_items)
+        config = self.config
+        return BPRLoss(net, config.regularization, train.item_counts(), config.negatives,
+                       config.sampling)  # fmt: skip
 
     @torch.no_grad()
     def fold_in(self, items: np.ndarray) -> torch.Tensor:

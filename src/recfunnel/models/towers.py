@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 import scipy.sparse as sp
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from recfunnel.errors import RecfunnelError
@@ -57,6 +58,26 @@ class _ConstantSparseProduct(torch.autograd.Function):
         return None, None, torch.sparse.mm(ctx.transposed, grad)
 
 
+class _WeightedBagSum(torch.autograd.Function):
+    """``out[b] = sum_{k: bags[k] = b} weights[k] * table[rows[k]]`` (``bags`` sorted, bag
+    ``b`` starting at ``offsets[b]``): ``embedding_bag`` forward, and a backward of one gather
+    and one ``index_add_`` (``embedding_bag``'s own CPU backward sorts its indices first and
+    costs several times more)."""
+
+    @staticmethod
+    def forward(ctx, table, rows, bags, weights, offsets):
+        ctx.save_for_backward(rows, bags, weights)
+        ctx.num_rows = table.shape[0]
+        return F.embedding_bag(rows, table, offsets, mode="sum", per_sample_weights=weights)
+
+    @staticmethod
+    def backward(ctx, grad):
+        rows, bags, weights = ctx.saved_tensors
+        table_grad = grad.new_zeros(ctx.num_rows, grad.shape[1])
+        table_grad.index_add_(0, rows, grad[bags] * weights[:, None])
+        return table_grad, None, None, None, None
+
+
 def pooled(matrix: torch.Tensor, transposed: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
     """``matrix @ dense`` [R, D] for a constant sparse ``matrix`` [R, N] whose transpose is
     given: autograd through :func:`torch.sparse.mm` transposes the matrix again (a sort) on
@@ -73,16 +94,20 @@ class EmbeddingTower(nn.Module):
         init: ``"uniform"`` draws from U(-scale, scale) (Keras' default with scale 0.05);
             ``"normal"`` from N(0, scale^2).
         scale: the initialisation scale.
+        sparse: lookups give sparse gradients (rows touched only; see
+            :func:`recfunnel.training.make_optimizer`).
 
     Shapes: ids [B] -> embeddings [B, D].
     """
 
-    def __init__(self, num: int, dim: int, *, init: str = "uniform", scale: float = 0.05):
+    def __init__(
+        self, num: int, dim: int, *, init: str = "uniform", scale: float = 0.05, sparse=False
+    ):
         super().__init__()
         if dim < 1:
             raise RecfunnelError(f"embedding dimension must be at least 1, not {dim}")
         self.num = num
-        self.embedding = nn.Embedding(num + 1, dim)
+        self.embedding = nn.Embedding(num + 1, dim, sparse=sparse)
         init_embedding_(self.embedding.weight, init, scale)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
@@ -108,15 +133,52 @@ class HistoryQueryTower(nn.Module):
     the row-normalised [U, N] history matrix, far cheaper than pooling each row of a batch
     separately (a batch repeats its users many times).
 
+    With ``sparse=True`` only the batch's users are pooled (:meth:`pool_rows`, one
+    ``embedding_bag`` over their rows of the history) and every table gets sparse gradients:
+    the cost of a step no longer grows with the number of users, as it must for millions.
+
     Shapes: user ids [B], ``pool = (A, A^T)`` sparse [U, N] and [N, U] (see
     :func:`pooling_matrices`), ``counts`` [U], ``leave_out`` [B] -> [B, D].
     """
 
-    def __init__(self, num_users: int, num_items: int, dim: int, *, init="uniform", scale=0.05):
+    def __init__(
+        self, num_users: int, num_items: int, dim: int, *, init="uniform", scale=0.05,
+        sparse=False,
+    ):  # fmt: skip
         super().__init__()
-        self.users = EmbeddingTower(num_users, dim, init=init, scale=scale)
+        self.sparse = sparse
+        self.users = EmbeddingTower(num_users, dim, init=init, scale=scale, sparse=sparse)
         self.history = nn.Parameter(torch.empty(num_items, dim))
         init_embedding_(self.history, init, scale)
+
+    def pool_rows(
+        self, user_ids: torch.Tensor, indptr: torch.Tensor, indices: torch.Tensor,
+        counts: torch.Tensor, leave_out: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
+        """``(pooled [B, D], left [B, D] | None)``: ``|H(u)|^(-1/2) sum_{j in H(u)} h_j`` for
+        the batch's users only, from the history in CSR form (``indptr`` [U+1], ``indices``
+        [nnz]), and the ``leave_out`` items' history vectors.
+
+        Each distinct user is pooled once, and the table is read with one lookup of the
+        distinct items touched, so a sparse gradient holds each row once: summing and sorting
+        (coalescing) the tens of thousands of repeats a batch's histories hold cost more than
+        the whole softmax.
+        """
+        users, inverse = torch.unique(user_ids, return_inverse=True)
+        starts = indptr[users]
+        lengths = indptr[users + 1] - starts
+        offsets = torch.cumsum(lengths, 0) - lengths
+        flat = torch.repeat_interleave(starts - offsets, lengths)
+        flat += torch.arange(len(flat), device=flat.device)
+        seen = indices[flat]
+        wanted = seen if leave_out is None else torch.cat([seen, leave_out])
+        local, position = torch.unique(wanted, return_inverse=True)
+        table = F.embedding(local, self.history, sparse=self.sparse)
+        weights = torch.repeat_interleave(counts[users].clamp(min=1.0).rsqrt(), lengths)
+        bags = torch.repeat_interleave(torch.arange(len(users), device=flat.device), lengths)
+        pooled = _WeightedBagSum.apply(table, position[: len(seen)], bags, weights, offsets)
+        left = None if leave_out is None else table[position[len(seen) :]]
+        return pooled[inverse], left
 
     def forward(
         self,
@@ -124,14 +186,23 @@ class HistoryQueryTower(nn.Module):
         pool: tuple[torch.Tensor, torch.Tensor],
         counts: torch.Tensor,
         leave_out: torch.Tensor | None = None,
+        rows: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        history = pooled(*pool, self.history)[user_ids]
+        """``rows = (indptr, indices)``: pool the batch's users only (:meth:`pool_rows`)."""
+        if rows is not None:
+            history, left = self.pool_rows(user_ids, *rows, counts, leave_out)
+            users, inverse = torch.unique(user_ids, return_inverse=True)
+            own = F.embedding(users, self.users.embedding.weight, sparse=self.sparse)[inverse]
+        else:
+            history = pooled(*pool, self.history)[user_ids]
+            left = None if leave_out is None else self.history[leave_out]
+            own = self.users(user_ids)
         if leave_out is not None:
             n = counts[user_ids]
-            history = (history * n.sqrt()[:, None] - self.history[leave_out]) * (
+            history = (history * n.sqrt()[:, None] - left) * (
                 (n - 1.0).clamp(min=1.0).rsqrt()[:, None]
             )
-        return self.users(user_ids) + history
+        return own + history
 
     def fold_in(self, items: torch.Tensor) -> torch.Tensor:
         """[1, D] query of an unknown user (the OOV row) with history ``items`` [n]."""

@@ -1,6 +1,6 @@
 """The recommendation HTTP service: a FastAPI app over a saved :class:`~recfunnel.runs.Run`.
 
-    recfunnel serve runs/ml --port 8000 --workers 2 --token "$TOKEN"
+    RECFUNNEL_TOKEN=... recfunnel serve runs/ml --port 8000 --workers 2
 
 :func:`create_app` builds the app (every answer goes through ``Run.recommend``,
 ``Run.recommend_history`` and ``Run.similar_items``, so any model kept by the ``recommend()``

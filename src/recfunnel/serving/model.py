@@ -34,15 +34,16 @@ class ServedModel:
     def describe(self) -> dict:
         run = self.run
         metrics = {k: v for k, v in run.metrics.items() if k not in ("history", "config")}
-        return {
-            "run_dir": self.run_dir,
+        params = run.config.get("params")
+        return {  # the folder's name only: a client is never shown a server path
+            "run": Path(self.run_dir).name,
             "generation": self.generation,
             "loaded_at": self.loaded_at,
-            "model": run.config.get("model", run.model.kind),
+            "model": run.model.kind,
             "num_users": len(run.users),
             "num_items": len(run.items),
             "index": self.index,
-            "config": run.config,
+            "params": params if isinstance(params, dict) else {},
             "metrics": metrics,
         }
 

@@ -4,26 +4,104 @@ Reloading without downtime:
 
 * one worker: ``SIGHUP`` (or ``POST /v1/admin/reload``) loads the run folder again in a
   background thread and swaps it in atomically; requests in flight finish on the old model.
-* ``--workers N``: uvicorn's supervisor turns ``SIGHUP`` into a rolling restart (each new
-  worker is ready before the old one stops, and the old one finishes its requests); the admin
-  endpoint checks the folder and then sends that signal.
+* ``--workers N``: uvicorn's supervisor turns ``SIGHUP`` into a rolling restart: each new worker
+  is ready before the old one is told to stop, and the old one DRAINS (:class:`DrainingServer`):
+  it stops accepting, answers every request that reaches it for a short grace period with
+  ``Connection: close`` (so clients' keep-alive connections end cleanly), finishes what is in
+  flight, and only then exits. The admin endpoint checks the folder and then sends the signal.
 
 Either way a broken run folder is refused and the previous model keeps serving.
 """
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
 import logging
 import os
 import signal
+import socket
+import sys
 import threading
 
 import uvicorn
+from uvicorn.supervisors import multiprocess
 
+from recfunnel.errors import RecfunnelError
 from recfunnel.runs import Run
-from recfunnel.serving.app import WORKERS_ENV, create_app
+from recfunnel.serving import app as app_module
+from recfunnel.serving.app import LOOPBACK_HOSTS, WORKERS_ENV, create_app
 
 log = logging.getLogger("recfunnel.serving")
+
+DRAIN_SECONDS = 2.0
+# How often a thread holding the GIL is asked to pass it on (Python's default: 5 ms). Scoring
+# threads hold it in Python loops; a shorter interval lets the event loop answer /healthz and
+# light requests sooner while heavy batches compute.
+SWITCH_INTERVAL = 0.001  # how long a stopping worker keeps answering requests on open connections
+
+
+class DrainingServer(uvicorn.Server):
+    """A uvicorn server that drains before it exits (see the module docstring)."""
+
+    async def shutdown(self, sockets=None) -> None:
+        for server in self.servers:  # stop accepting: the listening socket is shared, so new
+            server.close()  # connections go to the other workers
+        app_module.start_draining()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + DRAIN_SECONDS
+        await asyncio.sleep(0.1)  # connections accepted just before the close get registered
+        while self.server_state.connections and loop.time() < deadline and not self.force_exit:
+            await asyncio.sleep(0.02)
+        await super().shutdown(sockets)
+
+
+class _DrainingProcess(multiprocess.Process):
+    """uvicorn's worker process, running a :class:`DrainingServer` (uvicorn has no hook)."""
+
+    @property
+    def server(self) -> uvicorn.Server:
+        if self._server is None:
+            self._server = DrainingServer(config=self.config)
+        return self._server
+
+
+def check_port(port: int) -> int:
+    if not 0 <= port <= 65535:
+        raise RecfunnelError(f"--port must be between 0 and 65535, not {port}; 0 picks a free one")
+    return port
+
+
+def default_allowed_hosts(host: str) -> list[str] | None:
+    """The Host names a loopback bind answers to (DNS-rebinding defence); None: any."""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    return sorted({*LOOPBACK_HOSTS, host}) if loopback else None
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, or a one-line error (port in use, address not on this machine)."""
+    check_port(port)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except (OSError, OverflowError) as exc:
+        sock.close()
+        why = getattr(exc, "strerror", None) or str(exc)
+        fix = ("pick another --port, or stop the server using it" if
+               getattr(exc, "errno", None) == 98 else "check --host and --port")  # fmt: skip
+        raise RecfunnelError(f"cannot listen on {host}:{port}: {why}; {fix}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def url_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def serve(
@@ -34,34 +112,51 @@ def serve(
     workers: int = 1,
     token: str | None = None,
     index: str = "auto",
+    runs_root=None,
+    allowed_hosts: list[str] | None = None,
     access_log: bool = False,
     log_level: str = "warning",
 ) -> None:
-    """Serve ``run_dir`` until interrupted. Raises ``ArtifactError`` before binding when the
-    run folder is broken (the CLI prints it as one line)."""
+    """Serve ``run_dir`` until interrupted.
+
+    Raises :class:`~recfunnel.errors.RecfunnelError` (one line) before serving when the run
+    folder is broken, the port is out of range or in use. ``allowed_hosts`` defaults to the
+    loopback names for a loopback ``host`` (else no Host check; ``["*"]`` turns it off).
+    """
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
-    options = dict(host=host, port=port, access_log=access_log, log_level=log_level,
-                   timeout_graceful_shutdown=10)  # fmt: skip
+    check_port(port)
+    sys.setswitchinterval(SWITCH_INTERVAL)
+    if allowed_hosts is None:
+        allowed_hosts = default_allowed_hosts(host)
+    options = dict(access_log=access_log, log_level=log_level, timeout_graceful_shutdown=10)
     if workers <= 1:
-        app = create_app(run_dir, token=token, index=index)
+        app = create_app(run_dir, token=token, index=index, runs_root=runs_root,
+                         allowed_hosts=allowed_hosts)  # fmt: skip
         holder = app.state.holder
+        config = uvicorn.Config(app, **options)
+    else:
+        Run.load(run_dir)  # fail here, once, with the artifact message
+        os.environ["RECFUNNEL_SERVE_RUN_DIR"] = os.path.abspath(run_dir)
+        os.environ["RECFUNNEL_SERVE_INDEX"] = index
+        os.environ["RECFUNNEL_SERVE_RUNS_ROOT"] = os.path.abspath(runs_root) if runs_root else ""
+        os.environ["RECFUNNEL_SERVE_ALLOWED_HOSTS"] = ",".join(allowed_hosts or [])
+        os.environ[WORKERS_ENV] = str(workers)
+        if token:
+            os.environ["RECFUNNEL_TOKEN"] = token
+        config = uvicorn.Config("recfunnel.serving.app:app_from_env", factory=True,
+                                workers=workers, timeout_worker_healthcheck=120,
+                                **options)  # fmt: skip
+    sock = bind(host, port)
+    url = url_of(sock)
+    docs = f"{url}/docs" + (" (send the token)" if token else "")
+    print(f"serving {run_dir} on {url} (docs: {docs}); Ctrl-C stops", file=sys.stderr, flush=True)
+    if workers <= 1:
 
         def on_hup(signum, frame):
             threading.Thread(target=holder.reload_logged, daemon=True).start()
 
         signal.signal(signal.SIGHUP, on_hup)
-        uvicorn.run(app, **options)
+        DrainingServer(config).run(sockets=[sock])
         return
-    Run.load(run_dir)  # fail here, once, with the artifact message
-    os.environ["RECFUNNEL_SERVE_RUN_DIR"] = os.path.abspath(run_dir)
-    os.environ["RECFUNNEL_SERVE_INDEX"] = index
-    os.environ[WORKERS_ENV] = str(workers)
-    if token:
-        os.environ["RECFUNNEL_TOKEN"] = token
-    uvicorn.run(
-        "recfunnel.serving.app:app_from_env",
-        factory=True,
-        workers=workers,
-        timeout_worker_healthcheck=120,  # a new worker imports torch and loads the run
-        **options,
-    )
+    multiprocess.Process = _DrainingProcess  # every worker the supervisor starts drains
+    multiprocess.Multiprocess(config, sockets=[sock]).run()

@@ -54,9 +54,11 @@ def _static(name: str) -> bytes:
     return resources.files("recfunnel.serving").joinpath("static", name).read_bytes()
 
 
-def mount_ui(app: FastAPI, holder) -> None:
+def mount_ui(app: FastAPI, holder, dependencies=(), auth=()) -> None:
     """Add ``/ui``, ``/ui/static/*``, ``/docs`` (local Swagger assets) and the explorer's
-    endpoints to ``app``; build the app with ``docs_url=None`` so ``/docs`` is this one."""
+    endpoints to ``app``; build the app with ``docs_url=None`` so ``/docs`` is this one.
+    ``dependencies`` and ``auth`` (the 401 status when a token is set) document the bearer
+    token on the explorer's endpoints in the OpenAPI schema."""
     cache: dict[str, bytes] = {}
 
     def asset(name: str) -> bytes:
@@ -72,7 +74,8 @@ def mount_ui(app: FastAPI, holder) -> None:
     async def static(name: str):
         media = STATIC_FILES.get(name)
         if media is None:
-            return Response(b'{"detail":"no such file"}', 404, media_type="application/json")
+            body = b'{"error":{"code":"not_found","message":"no such file"}}'  # the one shape
+            return Response(body, 404, media_type="application/json")
         return Response(asset(name), media_type=media, headers={"Cache-Control": "max-age=3600"})
 
     @app.get("/docs", include_in_schema=False)
@@ -86,7 +89,7 @@ def mount_ui(app: FastAPI, holder) -> None:
             swagger_ui_parameters={"validatorUrl": None},  # the default validator is online
         )
 
-    app.include_router(_explorer_api(holder))
+    app.include_router(_explorer_api(holder, tuple(auth)), dependencies=list(dependencies))
 
 
 def _matching(ids: list[str], titles: list[str] | None, q: str, limit: int) -> list[int]:
@@ -100,18 +103,29 @@ def _matching(ids: list[str], titles: list[str] | None, q: str, limit: int) -> l
     return out
 
 
-def _explorer_api(holder) -> APIRouter:
+def _explorer_api(holder, auth: tuple = ()) -> APIRouter:
+    from recfunnel.serving.schema import (
+        MAX_ID_LENGTH,
+        ItemList,
+        UserHistory,
+        UserList,
+        error_responses,
+    )
+
     router = APIRouter(tags=["explore"])
 
-    @router.get("/v1/users")
+    @router.get("/v1/users", operation_id="list_users", response_model=UserList,
+                responses=error_responses(400, *auth, 422))  # fmt: skip
     async def users(q: str = Query("", max_length=200), limit: int = Query(50, ge=1, le=MAX_LIST)):
         run = holder.current.run
         ids = run.users.ids
         return {"count": len(ids), "users": [ids[i] for i in _matching(ids, None, q, limit)]}
 
-    @router.get("/v1/users/{user_id:path}/history")
+    @router.get("/v1/users/{user_id:path}/history", operation_id="user_history",
+                response_model=UserHistory,
+                responses=error_responses(400, *auth, 404, 422))  # fmt: skip
     async def history(
-        user_id: str = Path(..., description="raw user id"),
+        user_id: str = Path(..., description="raw user id", max_length=MAX_ID_LENGTH),
         limit: int = Query(50, ge=1, le=MAX_LIST),
     ):
         run = holder.current.run
@@ -119,23 +133,26 @@ def _explorer_api(holder) -> APIRouter:
         seen = run.model.seen_
         items = seen.indices[seen.indptr[user] : seen.indptr[user + 1]]
         order = items[np.argsort(-run.popularity[items], kind="stable")][:limit]
+        ids = run.items.ids  # a copy: take it once
         return {
             "user": user_id,
             "count": int(len(items)),
             "items": [
-                {"item": run.items.ids[i], "title": run.item_titles[i],
+                {"item": ids[i], "title": run.item_titles[i],
                  "popularity": float(run.popularity[i])}
                 for i in order.tolist()
             ],
         }  # fmt: skip
 
-    @router.get("/v1/items")
+    @router.get("/v1/items", operation_id="list_items", response_model=ItemList,
+                responses=error_responses(400, *auth, 422))  # fmt: skip
     async def items(q: str = Query("", max_length=200), limit: int = Query(20, ge=1, le=MAX_LIST)):
         run = holder.current.run
-        found = _matching(run.items.ids, run.item_titles, q, limit)
+        ids = run.items.ids  # a copy: take it once
+        found = _matching(ids, run.item_titles, q, limit)
         return {
             "count": len(run.items),
-            "items": [{"item": run.items.ids[i], "title": run.item_titles[i]} for i in found],
+            "items": [{"item": ids[i], "title": run.item_titles[i]} for i in found],
         }
 
     return router

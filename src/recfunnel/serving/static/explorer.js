@@ -24,9 +24,9 @@ async function api(path, options = {}) {
     throw new Error("the service needs its bearer token (enter it above)");
   }
   if (!response.ok) {
-    let detail = body && body.detail;
-    if (Array.isArray(detail)) detail = detail.map((d) => d.msg).join("; ");
-    throw new Error(detail || response.status + " " + response.statusText);
+    // every error answer is {"error": {"code", "message"}} (docs/serving.md)
+    const message = body && body.error && body.error.message;
+    throw new Error(message || response.status + " " + response.statusText);
   }
   return body;
 }

@@ -1,0 +1,510 @@
+"""Hyper-parameter search (``recfunnel tune``) and automatic model choice (``--model auto``).
+
+Both look only at a validation split carved from the training data (seeded, as ``train
+--validation-fraction`` carves it: random rows, or each user's last rows for a temporal split);
+the test rows are never seen.
+
+* :func:`tune`: an Optuna study (TPE sampler, median pruning on the per-epoch validation metric)
+  over the model's ``search_space`` (declared on each model class), stored in ``OUT/study.db``
+  (SQLite), so running the same command again resumes it. The first trial is the preset itself,
+  so tuning never reports worse than the defaults on validation. Writes ``OUT/best.toml`` (a
+  preset file: ``recfunnel train --preset OUT/best.toml`` trains it), ``OUT/trials.csv`` and,
+  with matplotlib installed, ``OUT/history.png``.
+* :func:`auto`: a portfolio (most popular, EASE where ``items x items`` fits, WALS, BPR,
+  two-tower) tuned within one wall-time budget, ranked by the validation metric, the winner
+  refitted on all the training data; returns the leaderboard.
+
+Optuna is an optional dependency (``pip install 'recfunnel[tune]'``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from recfunnel.config import Config
+from recfunnel.data.interactions import Interactions
+from recfunnel.data.splits import random_split, temporal_split
+from recfunnel.errors import RecfunnelError, TrainingError
+from recfunnel.metrics import evaluate_scores
+from recfunnel.models import Recommender, model_class
+from recfunnel.presets import config_toml, preset
+from recfunnel.training import epoch_hook
+
+RANKING_METRICS = ("recall", "precision", "ndcg", "map", "hit_rate")
+#: the portfolio of ``--model auto`` and each member's share of the budget
+PORTFOLIO = {"most-popular": 0.0, "ease": 0.15, "wals": 0.35, "bpr": 0.2, "two-tower": 0.3}
+
+
+# --------------------------------------------------------------------------- input checks
+def parse_budget(text) -> float:
+    """Seconds from ``600``, ``600s``, ``10m``, ``1.5h`` (a bare number is seconds)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([smh]?)\s*", str(text))
+    seconds = None
+    if match:
+        seconds = float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
+    if seconds is None or not seconds > 0:
+        raise RecfunnelError(
+            f"--budget must be a positive duration like 600, 10m or 1h, not {text!r}"
+        )
+    return seconds
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A validation metric: ``ndcg@10``, ``recall@20``, ``mrr``, ... or ``rmse`` (minimised)."""
+
+    name: str
+    k: int | None
+
+    @classmethod
+    def parse(cls, text: str) -> Metric:
+        text = str(text).strip().lower()
+        if text in ("mrr", "rmse"):
+            return cls(text, None)
+        name, _, k = text.partition("@")
+        if name in RANKING_METRICS and k.isdigit() and int(k) >= 1:
+            return cls(name, int(k))
+        raise RecfunnelError(
+            f"unknown --metric {text!r}; use NAME@K with NAME one of "
+            f"{', '.join(RANKING_METRICS)} (e.g. ndcg@10), mrr or rmse"
+        )
+
+    @property
+    def key(self) -> str:
+        return self.name if self.k is None else f"{self.name}@{self.k}"
+
+    @property
+    def minimize(self) -> bool:
+        return self.name == "rmse"
+
+    def epoch_key(self) -> str:
+        """The key of this metric in a trainer epoch record (models validate at k = 10)."""
+        return "validation_rmse" if self.name == "rmse" else self.key
+
+    def evaluate(self, model: Recommender, fit: Interactions, validation: Interactions) -> float:
+        if self.name == "rmse":
+            if not model.predicts_ratings or validation.ratings is None:
+                raise RecfunnelError("--metric rmse needs a rating model and ratings")
+            error = model.predict(validation.users, validation.items) - validation.ratings
+            return float(np.sqrt(np.mean(np.square(error))))
+        k = min(self.k or 10, fit.num_items)
+        metrics = evaluate_scores(model.score, fit, validation, factorized_ks=(), ranking_ks=(k,))
+        return float(metrics[self.key if self.k is None else f"{self.name}@{k}"])
+
+
+def carve_validation(
+    train: Interactions, fraction: float = 0.1, *, seed: int = 42, temporal: bool = False
+) -> tuple[Interactions, Interactions]:
+    """(fit, validation) from the training rows: each user's last row when ``temporal``, else a
+    seeded random ``fraction`` (seed + 1, as ``train --validation-fraction`` carves it)."""
+    if not 0.0 < fraction < 1.0:
+        raise RecfunnelError(f"--validation-fraction must lie in (0, 1), not {fraction}")
+    if temporal and train.timestamps is not None:
+        return temporal_split(train, 1)
+    return random_split(train, fraction, seed=seed + 1)
+
+
+def _optuna():
+    try:
+        import optuna
+    except ImportError:
+        raise RecfunnelError(
+            "tuning needs Optuna; pip install 'recfunnel[tune]' (optuna>=3)"
+        ) from None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna
+
+
+# ----------------------------------------------------------------------------------- tune
+@dataclass
+class TuneResult:
+    """The outcome of :func:`tune`: best hyper-parameters and validation value, all trials."""
+
+    kind: str
+    metric: str
+    best_params: dict
+    best_value: float
+    trials: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+    #: the best trial's fitted model when that trial ran in this call (not saved)
+    best_model: Recommender | None = field(default=None, repr=False)
+
+
+def _search_space(kind: str) -> dict:
+    cls = model_class(kind)
+    space = dict(getattr(cls, "search_space", {}) or {})
+    return space
+
+
+def _fit(model: Recommender, fit: Interactions, validation, dataset, progress=False):
+    extra = {"dataset": dataset} if model.needs_dataset else {}
+    return model.fit(fit, validation=validation, progress=progress, **extra)
+
+
+def _build(kind: str, params: Config | dict) -> Recommender:
+    return model_class(kind)(params)
+
+
+def apply_fixed(config: Config, fixed: dict | None) -> Config:
+    """``config`` with the ``fixed`` options set: text values (``--set``) are parsed by each
+    field's type, others set as they are; an option the config lacks is refused (one line)."""
+    text = {k: v for k, v in (fixed or {}).items() if isinstance(v, str)}
+    values = {k: v for k, v in (fixed or {}).items() if not isinstance(v, str)}
+    return config.with_strings(text).override(**values)
+
+
+def _is_fixed(name: str, config: Config, fixed: dict | None) -> bool:
+    """Whether searched option ``name`` is one the caller fixed (by the same or a bare name)."""
+    paths = {path for path, _ in config.targets(name)}
+    return any(paths & {path for path, _ in config.targets(f)} for f in fixed or {})
+
+
+def tune(
+    kind: str,
+    fit: Interactions,
+    validation: Interactions,
+    *,
+    out: Path | None = None,
+    budget: float | None = None,
+    trials: int | None = None,
+    metric: str = "ndcg@10",
+    base: dict | None = None,
+    fixed: dict | None = None,
+    seed: int = 0,
+    dataset=None,
+    study_name: str | None = None,
+    log=None,
+) -> TuneResult:
+    """Search ``kind``'s hyper-parameters on ``validation`` (see the module docstring).
+
+    Args:
+        fit, validation: the training rows and the validation split carved from them.
+        out: folder for ``study.db``, ``trials.csv``, ``best.toml``, ``history.png``; ``None``
+            keeps the study in memory and writes nothing.
+        budget: wall-time seconds for new trials; ``trials``: total trials in the study (a
+            resumed study counts its earlier ones). At least one of them.
+        metric: validation metric (:class:`Metric`).
+        base: the config the trials start from (default: the ``default`` preset).
+        fixed: options that are not searched (e.g. ``device``), set over ``base`` (text is
+            parsed by the field's type, as ``--set`` does).
+        log: callable taking one line of progress, or ``None``.
+    """
+    optuna = _optuna()
+    if budget is None and trials is None:
+        raise RecfunnelError("give --budget (e.g. 10m) or --trials N")
+    if trials is not None and trials < 1:
+        raise RecfunnelError(f"--trials must be at least 1, not {trials}")
+    target = Metric.parse(metric)
+    space = _search_space(kind)
+    config_class = model_class(kind).config_class
+    base = config_class.create(preset(kind, "default") if base is None else base)
+    base = apply_fixed(base, fixed)
+    space = {name: spec for name, spec in space.items() if not _is_fixed(name, base, fixed)}
+    started = time.perf_counter()
+
+    storage = None
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        storage = f"sqlite:///{(out / 'study.db').resolve()}"
+    study = optuna.create_study(
+        study_name=study_name or f"recfunnel-{kind}",
+        storage=storage,
+        load_if_exists=True,
+        direction="minimize" if target.minimize else "maximize",
+        sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=5),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1),
+    )
+    done = [t for t in study.trials if t.state.is_finished()]
+    if not done and space:  # the preset itself first: tuning never reports worse on validation
+        first = {name: _value(base, name) for name in space}
+        study.enqueue_trial({n: v for n, v in first.items() if space[n].contains(v)})
+
+    keep = {"value": None, "number": None, "model": None}
+
+    def objective(trial) -> float:
+        config = base.override(**{name: spec.suggest(trial, name) for name, spec in space.items()})
+        params = config.to_dict()
+        model = _build(kind, config)
+        epoch_key = target.epoch_key()
+
+        def report(record: dict) -> None:
+            value = record.get(epoch_key)
+            if value is None or not math.isfinite(value):
+                return
+            trial.report(float(value), record["epoch"] - 1)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+
+        t0 = time.perf_counter()
+        with epoch_hook(report):
+            _fit(model, fit, validation, dataset)
+        value = target.evaluate(model, fit, validation)
+        trial.set_user_attr("fit_seconds", time.perf_counter() - t0)
+        trial.set_user_attr("params", params)
+        if keep["value"] is None or (value < keep["value"] if target.minimize
+                                     else value > keep["value"]):  # fmt: skip
+            keep.update(value=value, number=trial.number, model=model)
+        if log is not None:
+            chosen = {name: _value(config, name) for name in space}
+            log(f"trial {trial.number}: {target.key} {value:.4f} {_short(chosen, space)}")
+        return value
+
+    remaining = None if trials is None else max(0, trials - len(done))
+    if remaining != 0:
+        study.optimize(
+            objective,
+            n_trials=remaining if remaining is not None else (1 if not space else None),
+            timeout=budget,
+            catch=(TrainingError,),
+            gc_after_trial=True,
+        )
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not complete:
+        raise RecfunnelError(
+            f"no {kind} trial finished within the budget; give a larger --budget or --trials"
+        )
+    best = study.best_trial
+    best_params = config_class.from_dict(best.user_attrs.get("params") or base.to_dict())
+    best_params = best_params.to_dict()  # a study saved by an older version reads as well
+    result = TuneResult(
+        kind=kind,
+        metric=target.key,
+        best_params=best_params,
+        best_value=float(best.value),
+        trials=_trial_rows(study, optuna),
+        seconds=time.perf_counter() - started,
+        best_model=keep["model"] if keep["number"] == best.number else None,
+    )
+    if out is not None:
+        _write_outputs(out, result, study)
+    return result
+
+
+def _value(config: Config, name: str):
+    """The value of option ``name`` (dotted or bare: the first field it sets) in ``config``."""
+    targets = config.targets(name)
+    if not targets:
+        return None
+    value = config
+    for part in targets[0][0].split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _short(params: dict, space: dict) -> str:
+    shown = []
+    for name in space:
+        value = params.get(name)
+        shown.append(f"{name}={value:.4g}" if isinstance(value, float) else f"{name}={value}")
+    return " ".join(shown)
+
+
+def _trial_rows(study, optuna) -> list[dict]:
+    rows = []
+    for t in study.trials:
+        rows.append({
+            "number": t.number,
+            "state": t.state.name.lower(),
+            "value": t.value if t.value is not None else "",
+            "seconds": round(t.duration.total_seconds(), 3) if t.duration else "",
+            "epochs_reported": len(t.intermediate_values),
+            **{f"param:{k}": v for k, v in t.params.items()},
+        })  # fmt: skip
+    return rows
+
+
+def _write_atomic(path: Path, text: str | bytes) -> None:
+    from recfunnel.artifacts import atomic_file
+
+    with atomic_file(path, "wb") as fh:
+        fh.write(text.encode("utf-8") if isinstance(text, str) else text)
+
+
+def _write_outputs(out: Path, result: TuneResult, study) -> None:
+    comment = (
+        f"recfunnel tune --model {result.kind}: best of {len(result.trials)} trials, "
+        f"validation {result.metric} = {result.best_value:.4f}\n"
+        f"train it: recfunnel train --model {result.kind} --preset {out / 'best.toml'}"
+    )
+    config = model_class(result.kind).config_class.from_dict(result.best_params)
+    _write_atomic(out / "best.toml", config_toml(config, model=result.kind, comment=comment))
+    columns: list[str] = []
+    for row in result.trials:
+        columns += [c for c in row if c not in columns]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, restval="")
+    writer.writeheader()
+    writer.writerows(result.trials)
+    _write_atomic(out / "trials.csv", buffer.getvalue())
+    note = plot_history(result.trials, out / "history.png", result.metric)
+    if note:
+        _write_atomic(out / "history.txt", note + "\n")
+
+
+def plot_history(trials: list[dict], path: Path, metric: str) -> str | None:
+    """Optimisation history (each trial's value and the best so far) as a PNG; returns a note
+    instead when matplotlib is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "history.png skipped: matplotlib is not installed (pip install 'recfunnel[plot]')"
+    done = [t for t in trials if t["state"] == "complete"]
+    xs = [t["number"] for t in done]
+    ys = [float(t["value"]) for t in done]
+    better = min if metric == "rmse" else max
+    best, running = [], None
+    for y in ys:
+        running = y if running is None else better(running, y)
+        best.append(running)
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    ax.scatter(xs, ys, s=14, label="trial")
+    ax.step(xs, best, where="post", color="C3", label="best so far")
+    ax.set_xlabel("trial")
+    ax.set_ylabel(f"validation {metric}")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    _write_atomic(path, buffer.getvalue())
+    return None
+
+
+# ----------------------------------------------------------------------------------- auto
+def portfolio(num_items: int, candidates=None) -> list[str]:
+    """The models ``--model auto`` tries; EASE only where ``items x items`` fits in memory."""
+    from recfunnel.models.ease import ease_fits
+
+    names = list(candidates or PORTFOLIO)
+    return [name for name in names if name != "ease" or ease_fits(num_items)]
+
+
+def auto(
+    fit: Interactions,
+    validation: Interactions,
+    *,
+    budget: float,
+    metric: str = "ndcg@10",
+    out: Path | None = None,
+    seed: int = 0,
+    fixed: dict | None = None,
+    candidates=None,
+    dataset=None,
+    blend: bool = True,
+    log=None,
+) -> tuple[str, dict, list[dict]]:
+    """Tune each portfolio model within its share of ``budget`` seconds; returns the winner's
+    kind and hyper-parameters and the leaderboard (best first). The caller refits the winner on
+    all the training data."""
+    target = Metric.parse(metric)
+    names = portfolio(fit.num_items, candidates)
+    for name in fixed or {}:
+        if not any(_accepts(kind, name) for kind in names):
+            raise RecfunnelError(
+                f"--set {name}: no model of the portfolio ({', '.join(names)}) has that option"
+            )
+    fitted: dict[str, Recommender | None] = {}
+    started = time.perf_counter()
+    shares = {name: PORTFOLIO.get(name, 0.2) for name in names}
+    board = []
+    for position, name in enumerate(names):
+        elapsed = time.perf_counter() - started
+        left_share = sum(shares[n] for n in names[position:]) or 1.0
+        seconds = max(1.0, (budget - elapsed) * shares[name] / left_share)
+        if not model_class(name).search_space:
+            seconds = None  # nothing to search: one trial
+        if log is not None:
+            log(f"auto: {name} ({'one fit' if seconds is None else f'{seconds:.0f} s'})")
+        model_fixed = {k: v for k, v in (fixed or {}).items() if _accepts(name, k)}
+        try:
+            result = tune(
+                name, fit, validation, out=out, budget=seconds, trials=1 if seconds is None
+                else None, metric=target.key, seed=seed, fixed=model_fixed, dataset=dataset,
+                study_name=f"auto-{name}", log=log,
+            )  # fmt: skip
+        except RecfunnelError as exc:
+            board.append({"model": name, "value": None, "trials": 0, "note": str(exc)})
+            continue
+        complete = sum(1 for t in result.trials if t["state"] == "complete")
+        board.append({
+            "model": name, "value": result.best_value, "trials": complete,
+            "seconds": round(result.seconds, 1), "params": result.best_params,
+        })  # fmt: skip
+        fitted[name] = result.best_model
+    scored = [row for row in board if row["value"] is not None]
+    if not scored:
+        raise RecfunnelError("no model of the portfolio finished; give a larger --budget")
+    scored.sort(key=lambda row: row["value"], reverse=not target.minimize)
+    if blend and not target.minimize:
+        row = _try_blend(scored, fitted, fit, validation, target, dataset, log)
+        if row is not None:
+            board.append(row)
+            scored.insert(0, row)
+    board = scored + [row for row in board if row["value"] is None]
+    for rank, row in enumerate(board, 1):
+        row["rank"] = rank if row["value"] is not None else None
+    return scored[0]["model"], scored[0]["params"], board
+
+
+#: weights of the runner-up tried in a blend of the two best models
+BLEND_WEIGHTS = (0.2, 0.35, 0.5)
+
+
+def _try_blend(scored, fitted, fit, validation, target, dataset, log) -> dict | None:
+    """The best blend of the two best models (other than most-popular) as a leaderboard row,
+    when it beats the best single model on validation; else ``None``."""
+    from recfunnel.models.blend import Blend
+
+    top = [row for row in scored if row["model"] != "most-popular"][:2]
+    if len(top) < 2:
+        return None
+    t0 = time.perf_counter()
+    models = []
+    for row in top:
+        model = fitted.get(row["model"])
+        if model is None:  # the best trial ran in an earlier session: refit it
+            model = _fit(_build(row["model"], row["params"]), fit, None, dataset)
+        models.append(model)
+    best = None
+    for weight in BLEND_WEIGHTS:
+        candidate = Blend.from_models(models, [1.0 - weight, weight],
+                                      [row["params"] for row in top])  # fmt: skip
+        value = target.evaluate(candidate, fit, validation)
+        if log is not None:
+            log(f"auto: blend {top[0]['model']}+{top[1]['model']} w={weight}: {value:.4f}")
+        if best is None or value > best[0]:
+            best = (value, weight)
+    if best[0] <= scored[0]["value"]:
+        return None
+    params = {"members": [{"model": row["model"], "params": row["params"]} for row in top],
+              "weights": [1.0 - best[1], best[1]]}  # fmt: skip
+    return {"model": "blend", "value": best[0], "trials": len(BLEND_WEIGHTS),
+            "seconds": round(time.perf_counter() - t0, 1), "params": params}  # fmt: skip
+
+
+def _accepts(kind: str, name: str) -> bool:
+    """Whether ``kind``'s config has option ``name`` (``--set`` reaches the models that do)."""
+    return bool(model_class(kind).config_class().targets(name.replace("-", "_")))
+
+
+def leaderboard_text(board: list[dict], metric: str) -> str:
+    """The leaderboard as aligned text lines."""
+    lines = [f"{'rank':>4}  {'model':14s} {'validation ' + metric:>22s} {'trials':>6} {'s':>7}"]
+    for row in board:
+        value = "failed" if row["value"] is None else f"{row['value']:.4f}"
+        rank = "-" if row.get("rank") is None else str(row["rank"])
+        lines.append(f"{rank:>4}  {row['model']:14s} {value:>22s} {row['trials']:>6} "
+                     f"{row.get('seconds', 0):>7}")  # fmt: skip
+    return "\n".join(lines)

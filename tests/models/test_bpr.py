@@ -1,0 +1,53 @@
+"""BPR's sampled negatives: the loss by hand, the sampling distributions, bad options."""
+
+import numpy as np
+import pytest
+import torch
+
+from recfunnel.data import checkerboard
+from recfunnel.errors import RecfunnelError
+from recfunnel.models import BPR
+from recfunnel.models.sgd_mf import BiasedMFNet, BPRLoss
+
+
+def test_loss_is_the_mean_over_negatives_worked_by_hand():
+    net = BiasedMFNet(2, 4, 1, init_scale=0.1)
+    with torch.no_grad():
+        net.user.weight[:] = torch.tensor([[1.0], [2.0]])
+        net.item.weight[:] = torch.tensor([[1.0], [0.0], [-1.0], [0.5]])
+        net.item_bias.weight.zero_()
+    loss = BPRLoss(net, 0.0, np.ones(4), negatives=2)
+    loss.sample = lambda shape, device: torch.tensor([[1, 2]])  # negatives 1 and 2
+    value = loss.compute_loss({"user": torch.tensor([0]), "item": torch.tensor([0])})
+    # user 0 scores item 0: 1, item 1: 0, item 2: -1
+    # -> mean(-log sigmoid(1 - 0), -log sigmoid(1 + 1)) = mean(0.31326, 0.12693)
+    assert value.item() == pytest.approx((0.3132617 + 0.1269280) / 2, abs=1e-6)
+
+
+def test_popularity_sampling_follows_count_to_the_three_quarters():
+    counts = np.array([1.0, 16.0, 81.0, 0.0])
+    loss = BPRLoss(BiasedMFNet(1, 4, 2, 0.1), 0.0, counts, negatives=1, sampling="popularity")
+    torch.manual_seed(0)
+    drawn = torch.bincount(loss.sample((200_000,), "cpu"), minlength=4).numpy() / 200_000
+    expected = counts**0.75 / (counts**0.75).sum()  # 1 : 8 : 27 : 0
+    np.testing.assert_allclose(drawn, expected, atol=0.005)
+    uniform = BPRLoss(BiasedMFNet(1, 4, 2, 0.1), 0.0, counts, negatives=3)
+    assert uniform.sample((5, 3), "cpu").shape == (5, 3)
+
+
+def test_several_negatives_learn_the_checkerboard():
+    board = checkerboard(20, 20, seed=0)
+    model = BPR(dim=8, epochs=30, batch_size=32, learning_rate=0.05, negatives=4,
+                regularization=1e-4, seed=1).fit(board)  # fmt: skip
+    ids, _ = model.recommend(np.arange(20), 1)
+    assert ((ids[:, 0] % 2) == (np.arange(20) % 2)).mean() >= 0.95
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [(dict(negatives=0), "negatives must be at least 1"),
+     (dict(sampling="hard"), "sampling must be one of uniform, popularity")],
+)  # fmt: skip
+def test_bad_options(options, message):
+    with pytest.raises(RecfunnelError, match=message):
+        BPR(epochs=1, **options).fit(checkerboard(4, 4))

@@ -1,0 +1,87 @@
+"""Two-tower at scale: negatives chosen by catalogue size, sparse updates equal dense math."""
+
+import numpy as np
+import pytest
+import torch
+
+from recfunnel.data import checkerboard
+from recfunnel.data.synthetic import power_law
+from recfunnel.errors import RecfunnelError
+from recfunnel.experiment import build_model
+from recfunnel.models import TwoTower
+from recfunnel.models.two_tower import TwoTowerNet
+from recfunnel.tasks import RetrievalTask
+
+
+def test_auto_softmax_is_full_on_small_catalogues_and_mixed_on_large():
+    model = build_model("two-tower", "default")
+    assert model.resolve(80_000, 1682).softmax == "full"
+    large = model.resolve(16_000_000, 200_000)
+    assert large.softmax == "mixed" and large.sparse_updates
+    assert large.negatives > 0 and large.logq_correction and large.trainer.batch_size == 1024
+    assert model.resolve(4_000_000, 10_000).softmax == "mixed"  # rows x items too dear
+
+
+def test_max_examples_stops_the_fit_mid_epoch():
+    model = TwoTower(epochs=5, max_examples=1000)
+    assert model.resolve(300, 10).trainer.epochs == 4
+    assert model.resolve(5000, 10).trainer.epochs == 1
+    assert TwoTower(epochs=5).resolve(5000, 10).trainer.epochs == 5
+    data = checkerboard(20, 20, seed=0, density=0.6)  # 120 rows
+    model = TwoTower(dim=4, epochs=5, batch_size=32, max_examples=300).fit(data)
+    assert [e["rows"] for e in model.training_log_.epochs] == [120, 120, 60]
+
+
+def test_bad_large_options_are_one_line_errors():
+    # refused when the config is built, before any data is read
+    with pytest.raises(RecfunnelError, match="has no option 'large.dim'"):
+        TwoTower(softmax="auto", large={"dim": 3})
+    with pytest.raises(RecfunnelError, match="sparse_updates does not go with the full softmax"):
+        TwoTower(softmax="full", sparse_updates=True)
+    with pytest.raises(RecfunnelError, match="sparse_updates does not go with the full softmax"):
+        TwoTower(softmax="auto", sparse_updates=True).resolve(10, 10)  # auto: full here
+
+
+def _net(sparse, data, task):
+    torch.manual_seed(0)
+    uniform = torch.log(torch.full((data.num_items,), 1.0 / data.num_items))
+    return TwoTowerNet(data.num_users, data.num_items, 6, task, seen=data.to_csr(),
+                       item_bias=True, user_l2=0.1, sparse=sparse, init="normal",
+                       item_log_probs=uniform, seed=3)  # fmt: skip
+
+
+@pytest.mark.parametrize("softmax", ["in-batch", "mixed"])
+def test_sparse_updates_compute_the_dense_loss_and_gradients(softmax):
+    data = power_law(60, 40, 600, seed=1)
+    task = RetrievalTask(softmax=softmax, negatives=16 if softmax == "mixed" else 0,
+                         logq_correction=True, reduction="mean")  # fmt: skip
+    dense, sparse = _net(False, data, task), _net(True, data, task)
+    batch = {"user": torch.as_tensor(data.users[::7]), "item": torch.as_tensor(data.items[::7])}
+    losses = []
+    for net in (dense, sparse):
+        loss = net.compute_loss(batch)
+        loss.backward()
+        losses.append(loss.item())
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    for (name, a), (_, b) in zip(dense.named_parameters(), sparse.named_parameters(), strict=True):
+        assert b.grad.is_sparse, name
+        torch.testing.assert_close(b.grad.to_dense(), a.grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("sampler", ["uniform", "popularity"])
+def test_mixed_negatives_with_sparse_updates_learn_the_checkerboard(sampler):
+    data = checkerboard(20, 20, seed=0, density=0.6)
+    model = TwoTower(dim=8, softmax="mixed", negatives=8, sampler=sampler, logq_correction=True,
+                     sparse_updates=True, history=True, reduction="mean", optimizer="adam",
+                     learning_rate=0.05, epochs=30, batch_size=32).fit(data)  # fmt: skip
+    ids, _ = model.recommend(np.arange(20), 1)
+    assert ((ids[:, 0] % 2) == (np.arange(20) % 2)).all()
+
+
+def test_sampled_softmax_learns_the_checkerboard():
+    data = checkerboard(20, 20, seed=0, density=0.6)
+    model = TwoTower(dim=8, softmax="sampled", negatives=10, logq_correction=True,
+                     reduction="mean", optimizer="adam", learning_rate=0.05, epochs=30,
+                     batch_size=32).fit(data)  # fmt: skip
+    ids, _ = model.recommend(np.arange(20), 1)
+    assert ((ids[:, 0] % 2) == (np.arange(20) % 2)).all()

@@ -1,0 +1,109 @@
+"""torch.distributed: 2 gloo processes train exactly like one with their global batch."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+HERE = Path(__file__).resolve().parent / "distributed"
+sys.path.insert(0, str(HERE))
+from cases import CASES, build  # noqa: E402
+
+from recfunnel.cli import main  # noqa: E402
+from recfunnel.runs import Run  # noqa: E402
+from recfunnel.training import train_step  # noqa: E402
+
+pytestmark = pytest.mark.skipif(
+    not torch.distributed.is_available(), reason="torch built without torch.distributed"
+)
+
+
+def _env():
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def _torchrun(*args, nnodes_args=("--standalone",), nproc=2, timeout=600):
+    argv = [sys.executable, "-m", "torch.distributed.run", *nnodes_args, "--nproc-per-node",
+            str(nproc), *args]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, env=_env(), timeout=timeout)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def test_two_ranks_compute_the_single_process_gradients(tmp_path):
+    out = tmp_path / "grads.safetensors"
+    _torchrun(str(HERE / "grad_worker.py"), str(out), str(HERE))
+    distributed = load_file(str(out))
+    for name in CASES:
+        net, tensors, rows = build(name)
+        train_step(net, tensors, rows)
+        for key, p in net.named_parameters():
+            torch.testing.assert_close(
+                distributed[f"{name}/{key}"], p.grad.to_dense(), rtol=1e-5, atol=1e-7,
+                msg=f"{name}: {key}",
+            )  # fmt: skip
+
+
+def _metrics(capsys_out: str) -> dict:
+    return json.loads(capsys_out.strip().splitlines()[-1])
+
+
+def test_two_rank_train_matches_one_process_on_movielens(ml100k, tmp_path, capsys):
+    common = ["train", "--data-dir", str(ml100k), "--preset", "seed", "--json", "--quiet"]
+    assert main([*common, "--batch-size", "8192", "--out", str(tmp_path / "one")]) == 0
+    one = _metrics(capsys.readouterr().out)
+    argv = [sys.executable, "-m", "recfunnel", *common, "--batch-size", "4096", "--nproc", "2",
+            "--out", str(tmp_path / "two")]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, env=_env(), timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    two = _metrics(done.stdout)
+    assert abs(two["recall@10"] - one["recall@10"]) <= 0.01
+    run = Run.load(tmp_path / "two")
+    assert len(run.recommend(run.users.ids[0], 10).items) == 10
+
+
+def test_two_nodes_on_localhost(tmp_path, train_csv):
+    """Two "machines" (one process each) meeting at a c10d rendezvous endpoint."""
+    argv = ["-m", "recfunnel", "train", "--train", str(train_csv), "--preset", "seed",
+            "--epochs", "2", "--batch-size", "16", "--json", "--quiet", "--out",
+            str(tmp_path / "run")]  # fmt: skip
+    endpoint = "127.0.0.1:29533"
+    nodes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nnodes",
+                "2",
+                "--nproc-per-node",
+                "1",
+                "--rdzv-backend",
+                "c10d",
+                "--rdzv-endpoint",
+                endpoint,
+                "--rdzv-id",
+                "recfunnel-test",
+                "--node-rank",
+                str(rank),
+                *argv,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=_env(),
+        )  # fmt: skip
+        for rank in (0, 1)
+    ]
+    results = [node.communicate(timeout=600) for node in nodes]
+    for node, (_, err) in zip(nodes, results, strict=True):
+        assert node.returncode == 0, err[-3000:]
+    printed = [out for out, _ in results if out.strip()]
+    assert len(printed) == 1  # rank 0 alone evaluates and prints
+    assert "recall@10" in json.loads(printed[0].strip().splitlines()[-1])
+    assert (tmp_path / "run" / "manifest.json").is_file()
