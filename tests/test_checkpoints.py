@@ -63,7 +63,9 @@ def test_wals_resumes_from_its_factors(tmp_path, solver):
     assert [e["loss"] for e in resumed.training_log_.epochs] == [
         e["loss"] for e in straight.training_log_.epochs
     ]
-    assert resumed.training_log_.epochs[:2] == partial.training_log_.epochs  # read back, not refitted
+    assert (
+        resumed.training_log_.epochs[:2] == partial.training_log_.epochs
+    )  # read back, not refitted
 
 
 def test_checkpoint_folder_holds_only_the_latest_epoch(tmp_path):

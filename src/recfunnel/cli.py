@@ -51,6 +51,11 @@ def _print_metrics(metrics: dict) -> None:
 def _data_spec(args):
     from recfunnel.data.sources import DataSpec
 
+    if getattr(args, "sequences", None):
+        if args.train or args.test:
+            raise RecfunnelError("give --sequences or --train/--test, not both")
+        return DataSpec(dataset=None, sequences=args.sequences, split=args.split, seed=args.seed,
+                        test_fraction=args.test_fraction, n_last=args.n_last)  # fmt: skip
     if args.train:
         columns = {"user": args.user_col, "item": args.item_col, "rating": args.rating_col,
                    "time": args.time_col, "weight": args.weight_col}  # fmt: skip
@@ -687,7 +692,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     data.add_argument("--item-key", default="title", choices=("title", "id"),
                       help="MovieLens: key movies by title (TFRS) or by id")  # fmt: skip
     data.add_argument("--split", default="random", choices=SPLITS,
-                      help="how to hold out the test rows")  # fmt: skip
+                      help="how to hold out the test rows; last: each user's last item by time "
+                      "is the test (and, with --validation-fraction, the one before it the "
+                      "validation)")  # fmt: skip
     data.add_argument("--test-fraction", type=float, default=0.2,
                       help="random split: share of rows held out for the test")  # fmt: skip
     data.add_argument(
@@ -700,6 +707,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         "instead of --dataset",
     )
     data.add_argument("--test", help="test file; default: split --train by --split")
+    data.add_argument("--sequences", metavar="FILE|DIR", help="space-separated sequences, one "
+                      "line per user, items oldest first (instead of --dataset); a SASRec "
+                      "folder (train/input.txt, val/...) is split by its own protocol")  # fmt: skip
     data.add_argument("--user-col", default="user", help="--train: user id column")
     data.add_argument("--item-col", default="item", help="--train: item id column")
     data.add_argument("--rating-col", help="--train: rating column (explicit feedback)")

@@ -37,6 +37,7 @@ __all__ = [
     "MultitaskConfig",
     "RankingConfig",
     "SGDMFConfig",
+    "SequentialConfig",
     "TrainerConfig",
     "TwoStageConfig",
     "TwoTowerConfig",
@@ -862,3 +863,42 @@ class BlendConfig(Config):
                 f"blend has {len(self.members)} members but {len(self.weights)} weights; give "
                 "one each"
             )
+
+
+SEQUENCE_ARCHS = ("transformer", "gru")
+SEQUENCE_LOSSES = ("softmax", "sampled", "gbce")
+
+
+@dataclass(frozen=True)
+class SequentialConfig(Config):
+    """Next-item recommendation from ordered sequences (:class:`~recfunnel.models.Sequential`).
+    Early stopping monitors validation ``ndcg@10`` (``trainer.monitor=auto``)."""
+
+    arch: str = option("transformer", "transformer (SASRec) or gru", choices=SEQUENCE_ARCHS)
+    dim: int = option(64, "embedding and hidden dimension (divisible by heads)", min=1)
+    blocks: int = option(2, "transformer blocks (GRU layers)", min=1)
+    heads: int = option(1, "attention heads", min=1)
+    dropout: float = option(0.2, "dropout on the embeddings, attention and feed-forward", min=0.0)
+    max_len: int = option(200, "the last max_len items of a sequence are read and trained on",
+                          min=1)  # fmt: skip
+    loss: str = option("softmax", "softmax (full), sampled (logQ-corrected) or gbce",
+                       choices=SEQUENCE_LOSSES)  # fmt: skip
+    negatives: int = option(256, "sampled negatives per batch (sampled) or sequence (gbce)",
+                            min=1)  # fmt: skip
+    sampler: str = option("uniform", "sampled: draw negatives uniformly or by popularity",
+                          choices=SAMPLERS)  # fmt: skip
+    gbce_t: float = option(0.75, "gBCE calibration t", min=0.0, max=1.0)
+    max_minutes: float | None = option(
+        None,
+        "a fit's time budget: no epoch starts that would end past it; none: every epoch",
+        gt=0.0,
+    )
+    trainer: TrainerConfig = trainer(
+        optimizer="adamw", learning_rate=3e-3, batch_size=128, epochs=20
+    )
+
+    def check(self) -> None:
+        if self.dim % self.heads:
+            raise RecfunnelError(f"dim ({self.dim}) must be divisible by heads ({self.heads})")
+        if not self.dropout < 1.0:
+            raise RecfunnelError(f"dropout must lie in [0, 1), not {self.dropout}")

@@ -25,6 +25,7 @@ from recfunnel.config import (
     MostPopularConfig,
     MultitaskConfig,
     RankingConfig,
+    SequentialConfig,
     SGDMFConfig,
     TrainerConfig,
     TwoStageConfig,
@@ -117,6 +118,8 @@ PRESETS: dict[str, dict[str, Config]] = {
             ),
         ),
     },
+    # SASRec's layout at the defaults of docs/sequential.md (the model's own defaults)
+    "sequential": {"seed": SequentialConfig(), "default": SequentialConfig()},
     # --model auto's ensemble; trained directly it needs its members (see models/blend.py)
     "blend": {"seed": BlendConfig(), "default": BlendConfig()},
 }  # fmt: skip
