@@ -92,6 +92,16 @@ def test_post_recommendations_never_5xx(client, body):
 
 
 @FUZZ
+@given(q=st.text(max_size=300), limit=scalars, user=ids)
+def test_explorer_endpoints_never_5xx(client, q, limit, user):
+    for path in ("/v1/users", "/v1/items", f"/v1/users/{quote(user, safe='')}/history"):
+        params = {"q": q, "limit": str(limit)} if limit is not None else {"q": q}
+        r = client.get(path, params=params)
+        assert r.status_code < 500, r.text
+        assert r.status_code == 200 or is_error_shape(r)
+
+
+@FUZZ
 @given(raw=st.binary(max_size=64))
 def test_post_of_arbitrary_bytes_never_5xx(client, raw):
     r = client.post("/v1/recommendations", content=raw,
@@ -110,7 +120,9 @@ def test_reload_with_junk_never_5xx(client, body):
 
 @FUZZ
 @given(path=st.sampled_from(["/healthz", "/v1/model", "/openapi.json", "/docs", "/v1/admin/x",
-                             "/nope", "/v1/recommendations"]),
+                             "/nope", "/v1/recommendations", "/v1/users", "/v1/items",
+                             "/v1/users/u0/history", "/ui", "/ui/static/explorer.js",
+                             "/v1/admin/reload"]),
        method=st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH"]),
        headers=st.dictionaries(st.sampled_from(["content-type", "content-length", "host",
                                                 "accept", "x-forwarded-for"]),
