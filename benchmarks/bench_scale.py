@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -48,7 +49,7 @@ TARGETS = {  # step -> target at 20M rows (issue #11)
     "WALS fit": "<= 1.0x implicit's time, <= 1.5x its memory, equal recall@10",
     "evaluation, 10k sampled users": "<= 30 s",
     "evaluation, all users": "<= WALS fit time",
-    "torchrun 2 vs 1": "same recall@10 within 0.005",
+    "two-tower torchrun, 2 processes": "same recall@10 within 0.005 as 1 process",
 }
 
 
@@ -57,20 +58,33 @@ def timed(argv: list[str], env: dict, timeout: float | None = None) -> dict:
     """Run ``argv`` under /usr/bin/time: wall seconds, peak RSS MB, stdout, return code."""
     with tempfile.NamedTemporaryFile(suffix=".time") as report:
         started = time.perf_counter()
+        # its own process group: a timeout ends the step's whole tree (torchrun's workers too)
+        child = subprocess.Popen(["/usr/bin/time", "-f", "%U %S %M", "-o", report.name, *argv],
+                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True, start_new_session=True)  # fmt: skip
         try:
-            done = subprocess.run(
-                ["/usr/bin/time", "-f", "%M", "-o", report.name, *argv],
-                env=env, capture_output=True, text=True, timeout=timeout,
-            )  # fmt: skip
+            stdout, stderr = child.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.communicate()
             return {"timeout": timeout, "wall_seconds": time.perf_counter() - started}
+        done = subprocess.CompletedProcess(argv, child.returncode, stdout, stderr)
         wall = time.perf_counter() - started
         lines = Path(report.name).read_text().split()
     rss = float(lines[-1]) / 1024 if lines and lines[-1].isdigit() else None
+    try:  # user + system CPU seconds of the process and its children: robust to a busy machine
+        cpu = float(lines[-3]) + float(lines[-2])
+    except (IndexError, ValueError):
+        cpu = None
     if done.returncode:
         print(done.stderr[-2000:], file=sys.stderr)
-    return {"wall_seconds": wall, "peak_rss_mb": rss, "stdout": done.stdout,
+    return {"wall_seconds": wall, "peak_rss_mb": rss, "cpu_seconds": cpu, "stdout": done.stdout,
             "returncode": done.returncode}  # fmt: skip
+
+
+def usage(out: dict) -> dict:
+    """Peak RSS and CPU seconds of a step's process, as recorded."""
+    return {"peak_rss_mb": out["peak_rss_mb"], "process_cpu_seconds": out["cpu_seconds"]}
 
 
 def child_ingest(args) -> None:
@@ -80,8 +94,14 @@ def child_ingest(args) -> None:
     started = time.perf_counter()
     dataset, _ = dataset_from_files(args.file, Columns())
     seconds = time.perf_counter() - started
+    # the vocabularies keep integer ids as an array until a string is asked for: time that too
+    started = time.perf_counter()
+    for vocabulary in (dataset.users, dataset.items):
+        vocabulary.index(vocabulary.decode([0])[0])  # builds the id strings and the look-up dict
+    strings = time.perf_counter() - started
     print(json.dumps({"seconds": seconds, "rows": len(dataset.interactions),
-                      "users": len(dataset.users), "items": len(dataset.items)}))  # fmt: skip
+                      "users": len(dataset.users), "items": len(dataset.items),
+                      "vocabulary_strings_seconds": strings}))  # fmt: skip
 
 
 def child_split(args) -> None:
@@ -97,24 +117,53 @@ def child_split(args) -> None:
     np.savez(args.out / "test.npz", users=test.users, items=test.items)
 
 
-def child_recall(args) -> None:
-    """recall@10 of implicit's factors on the default 10k sample (seed 42, as ``train``)."""
+def _split(folder: Path):
     import numpy as np
-    import torch
 
     from recfunnel.data import Interactions
+
+    raw, held = np.load(folder / "train.npz"), np.load(folder / "test.npz")
+    shape = int(raw["num_users"]), int(raw["num_items"])
+    return (Interactions(raw["users"], raw["items"], *shape),
+            Interactions(held["users"], held["items"], *shape))  # fmt: skip
+
+
+def _recall(X, Y, train, test) -> float:
+    """recall@10 of factors on the default 10k sample (seed 42, as ``train``)."""
+    import torch
+
     from recfunnel.metrics import choose_users, dot_scorer, evaluate_scores
 
-    raw, held = np.load(args.out / "train.npz"), np.load(args.out / "test.npz")
-    shape = int(raw["num_users"]), int(raw["num_items"])
-    train = Interactions(raw["users"], raw["items"], *shape)
-    test = Interactions(held["users"], held["items"], *shape)
-    X = torch.as_tensor(np.load(args.out / "implicit" / "user_factors.npy"))
-    Y = torch.as_tensor(np.load(args.out / "implicit" / "item_factors.npy"))
     users, _ = choose_users(test, None, seed=42)
     metrics = evaluate_scores(dot_scorer(lambda u: X[torch.as_tensor(u)], Y), train, test,
                               users=users, factorized_ks=(), ranking_ks=(10,))  # fmt: skip
-    print(json.dumps({"recall@10": metrics["recall@10"]}))
+    return metrics["recall@10"]
+
+
+def child_recall(args) -> None:
+    """recall@10 of implicit's factors on the default 10k sample."""
+    import numpy as np
+    import torch
+
+    train, test = _split(args.out)
+    X = torch.as_tensor(np.load(args.out / "implicit" / "user_factors.npy"))
+    Y = torch.as_tensor(np.load(args.out / "implicit" / "item_factors.npy"))
+    print(json.dumps({"recall@10": _recall(X, Y, train, test)}))
+
+
+def child_wals(args) -> None:
+    """recfunnel's WALS in implicit's harness: the same training split from the npz, the same
+    settings (the ``seed`` preset), only the fit timed; then recall@10 on the same users."""
+    from recfunnel.models import WALS
+    from recfunnel.presets import preset
+
+    train, test = _split(args.out)
+    model = WALS(**preset("wals", "seed"))
+    started = time.perf_counter()
+    model.fit(train)
+    seconds = time.perf_counter() - started
+    recall = _recall(model.user_factors_, model.item_factors_, train, test)
+    print(json.dumps({"seconds": seconds, "recall@10": recall}))
 
 
 # ---------------------------------------------------------------------------- the steps
@@ -129,6 +178,7 @@ def run_size(name: str, args, env: dict, results: dict) -> None:
 
     def record(step: str, entry: dict) -> None:
         entry = {k: v for k, v in entry.items() if k != "stdout"}
+        entry["load_average"] = round(os.getloadavg()[0], 1)  # how busy the shared machine was
         results.setdefault(name, {})[step] = entry
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
@@ -137,13 +187,13 @@ def run_size(name: str, args, env: dict, results: dict) -> None:
     if not data.exists():
         out = timed([*recfunnel, "synth", "--users", str(users), "--items", str(items),
                      "--interactions", str(rows), "--out", str(data)], env)  # fmt: skip
-        record("synth", {"seconds": out["wall_seconds"], "peak_rss_mb": out["peak_rss_mb"]})
+        record("synth", {"seconds": out["wall_seconds"], **usage(out)})
     steps = args.steps.split(",")
     if "ingest" in steps:
         out = timed([*me, "child-ingest", str(data)], env)
         info = json.loads(out["stdout"])
         record("ingest", {**info, "wall_seconds": out["wall_seconds"],
-                          "peak_rss_mb": out["peak_rss_mb"]})  # fmt: skip
+                          **usage(out)})  # fmt: skip
     run = work / "wals-run"
     if "wals" in steps:
         argv = ["train", "--train", str(data), "--model", "wals", "--preset", "seed", "--json",
@@ -151,7 +201,7 @@ def run_size(name: str, args, env: dict, results: dict) -> None:
         out = timed([*recfunnel, *argv], env)
         metrics = json.loads(out["stdout"])
         record("WALS fit", {"seconds": metrics["fit_seconds"], "recall@10": metrics["recall@10"],
-                            "peak_rss_mb": out["peak_rss_mb"],
+                            **usage(out),
                             "wall_seconds": out["wall_seconds"]})  # fmt: skip
         record("evaluation, 10k sampled users", {"seconds": metrics["eval_seconds"],
                                                  "users": metrics["num_eval_users"]})  # fmt: skip
@@ -164,7 +214,11 @@ def run_size(name: str, args, env: dict, results: dict) -> None:
         peer = json.loads((work / "implicit" / "result.json").read_text())
         recall = json.loads(timed([*me, "child-recall", "x", "--out", str(work)], env)["stdout"])
         record("implicit ALS fit", {"seconds": peer["fit_seconds"], **recall,
-                                    "peak_rss_mb": out["peak_rss_mb"]})  # fmt: skip
+                                    **usage(out)})  # fmt: skip
+    if "wals-npz" in steps:  # the same harness as implicit: npz in, fit timed, own process
+        out = timed([*me, "child-wals", "x", "--out", str(work)], env)
+        record("WALS fit, implicit's harness", {**json.loads(out["stdout"]),
+                                                **usage(out)})  # fmt: skip
     if "eval-all" in steps:
         cap = args.all_users_cap if name in args.cap_sizes.split(",") else 0
         out = timed([*recfunnel, "evaluate", str(run), "--json", "--eval-users",
@@ -173,30 +227,59 @@ def run_size(name: str, args, env: dict, results: dict) -> None:
         evaluation = metrics["evaluation"]
         entry = {"seconds": metrics["eval_seconds"], "users": metrics["num_eval_users"],
                  "test_users": evaluation["test_users"],
-                 "peak_rss_mb": out["peak_rss_mb"]}  # fmt: skip
+                 **usage(out)}  # fmt: skip
         if evaluation["users"] == "sample":  # scaled to all test users, and said so
             entry["measured_users"] = evaluation["sample_size"]
             entry["seconds"] *= evaluation["test_users"] / evaluation["sample_size"]
             entry["extrapolated"] = True
         record("evaluation, all users", entry)
+    tower = ["train", "--train", str(data), "--model", "two-tower", "--preset", "default",
+             "--json", "--quiet", "--overwrite"]  # fmt: skip
     if "two-tower" in steps:
-        out = timed([*recfunnel, "train", "--train", str(data), "--model", "two-tower",
-                     "--preset", "default", "--json", "--quiet"], env,
+        out = timed([*recfunnel, *tower, "--out", str(work / "tower-run")], env,
                     timeout=args.two_tower_timeout)  # fmt: skip
-        if "timeout" in out:
-            record("two-tower default fit", {"timeout": out["timeout"]})
-        else:
-            metrics = json.loads(out["stdout"]) if out["returncode"] == 0 else {}
-            record("two-tower default fit", {"seconds": metrics.get("fit_seconds"),
-                                             "recall@10": metrics.get("recall@10"),
-                                             "peak_rss_mb": out["peak_rss_mb"],
-                                             "returncode": out["returncode"]})  # fmt: skip
+        record("two-tower default fit", tower_entry(out, work / "tower-run"))
+    if "torchrun" in steps:  # 1 process x batch B x 2 threads vs 2 processes x B/2 x 1 thread
+        budget = dict(TOWER_LARGE, max_examples=args.torchrun_max_examples)
+        half = dict(budget, batch_size=budget["batch_size"] // 2)
+        for label, extra, threads_each, setting in (
+            ("1 process", [], threads, budget), ("2 processes", ["--nproc", "2"], "1", half),
+        ):  # fmt: skip
+            run_dir = work / f"torchrun-{label.split()[0]}"
+            out = timed([*recfunnel, *tower, "--out", str(run_dir), *extra,
+                         "--set", "large=" + json.dumps(setting)],
+                        dict(env, OMP_NUM_THREADS=threads_each, NUMBA_NUM_THREADS=threads_each),
+                        timeout=args.two_tower_timeout)  # fmt: skip
+            record(f"two-tower torchrun, {label}", tower_entry(out, run_dir))
+
+
+#: the two-tower default preset's large-catalogue settings (presets.py)
+TOWER_LARGE = dict(softmax="mixed", negatives=256, sampler="uniform", logq_correction=True,
+                   sparse_updates=True, batch_size=1024, max_examples=8_000_000)  # fmt: skip
+
+
+def tower_entry(out: dict, run: Path) -> dict:
+    """A two-tower step's entry: fit seconds, recall@10, peak RSS and training rows per second
+    (the rows of every epoch in the run's history)."""
+    if "timeout" in out:
+        return {"timeout": out["timeout"]}
+    if out["returncode"]:
+        return {"seconds": None, "returncode": out["returncode"]}
+    metrics = json.loads(out["stdout"])
+    saved = json.loads((run / "metrics.json").read_text())
+    rows = sum(epoch.get("rows", 0) for epoch in saved.get("history", []))
+    return {"seconds": metrics["fit_seconds"], "recall@10": metrics["recall@10"],
+            **usage(out), "rows_trained": rows,
+            "rows_per_second": rows / metrics["fit_seconds"],
+            "wall_seconds": out["wall_seconds"]}  # fmt: skip
 
 
 # ------------------------------------------------------------------------- table and plot
 def rows_of(results: dict) -> list[list]:
-    order = ["synth", "ingest", "WALS fit", "implicit ALS fit", "evaluation, 10k sampled users",
-             "evaluation, all users", "two-tower default fit"]  # fmt: skip
+    order = ["synth", "ingest", "WALS fit", "implicit ALS fit", "WALS fit, implicit's harness",
+             "evaluation, 10k sampled users",
+             "evaluation, all users", "two-tower default fit",
+             "two-tower torchrun, 1 process", "two-tower torchrun, 2 processes"]  # fmt: skip
     out = []
     for name in sorted(results, key=lambda n: SIZES[n][2]):
         for step in order:
@@ -219,6 +302,15 @@ def rows_of(results: dict) -> list[list]:
                              "users, time scaled linearly")  # fmt: skip
             elif "users" in entry:
                 extra.append(f"{entry['users']} users")
+            if entry.get("process_cpu_seconds"):
+                extra.append(f"process CPU {entry['process_cpu_seconds']:.0f} s")
+            if entry.get("load_average") is not None:
+                extra.append(f"load {entry['load_average']}")
+            if "rows_per_second" in entry:
+                extra.append(f"{entry['rows_per_second']:,.0f} training rows/s")
+            if "vocabulary_strings_seconds" in entry:
+                extra.append(f"+ {entry['vocabulary_strings_seconds']:.1f} s to make the id "
+                             "strings and look-up dicts on first use")  # fmt: skip
             out.append([name, step, shown, f"{rss:.0f}" if rss else "", "; ".join(extra),
                         TARGETS.get(step, "") if name == "20M" else ""])  # fmt: skip
     return out
@@ -236,14 +328,19 @@ def verdicts(results: dict) -> list[list]:
         ok = get("ingest") <= 20 and get("ingest", "peak_rss_mb") <= 1536
         out.append(["ingest", f"{get('ingest'):.1f} s, {get('ingest', 'peak_rss_mb'):.0f} MB",
                     "yes" if ok else "no"])  # fmt: skip
-    if get("WALS fit") is not None and get("implicit ALS fit") is not None:
-        t = get("WALS fit") / get("implicit ALS fit")
-        m = get("WALS fit", "peak_rss_mb") / get("implicit ALS fit", "peak_rss_mb")
-        r, ri = get("WALS fit", "recall@10"), get("implicit ALS fit", "recall@10")
+    ours = "WALS fit, implicit's harness" if get("WALS fit, implicit's harness") else "WALS fit"
+    if get(ours) is not None and get("implicit ALS fit") is not None:
+        t = get(ours) / get("implicit ALS fit")
+        m = get(ours, "peak_rss_mb") / get("implicit ALS fit", "peak_rss_mb")
+        r, ri = get(ours, "recall@10"), get("implicit ALS fit", "recall@10")
         ok = t <= 1.0 and m <= 1.5 and r >= ri - 0.002
-        out.append(["WALS fit vs implicit", f"{t:.2f}x time, {m:.2f}x memory (whole train "
-                    f"process vs implicit's fit process), recall@10 {r:.4f} vs {ri:.4f}",
-                    "yes" if ok else "no"])  # fmt: skip
+        how = (
+            "the same harness: npz in, fit timed, each in its own process"
+            if ours != "WALS fit"
+            else "whole train process vs implicit's fit process"
+        )
+        out.append(["WALS fit vs implicit", f"{t:.2f}x time, {m:.2f}x memory ({how}), "
+                    f"recall@10 {r:.4f} vs {ri:.4f}", "yes" if ok else "no"])  # fmt: skip
     if get("evaluation, 10k sampled users") is not None:
         s = get("evaluation, 10k sampled users")
         out.append(["evaluation, 10k sampled", f"{s:.1f} s", "yes" if s <= 30 else "no"])
@@ -262,6 +359,16 @@ def verdicts(results: dict) -> list[list]:
             out.append(["two-tower default fit", f"{entry['seconds']:.0f} s, "
                         f"{entry['peak_rss_mb']:.0f} MB, recall@10 {entry['recall@10']:.4f}",
                         "yes" if ok else "no"])  # fmt: skip
+    for name in sorted(results, key=lambda n: SIZES[n][2]):  # torchrun, wherever measured
+        one = results[name].get("two-tower torchrun, 1 process", {})
+        two = results[name].get("two-tower torchrun, 2 processes", {})
+        if one.get("recall@10") is None or two.get("recall@10") is None:
+            continue
+        gap = abs(one["recall@10"] - two["recall@10"])
+        out.append([f"torchrun 2 vs 1 process ({name} rows)",
+                    f"recall@10 {two['recall@10']:.4f} vs {one['recall@10']:.4f}; "
+                    f"{two['rows_per_second']:,.0f} vs {one['rows_per_second']:,.0f} rows/s",
+                    "yes" if gap <= 0.005 else "no"])  # fmt: skip
     return out
 
 
@@ -271,8 +378,9 @@ def plot(results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    steps = ["ingest", "WALS fit", "implicit ALS fit", "evaluation, 10k sampled users",
-             "evaluation, all users", "two-tower default fit"]  # fmt: skip
+    steps = ["ingest", "WALS fit", "implicit ALS fit", "WALS fit, implicit's harness",
+             "evaluation, 10k sampled users", "evaluation, all users", "two-tower default fit",
+             "two-tower torchrun, 1 process", "two-tower torchrun, 2 processes"]  # fmt: skip
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     for step in steps:
         points = [(SIZES[n][2], results[n][step]) for n in results if step in results[n]]
@@ -320,19 +428,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command")
     for name, func in (("child-ingest", child_ingest), ("child-split", child_split),
-                       ("child-recall", child_recall)):  # fmt: skip
+                       ("child-recall", child_recall), ("child-wals", child_wals)):  # fmt: skip
         p = sub.add_parser(name)
         p.add_argument("file", type=Path)
         p.add_argument("--out", type=Path)
         p.set_defaults(func=func)
     parser.add_argument("--sizes", default="1M,4M,20M")
-    parser.add_argument("--steps", default="ingest,wals,implicit,eval-all,two-tower")
+    parser.add_argument(
+        "--steps", default="ingest,wals,implicit,wals-npz,eval-all,two-tower,torchrun"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "recfunnel-scale"))
     parser.add_argument("--all-users-cap", type=int, default=100_000,
                         help="--eval-users for the all-users step at --cap-sizes")  # fmt: skip
     parser.add_argument("--cap-sizes", default="", help="sizes whose all-users pass is capped")
     parser.add_argument("--two-tower-timeout", type=float, default=900.0)
+    parser.add_argument("--torchrun-max-examples", type=int, default=200_000,
+                        help="training rows of each run of the torchrun pair")  # fmt: skip
     parser.add_argument("--table-only", action="store_true", help="redraw docs from results")
     args = parser.parse_args()
     if args.command:

@@ -13,7 +13,7 @@ import pytest
 from recfunnel.checkpoints import checkpointing
 from recfunnel.data.synthetic import power_law, write_interactions
 from recfunnel.errors import RecfunnelError
-from recfunnel.models import TwoTower
+from recfunnel.models import WALS, TwoTower
 
 DATA = power_law(80, 60, 1200, seed=3)
 SETTINGS = [
@@ -45,6 +45,25 @@ def test_resumed_fit_equals_the_uninterrupted_one(tmp_path, settings):
     assert [e["loss"] for e in resumed.history_.epochs] == [
         e["loss"] for e in straight.history_.epochs
     ]
+
+
+@pytest.mark.parametrize("solver", ["cg", "cholesky"])
+def test_wals_resumes_from_its_factors(tmp_path, solver):
+    def fit(epochs, **policy):
+        model = WALS(dim=6, epochs=epochs, solver=solver, seed=2)
+        if not policy:
+            return model.fit(DATA)
+        with checkpointing(tmp_path / solver, **policy):
+            return model.fit(DATA)
+
+    straight = fit(4)
+    partial = fit(2, every=1)  # "killed" after iteration 2
+    resumed = fit(4, every=1, resume=True)
+    np.testing.assert_array_equal(resumed.item_vectors().numpy(), straight.item_vectors().numpy())
+    assert [e["loss"] for e in resumed.history_.epochs] == [
+        e["loss"] for e in straight.history_.epochs
+    ]
+    assert resumed.history_.epochs[:2] == partial.history_.epochs  # read back, not refitted
 
 
 def test_checkpoint_folder_holds_only_the_latest_epoch(tmp_path):

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 HERE = Path(__file__).resolve().parent / "distributed"
 sys.path.insert(0, str(HERE))
-from cases import CASES, build  # noqa: E402
+from cases import CASES, WALS_CASES, build, wals_fit  # noqa: E402
 
 from recfunnel.cli import main  # noqa: E402
 from recfunnel.runs import Run  # noqa: E402
@@ -47,6 +47,24 @@ def test_two_ranks_compute_the_single_process_gradients(tmp_path):
                 distributed[f"{name}/{key}"], p.grad.to_dense(), rtol=1e-5, atol=1e-7,
                 msg=f"{name}: {key}",
             )  # fmt: skip
+
+
+def test_wals_with_rows_split_over_two_ranks_fits_what_one_process_fits(tmp_path):
+    """Each rank solves its rows, Gram matrices are all-reduced and factors all-gathered: both
+    ranks end with the single-process factors (up to the order of the Gram sums)."""
+    out = tmp_path / "wals.safetensors"
+    _torchrun(str(HERE / "wals_worker.py"), str(out), str(HERE))
+    ranks = [load_file(f"{out}.rank{r}") for r in range(2)]
+    for name in WALS_CASES:
+        model = wals_fit(name)
+        single = {**model._learned_tensors(),
+                  "loss": torch.tensor([e["loss"] for e in model.history_.epochs])}  # fmt: skip
+        for rank, tensors in enumerate(ranks):
+            for key, value in single.items():
+                torch.testing.assert_close(tensors[f"{name}/{key}"], value.reshape(-1)
+                                           if key == "global_mean" else value,
+                                           rtol=1e-4, atol=1e-5,
+                                           msg=f"{name}: {key} on rank {rank}")  # fmt: skip
 
 
 def _metrics(capsys_out: str) -> dict:

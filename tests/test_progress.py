@@ -93,3 +93,19 @@ def test_cli_train_prints_lines_when_piped_and_quiet_silences(train_csv, monkeyp
     assert any(line.startswith("train epoch 2/2 rows") and "rows/s" in line for line in err)
     assert main([*argv, "--quiet"]) == 0
     assert "train epoch" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("solver", ["cg", "cholesky"])
+def test_wals_reports_rows_solved_inside_an_iteration(monkeypatch, capsys, solver):
+    from recfunnel.data.synthetic import power_law
+    from recfunnel.models import WALS, als
+
+    monkeypatch.setenv("RECFUNNEL_PROGRESS_INTERVAL", "0")
+    monkeypatch.setattr(als, "PROGRESS_CELLS", 100)  # several kernel calls per half step
+    data = power_law(60, 40, 600, seed=1)
+    WALS(dim=4, epochs=1, solver=solver).fit(data, progress="lines")
+    counts = [re.search(r"rows (\d+)/(\d+)", line).groups()
+              for line in capsys.readouterr().err.splitlines()]  # fmt: skip
+    done = [int(d) for d, _ in counts]
+    assert {int(t) for _, t in counts} == {100}  # 60 users + 40 items per iteration
+    assert done == sorted(done) and done[-1] == 100 and len(done) >= 3

@@ -241,8 +241,11 @@ class Trainer:
             history.stopped_early = state["stopped_early"]
             best_value, bad_epochs = state["best_value"], state["bad_epochs"]
             first_epoch = len(history.epochs) if not history.stopped_early else cfg.epochs
+        # a closed-form model may count rows solved per iteration (``progress_total``)
+        per_epoch = getattr(model, "progress_total", 0) if closed_form else 0
         progress = make_progress(cfg.progress, desc="train",
-                                 unit="rows" if not closed_form else "iterations")  # fmt: skip
+                                 unit="iterations" if closed_form and not per_epoch
+                                 else "rows")  # fmt: skip
         self._seen = sum(e.get("rows", rows) for e in history.epochs)
         for epoch in range(first_epoch, cfg.epochs):
             if cfg.max_examples is not None and self._seen >= cfg.max_examples:
@@ -250,7 +253,7 @@ class Trainer:
             seen_before = self._seen
             started = time.perf_counter()
             if closed_form:
-                progress.start(0, epoch=epoch + 1, epochs=cfg.epochs)
+                progress.start(per_epoch, epoch=epoch + 1, epochs=cfg.epochs)
                 loss = float(_fit_epoch(model, progress))
             else:
                 progress.start(rows, epoch=epoch + 1, epochs=cfg.epochs)

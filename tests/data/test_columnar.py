@@ -111,3 +111,28 @@ def test_iso_dates_and_float_times(tmp_path):
     assert raw.timestamps[1] - raw.timestamps[0] < 0
     pq.write_table(pa.table({"u": ["a"], "i": [1], "t": [7.9]}), tmp_path / "f.parquet")
     assert read_interactions(tmp_path / "f.parquet", Columns("u", "i", time="t")).timestamps[0] == 7
+
+
+def test_integer_ids_over_several_files_and_row_groups(tmp_path):
+    users = np.array([7, 3, 7, 9, 3, 1, 9, 7], dtype=np.int64)
+    items = np.array([100, 5, 5, 100, 42, 5, 8, 42], dtype=np.int32)
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    table = pa.table({"user": users, "item": items})
+    pq.write_table(table.slice(0, 5), folder / "a.parquet", row_group_size=2)
+    pq.write_table(table.slice(5), folder / "b.parquet", row_group_size=2)
+    dataset, raw = dataset_from_files(folder, Columns())
+    assert dataset.users.ids == ["7", "3", "9", "1"] and dataset.items.ids == [
+        "100",
+        "5",
+        "42",
+        "8",
+    ]
+    assert dataset.interactions.users.tolist() == [0, 1, 0, 2, 1, 3, 2, 0]
+    assert dataset.interactions.items.tolist() == [0, 1, 1, 0, 2, 1, 3, 2]
+    assert list(raw.users) == [str(u) for u in users]
+    # a test file with integer ids encodes against the string vocabulary
+    pq.write_table(pa.table({"user": [9, 4], "item": [8, 8]}), tmp_path / "test.parquet")
+    test, dropped = encode(read_interactions(tmp_path / "test.parquet", Columns()),
+                           dataset.users, dataset.items)  # fmt: skip
+    assert dropped == 1 and test.users.tolist() == [2] and test.items.tolist() == [3]

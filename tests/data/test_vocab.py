@@ -32,3 +32,15 @@ def test_repeated_ids_are_rejected_and_from_values_dedupes():
 def test_round_trip_through_dict():
     vocab = Vocabulary(["x", "y"], name="item")
     assert Vocabulary.from_dict(vocab.to_dict()) == vocab
+
+
+def test_a_vocabulary_of_distinct_integers_reads_as_strings_when_asked():
+    vocab = Vocabulary.from_distinct(np.array([30, 10, 20]), name="item")
+    assert len(vocab) == 3 and vocab.oov_index == 3
+    assert repr(vocab) == "Vocabulary(item, n=3: ['30', '10', '20'])"
+    assert vocab._list is None  # nothing made per id yet
+    assert vocab.index("20") == 2 and vocab.index(10) == 1 and "30" in vocab
+    np.testing.assert_array_equal(vocab.encode(["10", "99"]), [1, 3])
+    assert vocab.decode([0, 3]) == ["30", "[UNK]"]
+    assert vocab == Vocabulary(["30", "10", "20"])
+    assert Vocabulary.from_dict(vocab.to_dict()) == vocab

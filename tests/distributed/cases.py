@@ -44,3 +44,36 @@ def build(name):
     model._remember(DATA)
     net = model._build(DATA.num_users, DATA.num_items, DATA.item_counts(), params)
     return net, tensors, rows()
+
+
+# ------------------------------------------------------------------ WALS, rows split by rank
+WALS_CASES = {
+    "implicit-cg": dict(solver="cg"),  # the fused kernel where numba is installed
+    "implicit-cg-torch": dict(solver="cg", torch_solver=True),
+    "implicit-cholesky": dict(solver="cholesky", reg_exponent=1.0),
+    "explicit-cholesky": dict(solver="cholesky", feedback="explicit", regularization=0.1),
+    "explicit-cg": dict(solver="cg", feedback="explicit", regularization=0.1),
+}
+
+
+def wals_fit(name):
+    """A WALS fit of one case on seeded power-law data with ratings and weights."""
+    import numpy as np
+
+    from recfunnel.data import Interactions
+    from recfunnel.data.synthetic import power_law
+    from recfunnel.models import als
+
+    data = power_law(90, 50, 1500, seed=5)
+    rng = np.random.default_rng(1)
+    data = Interactions(data.users, data.items, data.num_users, data.num_items,
+                        ratings=rng.integers(1, 6, len(data)).astype(np.float32),
+                        weights=rng.integers(1, 4, len(data)).astype(np.float32))  # fmt: skip
+    params = dict(WALS_CASES[name])
+    torch_solver = params.pop("torch_solver", False)
+    fused = als.als_kernels.AVAILABLE
+    als.als_kernels.AVAILABLE = fused and not torch_solver
+    try:
+        return als.WALS(dim=6, epochs=4, alpha=2.0, seed=3, **params).fit(data)
+    finally:
+        als.als_kernels.AVAILABLE = fused

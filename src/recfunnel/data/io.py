@@ -300,22 +300,31 @@ def encode(
         ids.encode(vocabulary) if hasattr(ids, "uniques") else vocabulary.encode(ids)
         for ids, vocabulary in ((raw.users, users), (raw.items, items))
     )
-    unknown_user = u == users.oov_index
-    known = ~unknown_user & (i != items.oov_index)
+    every = all(  # vocabularies made from these very columns know every row: no masks
+        hasattr(ids, "encodes_to") and ids.encodes_to(vocabulary)
+        for ids, vocabulary in ((raw.users, users), (raw.items, items))
+    )
+    if every:
+        known = unknown_user = None
+        dropped = dropped_users = 0
+    else:
+        unknown_user = u == users.oov_index
+        known = ~unknown_user & (i != items.oov_index)
+        dropped, dropped_users = int((~known).sum()), int(unknown_user.sum())
     if report is not None:
         report.update(
             rows_read=len(raw),
-            rows_dropped=int((~known).sum()),
-            rows_dropped_unknown_user=int(unknown_user.sum()),
-            rows_dropped_unknown_item=int((~known & ~unknown_user).sum()),
+            rows_dropped=dropped,
+            rows_dropped_unknown_user=dropped_users,
+            rows_dropped_unknown_item=dropped - dropped_users,
         )
 
     def keep(a):
-        return None if a is None else a[known]
+        return a if a is None or known is None else a[known]
 
     inter = Interactions(
-        users=u[known],
-        items=i[known],
+        users=u if known is None else u[known],
+        items=i if known is None else i[known],
         num_users=len(users),
         num_items=len(items),
         ratings=keep(raw.ratings),
@@ -332,7 +341,7 @@ def encode(
                 "model's choice)",
             )
         inter = inter.deduplicate(duplicates)
-    return inter, int((~known).sum())
+    return inter, dropped
 
 
 def describe_dropped(report: dict, path) -> str | None:

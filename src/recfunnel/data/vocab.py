@@ -25,8 +25,9 @@ class Vocabulary:
 
     def __init__(self, ids: Iterable[object], name: str = "id") -> None:
         self.name = name
-        self._ids: list[str] = [str(i) for i in ids]
-        self._index: dict[str, int] = dict(zip(self._ids, range(len(self._ids)), strict=True))
+        self._distinct = None
+        self._list: list[str] | None = [str(i) for i in ids]
+        self._dict: dict[str, int] | None = None
         if len(self._index) != len(self._ids):  # some id twice: find the first for the message
             seen: set[str] = set()
             for raw in self._ids:
@@ -37,6 +38,32 @@ class Vocabulary:
                 seen.add(raw)
 
     @classmethod
+    def from_distinct(cls, values: np.ndarray | list[str], name: str = "id") -> Vocabulary:
+        """From ids known to be distinct (a column's dictionary): a list of strings, or an
+        integer NumPy array kept as it is until a string or a look-up is asked for, so building
+        the vocabulary of a million ids costs nothing until the ids are read (a saved run, an
+        encoded test file, a served request)."""
+        vocabulary = cls.__new__(cls)
+        vocabulary.name = name
+        vocabulary._distinct = values
+        vocabulary._list = vocabulary._dict = None
+        return vocabulary
+
+    @property
+    def _ids(self) -> list[str]:
+        if self._list is None:
+            values = self._distinct
+            self._list = list(map(str, values.tolist() if hasattr(values, "tolist") else values))
+            self._distinct = None
+        return self._list
+
+    @property
+    def _index(self) -> dict[str, int]:
+        if self._dict is None:
+            self._dict = dict(zip(self._ids, range(len(self._ids)), strict=True))
+        return self._dict
+
+    @classmethod
     def from_values(cls, values: Iterable[object], name: str = "id") -> Vocabulary:
         """Build from raw values in first-seen order, dropping repeats."""
         return cls(dict.fromkeys(str(v) for v in values), name=name)
@@ -44,21 +71,22 @@ class Vocabulary:
     @property
     def oov_index(self) -> int:
         """Index of the out-of-vocabulary bucket (one past the last known id)."""
-        return len(self._ids)
+        return len(self)
 
     @property
     def ids(self) -> list[str]:
         return list(self._ids)
 
     def __len__(self) -> int:
-        return len(self._ids)
+        return len(self._distinct) if self._list is None else len(self._list)
 
     def __contains__(self, raw: object) -> bool:
         return str(raw) in self._index
 
     def __repr__(self) -> str:
-        head = ", ".join(repr(i) for i in self._ids[:3])
-        more = ", ..." if len(self._ids) > 3 else ""
+        first = self._ids[:3] if self._list is not None else [str(i) for i in self._distinct[:3]]
+        head = ", ".join(repr(i) for i in first)
+        more = ", ..." if len(self) > 3 else ""
         return f"Vocabulary({self.name}, n={len(self)}: [{head}{more}])"
 
     def index(self, raw: object) -> int:

@@ -40,6 +40,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from recfunnel import distributed
 from recfunnel.data.interactions import Interactions
 from recfunnel.errors import RecfunnelError
 from recfunnel.metrics import evaluate_scores
@@ -190,10 +191,60 @@ def solve_cg(
     return x
 
 
+#: cells per call of the fused kernel between progress reports (~1 s of work on one core)
+PROGRESS_CELLS = 2_000_000
+
+
+# ----------------------------------------------------------------- rows partitioned by rank
+def partition(indptr: np.ndarray, parts: int) -> list[tuple[int, int]]:
+    """``parts`` contiguous row ranges ``(lo, hi)`` of a CSR matrix holding about the same number
+    of cells each (a solve costs per cell), covering every row."""
+    rows, cells = len(indptr) - 1, int(indptr[-1])
+    cuts = np.searchsorted(indptr, np.arange(1, parts) * cells / parts, side="left")
+    bounds = [0, *np.clip(cuts, 0, rows).tolist(), rows]
+    for k in range(1, len(bounds)):  # non-decreasing whatever the ties
+        bounds[k] = max(bounds[k], bounds[k - 1])
+    return [(bounds[k], bounds[k + 1]) for k in range(parts)]
+
+
+def all_gather_rows(full: torch.Tensor, parts: list[tuple[int, int]]) -> None:
+    """Fill every process's rows of ``full`` [R, ...] in place from their owners (process
+    ``k`` solved ``parts[k]``); padded to the longest range, as gloo gathers equal sizes."""
+    if len(parts) == 1:
+        return
+    import torch.distributed as dist
+
+    longest = max(hi - lo for lo, hi in parts)
+    lo, hi = parts[distributed.rank()]
+    mine = full.new_zeros(longest, *full.shape[1:])
+    mine[: hi - lo] = full[lo:hi]
+    pieces = [torch.empty_like(mine) for _ in parts]
+    dist.all_gather(pieces, mine)
+    for (lo, hi), piece in zip(parts, pieces, strict=True):
+        full[lo:hi] = piece[: hi - lo]
+
+
+def all_reduce_sum(value: torch.Tensor) -> torch.Tensor:
+    """``value`` summed over the processes (itself outside a distributed job)."""
+    if distributed.active():
+        import torch.distributed as dist
+
+        dist.all_reduce(value)
+    return value
+
+
 # ------------------------------------------------------------------------- the training state
 class WALSSolver:
     """The alternating updates of one WALS fit; the :class:`~recfunnel.training.Trainer` calls
-    :meth:`fit_epoch` once per iteration (users then items) and gets the loss back."""
+    :meth:`fit_epoch` once per iteration (users then items) and gets the loss back.
+
+    Under torch.distributed (``torchrun``, ``train --nproc N``) the rows of each side are
+    partitioned by rank (:func:`partition`: contiguous ranges with about the same number of
+    cells): each process keeps only its ranges' cells, solves its own rows, and the factors are
+    all-gathered after each half step, so every process holds all of ``X`` and ``Y``. The Gram
+    matrix of the fixed side is the all-reduced sum of each process's rows' Gram matrices, and
+    the loss the all-reduced sum of each process's part. One process: the same code, one part.
+    """
 
     def __init__(self, model: WALS, train: Interactions, device: torch.device) -> None:
         self.model = model
@@ -208,6 +259,14 @@ class WALSSolver:
         )
         by_user = train.to_csr(values)
         by_item = by_user.T.tocsr()
+        self.cells = by_user.nnz
+        mu = float(torch.as_tensor(by_user.data, dtype=torch.float32).mean())  # all the cells
+        world, rank = distributed.world_size(), distributed.rank()
+        self.user_parts = partition(by_user.indptr, world)
+        self.item_parts = partition(by_item.indptr, world)
+        (self.ulo, self.uhi), (self.ilo, self.ihi) = self.user_parts[rank], self.item_parts[rank]
+        if world > 1:  # this process's rows only
+            by_user, by_item = by_user[self.ulo : self.uhi], by_item[self.ilo : self.ihi]
         self.users, self.items = SparseRows(by_user, device), SparseRows(by_item, device)
         # values aligned with each side's cell order
         self.user_values = torch.as_tensor(by_user.data, dtype=torch.float32, device=device)
@@ -225,9 +284,9 @@ class WALSSolver:
         self.X = (torch.randn(U, D, generator=generator) * scale).to(device)
         self.Y = (torch.randn(N, D, generator=generator) * scale).to(device)
         if self.explicit:
-            self.mu = float(self.user_values.mean())
-            self.user_rows = torch.repeat_interleave(
-                torch.arange(U, device=device),
+            self.mu = mu
+            self.user_rows = self.ulo + torch.repeat_interleave(
+                torch.arange(self.uhi - self.ulo, device=device),
                 torch.as_tensor(self.users.lengths_np, device=device),
             )
             self.bu = torch.zeros(U, device=device)
@@ -236,17 +295,29 @@ class WALSSolver:
             self.X = torch.cat([self.X, torch.zeros(U, 1, device=device)], 1)
             self.Y = torch.cat([self.Y, torch.zeros(N, 1, device=device)], 1)
 
-    def _solve(self, rows, Y, values, reg, base, out):
+    @property
+    def progress_total(self) -> int:
+        """Rows this process solves per iteration (both sides): what progress counts."""
+        return (self.uhi - self.ulo) + (self.ihi - self.ilo)
+
+    def _solve(self, rows, Y, values, reg, base, out, progress=None):
         """Solve one side. Per cell: implicit ``h = alpha v``, ``g = alpha v - 1`` (confidence
-        ``alpha v``); explicit ``h = v`` (the target), ``g = 1``."""
+        ``alpha v``); explicit ``h = v`` (the target), ``g = 1``. The fused kernel runs over
+        chunks of about :data:`PROGRESS_CELLS` cells, reporting each to ``progress``."""
         alpha = self.model.alpha
         if self.model.solver == "cg" and self.fused:  # the weights are made inside the loop
             scales = (1.0, 0.0, 1.0) if self.explicit else (alpha, alpha, -1.0)
-            als_kernels.cg_rows(
-                rows.indptr_np, rows.indices.numpy(), values.numpy(), reg.numpy(),
-                None if base is None else base.numpy(), Y.contiguous().numpy(), out.numpy(),
-                self.model.cg_steps, h_scale=scales[0], g_scale=scales[1], g_shift=scales[2],
-            )  # fmt: skip
+            indices, values, Y = rows.indices.numpy(), values.numpy(), Y.contiguous().numpy()
+            base = None if base is None else base.numpy()
+            chunks = max(1, -(-int(rows.indptr_np[-1]) // PROGRESS_CELLS))
+            for lo, hi in partition(rows.indptr_np, chunks):
+                als_kernels.cg_rows(
+                    rows.indptr_np[lo : hi + 1], indices, values, reg[lo:hi].numpy(), base, Y,
+                    out[lo:hi].numpy(), self.model.cg_steps, h_scale=scales[0],
+                    g_scale=scales[1], g_shift=scales[2],
+                )  # fmt: skip
+                if progress is not None:
+                    progress.update(hi - lo)
             return out
         if self.explicit:
             g, h = torch.ones_like(values), values
@@ -254,8 +325,12 @@ class WALSSolver:
             h = alpha * values
             g = h - 1
         if self.model.solver == "cg":
-            return solve_cg(rows, Y, g, h, reg, base, out, steps=self.model.cg_steps)
-        return solve_cholesky(rows, Y, g, h, reg, base, out)
+            out = solve_cg(rows, Y, g, h, reg, base, out, steps=self.model.cg_steps)
+        else:
+            out = solve_cholesky(rows, Y, g, h, reg, base, out)
+        if progress is not None:
+            progress.update(rows.shape[0])
+        return out
 
     def _observed_loss(self, X: torch.Tensor, Y: torch.Tensor) -> float:
         """``sum_obs c (1 - x.y)^2 - (x.y)^2`` with ``c = alpha v``."""
@@ -276,48 +351,81 @@ class WALSSolver:
             return torch.from_numpy(dots)
         return self.users.row_dots(X, Y)
 
-    def fit_epoch(self) -> float:
+    def _gram(self, F: torch.Tensor, parts: list[tuple[int, int]]) -> torch.Tensor:
+        """[D, D] ``F^T F``: each process's rows' part, all-reduced."""
+        lo, hi = parts[distributed.rank()]
+        mine = F[lo:hi] if len(parts) > 1 else F
+        return all_reduce_sum(mine.T @ mine)
+
+    def fit_epoch(self, progress=None) -> float:
+        """One iteration (users, then items); ``progress`` counts the rows solved."""
+        ulo, uhi, ilo, ihi = self.ulo, self.uhi, self.ilo, self.ihi
         if self.explicit:
-            self._explicit_half(users=True)
-            self._explicit_half(users=False)
+            self._explicit_half(users=True, progress=progress)
+            self._explicit_half(users=False, progress=progress)
         else:
-            YtY = self.Y.T @ self.Y
-            self._solve(self.users, self.Y, self.user_values, self.user_reg, YtY, self.X)
-            XtX = self.X.T @ self.X
-            self._solve(self.items, self.X, self.item_values, self.item_reg, XtX, self.Y)
+            YtY = self._gram(self.Y, self.item_parts)
+            X = self.X[ulo:uhi]  # a view: the solve writes this process's rows of X
+            self._solve(self.users, self.Y, self.user_values, self.user_reg, YtY, X, progress)
+            all_gather_rows(self.X, self.user_parts)
+            XtX = self._gram(self.X, self.user_parts)
+            Y = self.Y[ilo:ihi]
+            self._solve(self.items, self.X, self.item_values, self.item_reg, XtX, Y, progress)
+            all_gather_rows(self.Y, self.item_parts)
         return self.loss()
 
-    def _explicit_half(self, users: bool) -> None:
+    def _explicit_half(self, users: bool, progress=None) -> None:
         """Solve one side's [factors, bias] against the other side's [factors, 1]."""
         D = self.model.dim
         if users:
             rows, mine, other, reg = self.users, self.X, self.Y, self.user_reg
             values, other_bias = self.user_values, self.bi
+            lo, hi, parts = self.ulo, self.uhi, self.user_parts
         else:
             rows, mine, other, reg = self.items, self.Y, self.X, self.item_reg
             values, other_bias = self.item_values, self.bu
+            lo, hi, parts = self.ilo, self.ihi, self.item_parts
         fixed = torch.cat([other[:, :D], torch.ones(len(other), 1, device=self.device)], 1)
         targets = values - self.mu - other_bias[rows.indices]
-        self._solve(rows, fixed, targets, reg, None, mine)
+        self._solve(rows, fixed, targets, reg, None, mine[lo:hi], progress)
+        all_gather_rows(mine, parts)
         if users:
             self.bu = mine[:, D].clone()
         else:
             self.bi = mine[:, D].clone()
 
     def loss(self) -> float:
-        """The objective divided by the number of observed cells."""
+        """The objective divided by the number of observed cells (each process adds its rows'
+        cells and ridge terms; the all-reduced sum is the whole objective)."""
         D = self.model.dim
-        X, Y = self.X[:, :D], self.Y[:, :D]
-        penalty = (self.user_reg * X.pow(2).sum(1)).sum() + (self.item_reg * Y.pow(2).sum(1)).sum()
+        X, Y = self.X[self.ulo : self.uhi, :D], self.Y[self.ilo : self.ihi, :D]
+        part = (self.user_reg * X.pow(2).sum(1)).sum() + (self.item_reg * Y.pow(2).sum(1)).sum()
         if self.explicit:
-            dots = self._row_dots(X, Y)
+            dots = self._row_dots(X, self.Y[:, :D])
             predicted = self.mu + self.bu[self.user_rows] + self.bi[self.user_cols] + dots
-            fit = (self.user_values - predicted).pow(2).sum()
-            penalty += (self.user_reg * self.bu**2).sum() + (self.item_reg * self.bi**2).sum()
+            part += (self.user_values - predicted).pow(2).sum()
+            bu, bi = self.bu[self.ulo : self.uhi], self.bi[self.ilo : self.ihi]
+            part += (self.user_reg * bu**2).sum() + (self.item_reg * bi**2).sum()
+            total = float(all_reduce_sum(part.double().reshape(1)))
         else:
+            part = part.double() + self._observed_loss(X, self.Y[:, :D])
+            total = float(all_reduce_sum(part.reshape(1)))
             # sum over all cells of (x.y)^2 is trace(X^T X Y^T Y); observed cells correct it
-            fit = ((X.T @ X) * (Y.T @ Y)).sum() + self._observed_loss(X, Y)
-        return float((fit + penalty) / max(1, len(self.user_values)))
+            XF, YF = self.X[:, :D], self.Y[:, :D]
+            total += float(((XF.T @ XF) * (YF.T @ YF)).sum())
+        return total / max(1, self.cells)
+
+    # ------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The factors (and biases) after the last iteration: what a checkpoint keeps."""
+        state = {"X": self.X, "Y": self.Y}
+        if self.explicit:
+            state.update(bu=self.bu, bi=self.bi)
+        return state
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        for name, value in state.items():
+            setattr(self, name, value.to(self.device).clone())
 
     def user_vectors(self, users: np.ndarray) -> torch.Tensor:
         """[B, D(+1)] query vectors (explicit: factors and a 1 that meets the item bias)."""
