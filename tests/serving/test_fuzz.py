@@ -4,6 +4,7 @@ a token set and without (derandomized: a red run reproduces)."""
 from __future__ import annotations
 
 import json
+import os
 from urllib.parse import quote
 
 import pytest
@@ -33,8 +34,17 @@ bodies = st.one_of(
     ),  # fmt: skip
     json_values,
 )
-FUZZ = settings(max_examples=100, deadline=None, derandomize=True,
-                suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+# CI: derandomized, a fixed budget. `python benchmarks/fuzz.py --serving` loads the "explore"
+# profile (tests/conftest.py): fresh seeds and its larger budget, which settings given here
+# would override, so they are given only outside it.
+EXPLORING = os.environ.get("HYPOTHESIS_PROFILE") == "explore"
+if EXPLORING:
+    FUZZ = settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+    SMALL = FUZZ
+else:
+    FUZZ = settings(max_examples=100, deadline=None, derandomize=True,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+    SMALL = settings(FUZZ, max_examples=40)
 
 
 @pytest.fixture(params=["no token", "token"])
@@ -109,7 +119,7 @@ def test_post_of_arbitrary_bytes_never_5xx(client, raw):
     assert r.status_code < 500, r.text
 
 
-@settings(FUZZ, max_examples=40)
+@SMALL
 @given(body=json_values | st.fixed_dictionaries({"run_dir": ids}))
 def test_reload_with_junk_never_5xx(client, body):
     r = client.post("/v1/admin/reload", content=json.dumps(body, allow_nan=True),
