@@ -109,3 +109,17 @@ def test_wals_reports_rows_solved_inside_an_iteration(monkeypatch, capsys, solve
     done = [int(d) for d, _ in counts]
     assert {int(t) for _, t in counts} == {100}  # 60 users + 40 items per iteration
     assert done == sorted(done) and done[-1] == 100 and len(done) >= 3
+
+
+def test_a_budget_of_examples_is_the_total_progress_counts_to(monkeypatch, capsys):
+    from recfunnel.data.synthetic import power_law
+    from recfunnel.models import TwoTower
+
+    monkeypatch.setenv("RECFUNNEL_PROGRESS_INTERVAL", "0")
+    data = power_law(60, 40, 600, seed=1)
+    TwoTower(dim=4, epochs=3, batch_size=64, max_examples=700, softmax="in-batch").fit(
+        data, progress="lines"
+    )
+    totals = {re.search(r"rows \d+/(\d+)", line).group(1)
+              for line in capsys.readouterr().err.splitlines()}  # fmt: skip
+    assert totals == {str(len(data)), str(700 - len(data))}  # the last epoch stops at 700

@@ -256,7 +256,8 @@ class Trainer:
                 progress.start(per_epoch, epoch=epoch + 1, epochs=cfg.epochs)
                 loss = float(_fit_epoch(model, progress))
             else:
-                progress.start(rows, epoch=epoch + 1, epochs=cfg.epochs)
+                budget = rows if cfg.max_examples is None else cfg.max_examples - self._seen
+                progress.start(min(rows, budget), epoch=epoch + 1, epochs=cfg.epochs)  # its ETA
                 loss = self._epoch(model, tensors, rows, optimizer, generator, device, progress)
             if not math.isfinite(loss):
                 raise TrainingError(
