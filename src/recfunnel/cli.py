@@ -51,6 +51,11 @@ def _print_metrics(metrics: dict) -> None:
 def _data_spec(args):
     from recfunnel.data.sources import DataSpec
 
+    if getattr(args, "sequences", None):
+        if args.train or args.test:
+            raise RecfunnelError("give --sequences or --train/--test, not both")
+        return DataSpec(dataset=None, sequences=args.sequences, split=args.split, seed=args.seed,
+                        test_fraction=args.test_fraction, n_last=args.n_last)  # fmt: skip
     if args.train:
         columns = {"user": args.user_col, "item": args.item_col, "rating": args.rating_col,
                    "time": args.time_col, "weight": args.weight_col}  # fmt: skip
@@ -490,7 +495,9 @@ def build_parser() -> argparse.ArgumentParser:
                       "$RECFUNNEL_DATA_DIR, the cache, else download)")  # fmt: skip
     data.add_argument("--item-key", default="title", choices=("title", "id"),
                       help="MovieLens: key movies by title (TFRS) or by id")  # fmt: skip
-    data.add_argument("--split", default="random", choices=SPLITS)
+    data.add_argument("--split", default="random", choices=SPLITS, help="last: each user's "
+                      "last item by time is the test (and, with --validation-fraction, the one "
+                      "before it the validation)")  # fmt: skip
     data.add_argument("--test-fraction", type=float, default=0.2)
     data.add_argument(
         "--n-last", type=int, default=1, help="temporal split: rows held out per user"
@@ -502,6 +509,9 @@ def build_parser() -> argparse.ArgumentParser:
         "instead of --dataset",
     )
     data.add_argument("--test", help="test file; default: split --train by --split")
+    data.add_argument("--sequences", metavar="FILE|DIR", help="space-separated sequences, one "
+                      "line per user, items oldest first (instead of --dataset); a SASRec "
+                      "folder (train/input.txt, val/...) is split by its own protocol")  # fmt: skip
     data.add_argument("--user-col", default="user")
     data.add_argument("--item-col", default="item")
     data.add_argument("--rating-col")

@@ -75,6 +75,22 @@ def evaluate(
     return metrics
 
 
+def _carve(train_rows: Interactions, fraction: float, spec: DataSpec, ordered: bool):
+    """(fit, validation): each user's last training item for a sequential model or the
+    ``last`` split (the item before the test), else a seeded random ``fraction``."""
+    if ordered or spec.split == "last":
+        if sources.context(spec) is not None:
+            raise RecfunnelError(
+                "the SASRec protocol has its own validation users; drop validation_fraction",
+                cli="the SASRec protocol has its own validation users; drop --validation-fraction",
+            )
+        from recfunnel.data.sequences import leave_last_out
+
+        fit_rows, _, validation = leave_last_out(train_rows, validation=False)
+        return fit_rows, validation
+    return random_split(train_rows, fraction, seed=spec.seed + 1)
+
+
 def train(
     spec: DataSpec,
     model: Recommender,
@@ -94,18 +110,31 @@ def train(
         spec = dataclasses.replace(spec, duplicates=model.default_duplicates())
     dropped: dict = {}  # test-file rows with ids unseen in training
     dataset, train_rows, test_rows = sources.load(spec, report=dropped)
+    ordered = hasattr(model, "extend")  # a sequential model continues users' sequences
     fit_rows, validation = train_rows, None
     if validation_fraction > 0:
-        fit_rows, validation = random_split(train_rows, validation_fraction, seed=spec.seed + 1)
+        fit_rows, validation = _carve(train_rows, validation_fraction, spec, ordered)
     started = time.perf_counter()
     extra = {"dataset": dataset} if model.needs_dataset else {}
+    context = sources.context(spec)  # the SASRec protocol's query items (not trained on)
+    if context is not None and ordered:
+        extra["context"] = context
+    elif context is not None:  # a model of sets: the query items join its training rows
+        fit_rows = fit_rows.concat(context)
     model.fit(fit_rows, validation=validation, progress=progress and distributed.rank() == 0,
               **extra)  # fmt: skip
     fit_seconds = time.perf_counter() - started
     if distributed.rank() != 0:  # rank 0 evaluates and saves; the others only train
         return None, dataset, fit_rows, test_rows
+    seen_rows = fit_rows
+    if ordered:  # the context, then the validation items, precede each user's test item
+        for rows in (context, validation):
+            if rows is not None and len(rows):
+                if rows is validation:
+                    model.extend(rows)
+                seen_rows = seen_rows.concat(rows)
     started = time.perf_counter()
-    metrics = evaluate(model, fit_rows, test_rows, eval_users=eval_users, eval_seed=spec.seed,
+    metrics = evaluate(model, seen_rows, test_rows, eval_users=eval_users, eval_seed=spec.seed,
                        memory=eval_memory, progress=progress)  # fmt: skip
     evaluation = metrics.pop("evaluation")
     metrics["eval_seconds"] = time.perf_counter() - started

@@ -379,3 +379,27 @@ def bpr_loss(positive: torch.Tensor, negative: torch.Tensor, reduction: str = "m
 def mse_loss(predicted: torch.Tensor, target: torch.Tensor, weights=None, reduction: str = "mean"):
     """Squared error per row, reduced: [B] -> scalar."""
     return _reduce((predicted - target) ** 2, reduction, weights)
+
+
+def gbce_loss(
+    positive: torch.Tensor,
+    negative: torch.Tensor,
+    beta: float,
+    *,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """gBCE, the generalised binary cross-entropy of gSASRec (Petrov & Macdonald, RecSys 2023).
+
+    Row ``i``'s loss is ``-(beta * log sigmoid(p_i) + sum_j log(1 - sigmoid(n_ij)))``: the
+    positive's probability raised to ``beta`` counters the overconfidence that sampling few
+    negatives causes (``beta = 1`` is plain BCE); the mean over rows is returned.
+
+    Args:
+        positive: [T] scores of the positives; negative: [T, k] scores of sampled negatives.
+        beta: the power (see :func:`recfunnel.models.sequential.gbce_beta`).
+        mask: [T, k] bool, False for negatives to leave out (e.g. the positive drawn again).
+    """
+    negative_terms = F.logsigmoid(-negative)
+    if mask is not None:
+        negative_terms = negative_terms * mask
+    return -(beta * F.logsigmoid(positive) + negative_terms.sum(1)).mean()

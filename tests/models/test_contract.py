@@ -26,6 +26,7 @@ SMALL = {
     "wals": dict(dim=4, epochs=3),
     "sgd-mf": dict(dim=4, epochs=2, batch_size=64),
     "bpr": dict(dim=4, epochs=2, batch_size=64),
+    "sequential": dict(dim=8, blocks=1, max_len=10, epochs=2, batch_size=8),
     "blend": dict(members=[{"model": "most-popular"},
                            {"model": "ease", "params": {"regularization": 1.0}}],
                   weights=[0.3, 0.7]),

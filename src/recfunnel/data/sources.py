@@ -7,6 +7,7 @@ exact test split later.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from recfunnel.data import movielens
 from recfunnel.data.dataset import Dataset
@@ -16,7 +17,9 @@ from recfunnel.data.splits import random_split, temporal_split
 from recfunnel.errors import DataError
 
 DATASETS = (movielens.NAME,)
-SPLITS = ("random", "temporal", *movielens.FOLDS)
+#: ``last``: each user's last item is the test (see :func:`recfunnel.data.sequences.
+#: leave_last_out`); ``sasrec``: the protocol of a SASRec sequence folder (``sequences=DIR``)
+SPLITS = ("random", "temporal", "last", "sasrec", *movielens.FOLDS)
 
 
 @dataclass
@@ -33,6 +36,9 @@ class DataSpec:
         test_fraction, seed: the random split.
         n_last: the temporal split.
         train, test: interaction files (CSV/TSV/JSONL/Parquet).
+        sequences: a space-separated sequence file (one line per user, items oldest first), or
+            a folder of the SASRec preprocessing (``train/input.txt``, ``val/...``: split
+            ``sasrec``); see :mod:`recfunnel.data.sequences`.
         columns: column names in those files.
         duplicates: what to do with repeated (user, item) rows in files: ``auto`` (the model's
             :meth:`~recfunnel.models.Recommender.default_duplicates`, resolved when training
@@ -56,6 +62,7 @@ class DataSpec:
     duplicates: str = "auto"
     user_features: str | None = None
     item_features: str | None = None
+    sequences: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -81,6 +88,16 @@ def load_dataset(spec: DataSpec) -> Dataset:
 
 
 def _load_interactions(spec: DataSpec) -> Dataset:
+    if spec.sequences:
+        from recfunnel.data import sequences
+
+        if _is_folder(spec.sequences):
+            return _protocol(spec).dataset
+        if spec.split == "sasrec":
+            raise DataError(f"split 'sasrec' needs a folder of the SASRec preprocessing "
+                            f"(train/input.txt, val/input.txt, val/output.txt), not the file "
+                            f"{spec.sequences}")  # fmt: skip
+        return sequences.read_sequences(spec.sequences)
     if spec.train:
         dataset, _ = dataset_from_files(
             spec.train, Columns(**spec.columns), duplicates=spec.duplicates
@@ -115,15 +132,65 @@ def split(
         if len(test) == 0:
             raise DataError(f"no row of {spec.test} has a user and item known from the train file")
         return dataset.interactions, test
+    if spec.split == "sasrec" or _is_folder(spec.sequences):
+        protocol = _protocol(spec)
+        if protocol.dataset.users != dataset.users or protocol.dataset.items != dataset.items:
+            raise DataError(
+                "split 'sasrec' needs the dataset of its own folder; pass sequences=DIR",
+                cli="--split sasrec needs --sequences DIR (the SASRec folder)",
+            )
+        return protocol.train, protocol.test
     if spec.split == "random":
         return random_split(dataset.interactions, spec.test_fraction, seed=spec.seed)
     if spec.split == "temporal":
         return temporal_split(dataset.interactions, spec.n_last)
+    if spec.split == "last":
+        from recfunnel.data.sequences import leave_last_out
+
+        train, _, test = leave_last_out(dataset.interactions, validation=False)
+        return train, test
     if spec.split in movielens.FOLDS:
         if dataset.name != movielens.NAME:
             raise DataError(f"split {spec.split!r} exists only for {movielens.NAME}")
         return movielens.fold(dataset, spec.split)
     raise DataError(f"unknown split {spec.split!r}; use one of {', '.join(SPLITS)}")
+
+
+def _is_folder(path: str | None) -> bool:
+    return bool(path) and Path(path).is_dir()
+
+
+def _protocol(spec: DataSpec):
+    from recfunnel.data.sequences import sasrec_protocol
+
+    if not _is_folder(spec.sequences):
+        raise DataError("split 'sasrec' needs sequences=DIR, a folder of the SASRec preprocessing",
+                        cli="--split sasrec needs --sequences DIR (a folder holding "
+                        "train/input.txt, val/input.txt and val/output.txt)")  # fmt: skip
+    if spec.split not in ("random", "sasrec"):
+        raise DataError(f"a SASRec folder is split by its own protocol, not {spec.split!r}; pass "
+                        "split='sasrec'", cli=f"a SASRec folder is split by its own protocol, "
+                        f"not {spec.split!r}; pass --split sasrec")  # fmt: skip
+    folder = Path(spec.sequences).resolve()
+    stamp = tuple(
+        (folder / part / name).stat().st_mtime_ns if (folder / part / name).exists() else 0
+        for part, name in (("train", "input.txt"), ("val", "input.txt"), ("val", "output.txt"))
+    )
+    if _PROTOCOLS.get("key") != (folder, stamp):  # read once per command, not per use
+        _PROTOCOLS.update(key=(folder, stamp), protocol=sasrec_protocol(folder))
+    return _PROTOCOLS["protocol"]
+
+
+_PROTOCOLS: dict = {}
+
+
+def context(spec: DataSpec) -> Interactions | None:
+    """Rows that continue users' histories after the training rows without being trained on
+    (the SASRec protocol's query items, see :class:`recfunnel.data.sequences.Protocol`), or
+    ``None`` for every other split."""
+    if not _is_folder(spec.sequences):
+        return None
+    return _protocol(spec).context
 
 
 def load(

@@ -8,6 +8,7 @@ from recfunnel.models.ease import EASE
 from recfunnel.models.multitask import Multitask
 from recfunnel.models.popularity import MostPopular
 from recfunnel.models.ranking import RankingModel
+from recfunnel.models.sequential import Sequential
 from recfunnel.models.sgd_mf import BPR, SGDMF
 from recfunnel.models.two_stage import TwoStage
 from recfunnel.models.two_tower import TwoTower
@@ -25,6 +26,7 @@ MODELS: dict[str, type[Recommender]] = {
         TwoStage,
         Multitask,
         Blend,
+        Sequential,
     )
 }
 
@@ -49,6 +51,7 @@ __all__ = [
     "Multitask",
     "RankingModel",
     "Recommender",
+    "Sequential",
     "TwoStage",
     "TwoTower",
     "model_class",
