@@ -72,8 +72,8 @@ def main() -> None:
     for preset in args.preset or ["seed"]:
         for nproc in (1, 2):
             metrics = train(data_args, preset, nproc, args.batch * 2 // nproc, args.epochs)
-            epochs = metrics.get("resolved_config", metrics["config"]).get("epochs", 1)
-            budget = metrics.get("resolved_config", {}).get("max_examples")
+            trainer = metrics.get("resolved_config", metrics["config"])["trainer"]
+            epochs, budget = trainer["epochs"], trainer.get("max_examples")
             seen = len(train_rows) * epochs if not budget else min(budget, len(train_rows) * epochs)
             rows.append({"preset": preset, "nproc": nproc, "batch": args.batch * 2 // nproc,
                          "rows_per_second": seen / metrics["fit_seconds"], **metrics})  # fmt: skip

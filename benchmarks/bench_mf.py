@@ -119,7 +119,7 @@ def cmd_fit_wals(args) -> None:
     result = {"library": "recfunnel", "fit_seconds": fit_seconds,
               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
               "peak_rss_mb_before_fit": rss_before, "threads": torch.get_num_threads(),
-              "solver": args.solver, "loss": model.history_.epochs[-1]["loss"]}  # fmt: skip
+              "solver": args.solver, "loss": model.training_log_.epochs[-1]["loss"]}  # fmt: skip
     if args.profile:
         result["profile"] = profile_rows(profiler, fit_seconds)
     (args.out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -193,8 +193,8 @@ def settings_from(args) -> list[tuple[str, float, float]]:
 
     tuned = preset("wals", "default")
     out = [("implicit defaults", 0.01, 1.0)]
-    if (tuned["regularization"], tuned["alpha"]) != (0.01, 1.0):
-        out.append(("recfunnel default preset", tuned["regularization"], tuned["alpha"]))
+    if (tuned.regularization, tuned.alpha) != (0.01, 1.0):
+        out.append(("recfunnel default preset", tuned.regularization, tuned.alpha))
     return out
 
 
@@ -301,13 +301,13 @@ def cmd_foldin(args) -> None:
     rest, held = holdout_users(dataset.interactions, 0.1, seed=0)
     history, test = random_split(held, 0.5, seed=42)
     params = preset("wals", "default")
-    folded = WALS(**params).fit(rest)
+    folded = WALS(params).fit(rest)
     held_users = np.flatnonzero(history.user_counts())
-    X = np.zeros((dataset.interactions.num_users, params["dim"]), np.float32)
+    X = np.zeros((dataset.interactions.num_users, params.dim), np.float32)
     for u in held_users:
         X[u] = folded.fold_in(history.items[history.users == u])[0].numpy()
     recall_fold = recall_at_10(X, folded.item_factors_.numpy(), history, test)
-    trained = WALS(**params).fit(rest.concat(history))
+    trained = WALS(params).fit(rest.concat(history))
     recall_trained = recall_at_10(trained.user_factors_.numpy(), trained.item_factors_.numpy(),
                                   history, test)  # fmt: skip
     rows = [

@@ -120,8 +120,8 @@ def make_task(name: str) -> Task:
 
 
 # -------------------------------------------------------------------------------- runs
-def fit_and_score(task: Task, kind: str, params: dict) -> dict:
-    model = model_class(kind)(**params)
+def fit_and_score(task: Task, kind: str, params) -> dict:
+    model = model_class(kind)(params)  # a config, or its dict
     started = time.perf_counter()
     model.fit(task.train)
     seconds = time.perf_counter() - started
@@ -189,13 +189,14 @@ def bench_dataset(task: Task, args, tmp: Path, rows: list | None = None) -> list
 
 def bench_folds(args) -> list[dict]:
     rows = []
-    for kind, params in (("sgd-mf", preset("sgd-mf", "default")),
-                         ("wals", dict(preset("wals", "default"), feedback="explicit",
-                                       regularization=0.05, reg_exponent=1.0))):  # fmt: skip
+    explicit_wals = preset("wals", "default").override(
+        feedback="explicit", regularization=0.05, reg_exponent=1.0
+    )
+    for kind, params in (("sgd-mf", preset("sgd-mf", "default")), ("wals", explicit_wals)):
         errors, seconds = [], 0.0
         for fold in ("u1", "u2", "u3", "u4", "u5"):
             train, test = qd.ml100k_fold(fold)
-            model = model_class(kind)(**params)
+            model = model_class(kind)(params)
             started = time.perf_counter()
             model.fit(train)
             seconds += time.perf_counter() - started

@@ -74,7 +74,7 @@ def bpr_rows(name, fit, validation) -> list[list]:
         ("BPR before (seed preset)", "bpr", preset("bpr", "seed")),
         ("BPR default", "bpr", preset("bpr", "default")),
     ):
-        model = model_class(kind)(**params)
+        model = model_class(kind)(params)
         started = time.perf_counter()
         model.fit(fit)
         seconds = time.perf_counter() - started

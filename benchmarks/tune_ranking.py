@@ -45,9 +45,9 @@ def main() -> None:
     def rmse(predicted) -> float:
         return rating_metrics(np.clip(predicted, low, high), validation.ratings)["rmse"]
 
-    params = dict(preset("ranking", "default"), autoencoder=0)
+    params = preset("ranking", "default").override(autoencoder=0)
     started = time.perf_counter()
-    network = RankingModel(**params).fit(fit, dataset=dataset)
+    network = RankingModel(params).fit(fit, dataset=dataset)
     net_seconds = time.perf_counter() - started
     net = network.predict(validation.users, validation.items)
     users, items = torch.as_tensor(validation.users), torch.as_tensor(validation.items)

@@ -24,8 +24,9 @@ from recfunnel.presets import preset
 BLENDS = (0.0, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 #: the ranker every candidate starts from: the previous two-stage default's (side features,
 #: SVD++ history, listwise over 10 negatives, 5 epochs; the rating-only autoencoder off)
-BASE_RANKER = dict(preset("ranking", "default"), objective="listwise", negatives=10, l2=0.0,
-                   learning_rate=0.005, epochs=5, autoencoder=0)  # fmt: skip
+BASE_RANKER = preset("ranking", "default").override(
+    objective="listwise", negatives=10, l2=0.0, learning_rate=0.005, epochs=5, autoencoder=0
+)
 NO_FEATURES = {"features": False}
 #: (label, negatives from the retrieval shortlists?, ranker overrides)
 CANDIDATES = [
@@ -47,7 +48,7 @@ CANDIDATES = [
     (
         "shortlist negatives, no features, no history, 3 epochs",
         True,
-        {**NO_FEATURES, "epochs": 3, "history": False},
+        {**NO_FEATURES, "epochs": 3, "pool_seen_items": False},
     ),
 ]
 
@@ -69,14 +70,14 @@ def main() -> None:
     chosen = args.only if args.only is not None else range(len(CANDIDATES))
     for index in chosen:
         label, hard, ranker = CANDIDATES[index]
-        model = TwoStage(retrieval=retrieval, ranker=dict(BASE_RANKER, **ranker), candidates=100,
+        model = TwoStage(retrieval=retrieval, ranker=BASE_RANKER.override(**ranker), candidates=100,
                          hard_negatives=hard, seed=args.seed)  # fmt: skip
         started = time.perf_counter()
         model.fit(fit, dataset=dataset)
         seconds = time.perf_counter() - started
         row = [label]
         for blend in BLENDS:
-            model.blend = blend
+            model.config = model.config.override(blend=blend)
             metrics = evaluate_scores(model.score, fit, validation, factorized_ks=(),
                                       ranking_ks=(10,))  # fmt: skip
             row.append(metrics["ndcg@10"])

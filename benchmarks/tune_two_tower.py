@@ -20,13 +20,62 @@ from recfunnel.models import TwoTower
 
 BASE = dict(softmax="full", reduction="mean", init="normal", init_scale=0.01, optimizer="adam")
 CANDIDATES = [
-    dict(dim=32, learning_rate=0.01, batch_size=2048, history=False, item_bias=False, user_l2=0.0),
-    dict(dim=32, learning_rate=0.01, batch_size=2048, history=False, item_bias=True, user_l2=0.01),
-    dict(dim=32, learning_rate=0.01, batch_size=2048, history=True, item_bias=True, user_l2=0.01),
-    dict(dim=64, learning_rate=0.005, batch_size=2048, history=True, item_bias=True, user_l2=0.01),
-    dict(dim=32, learning_rate=0.01, batch_size=2048, history=True, item_bias=True, user_l2=0.0),
-    dict(dim=32, learning_rate=0.02, batch_size=4096, history=True, item_bias=True, user_l2=0.01),
-    dict(dim=32, learning_rate=0.01, batch_size=4096, history=True, item_bias=True, user_l2=0.01),
+    dict(
+        dim=32,
+        learning_rate=0.01,
+        batch_size=2048,
+        pool_seen_items=False,
+        item_bias=False,
+        user_l2=0.0,
+    ),
+    dict(
+        dim=32,
+        learning_rate=0.01,
+        batch_size=2048,
+        pool_seen_items=False,
+        item_bias=True,
+        user_l2=0.01,
+    ),
+    dict(
+        dim=32,
+        learning_rate=0.01,
+        batch_size=2048,
+        pool_seen_items=True,
+        item_bias=True,
+        user_l2=0.01,
+    ),
+    dict(
+        dim=64,
+        learning_rate=0.005,
+        batch_size=2048,
+        pool_seen_items=True,
+        item_bias=True,
+        user_l2=0.01,
+    ),
+    dict(
+        dim=32,
+        learning_rate=0.01,
+        batch_size=2048,
+        pool_seen_items=True,
+        item_bias=True,
+        user_l2=0.0,
+    ),
+    dict(
+        dim=32,
+        learning_rate=0.02,
+        batch_size=4096,
+        pool_seen_items=True,
+        item_bias=True,
+        user_l2=0.01,
+    ),
+    dict(
+        dim=32,
+        learning_rate=0.01,
+        batch_size=4096,
+        pool_seen_items=True,
+        item_bias=True,
+        user_l2=0.01,
+    ),
 ]
 
 
@@ -48,7 +97,7 @@ def main() -> None:
         started = time.perf_counter()
         model.fit(fit, validation=validation)
         seconds = time.perf_counter() - started
-        curve = [e["recall@10"] for e in model.history_.epochs]
+        curve = [e["recall@10"] for e in model.training_log_.epochs]
         best = max(range(len(curve)), key=curve.__getitem__)
         rows.append({
             "config": ", ".join(f"{k}={v}" for k, v in params.items()),

@@ -41,9 +41,9 @@ def test_resumed_fit_equals_the_uninterrupted_one(tmp_path, settings):
     np.testing.assert_array_equal(
         resumed.user_vectors(np.arange(80)).numpy(), straight.user_vectors(np.arange(80)).numpy()
     )
-    assert [e["epoch"] for e in resumed.history_.epochs] == [1, 2, 3, 4, 5]
-    assert [e["loss"] for e in resumed.history_.epochs] == [
-        e["loss"] for e in straight.history_.epochs
+    assert [e["epoch"] for e in resumed.training_log_.epochs] == [1, 2, 3, 4, 5]
+    assert [e["loss"] for e in resumed.training_log_.epochs] == [
+        e["loss"] for e in straight.training_log_.epochs
     ]
 
 
@@ -60,10 +60,12 @@ def test_wals_resumes_from_its_factors(tmp_path, solver):
     partial = fit(2, every=1)  # "killed" after iteration 2
     resumed = fit(4, every=1, resume=True)
     np.testing.assert_array_equal(resumed.item_vectors().numpy(), straight.item_vectors().numpy())
-    assert [e["loss"] for e in resumed.history_.epochs] == [
-        e["loss"] for e in straight.history_.epochs
+    assert [e["loss"] for e in resumed.training_log_.epochs] == [
+        e["loss"] for e in straight.training_log_.epochs
     ]
-    assert resumed.history_.epochs[:2] == partial.history_.epochs  # read back, not refitted
+    assert (
+        resumed.training_log_.epochs[:2] == partial.training_log_.epochs
+    )  # read back, not refitted
 
 
 def test_checkpoint_folder_holds_only_the_latest_epoch(tmp_path):

@@ -29,7 +29,7 @@ def test_train_evaluate_recommend_round_trip(files, tmp_path, capsys):
     assert main([*train_args(files, out), "--test", str(files[1]), "--json"]) == 0
     metrics = json.loads(capsys.readouterr().out)
     assert "factorized_top_k/top_1_categorical_accuracy" in metrics
-    assert metrics["config"]["dim"] == 8 and metrics["config"]["epochs"] == 3
+    assert metrics["config"]["dim"] == 8 and metrics["config"]["trainer"]["epochs"] == 3
     assert metrics["fit_seconds"] > 0
 
     assert main(["evaluate", str(out), "--json"]) == 0
@@ -67,7 +67,20 @@ def test_train_evaluate_recommend_round_trip(files, tmp_path, capsys):
         (["train", "--train", "{train}", "--rating-col", "user"], "is not a number"),
         (["train", "--test", "{test}"], "--test needs --train"),
         (["train", "--train", "{train}", "--epochs", "0"], "epochs must be at least 1"),
-        (["train", "--train", "{train}", "--set", "colour=red"], "bad option"),
+        (["train", "--train", "{train}", "--set", "colour=red"], "has no option 'colour'"),
+        (["train", "--train", "{train}", "--set", "reduction=none"], "reduction must be one of"),
+        (["train", "--train", "{train}", "--set", 'dim="abc"'], "dim expects an integer"),
+        (["train", "--train", "{train}", "--set", "seed=abc"], "seed expects an integer"),
+        (["train", "--train", "{train}", "--device", "bogus"], "device must be one of"),
+        (["train", "--train", "{train}", "--dim", "1000000000"], "lower --dim"),
+        (
+            ["train", "--train", "{train}", "--model", "wals", "--learning-rate", "0.1"],
+            "--learning-rate does not apply to --model wals",
+        ),
+        (
+            ["train", "--train", "{train}", "--model", "most-popular", "--epochs", "2"],
+            "--epochs does not apply to --model most-popular",
+        ),
         (["recommend", "{run}", "--user", "user1", "-k", "0"], "k must be at least 1"),
         (["recommend", "{run}", "--user", "user1", "-k", "999"], "larger than the catalogue"),
         (["recommend", "{run}", "--all-users"], "--all-users needs --output"),
@@ -99,7 +112,7 @@ def test_early_stopping_on_a_validation_split(files, tmp_path, capsys):
             "--validation-fraction", "0.2", "--json"]  # fmt: skip
     assert main(argv) == 0
     metrics = json.loads(capsys.readouterr().out)
-    assert metrics["config"]["patience"] == 2
+    assert metrics["config"]["trainer"]["patience"] == 2
     assert main([*train_args(files, tmp_path / "f"), "--patience", "2"]) == 2
     assert "--validation-fraction" in capsys.readouterr().err
 

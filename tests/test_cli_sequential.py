@@ -68,7 +68,7 @@ def test_sequence_file_with_a_validation_item_before_the_test(tmp_path, capsys):
     out = tmp_path / "run"
     args = ["--split", "last", "--validation-fraction", "0.1", "--out", str(out), *FAST]
     assert main(["train", "--sequences", str(tmp_path / "seqs.txt"), *args]) == 0
-    history = json.loads((out / "metrics.json").read_text())["history"]
+    history = json.loads((out / "metrics.json").read_text())["training_log"]
     assert len(history) == 40 and "ndcg@10" in history[0]
     run = Run.load(out)
     first = list(walks())[0]

@@ -74,7 +74,7 @@ def test_off_prints_nothing():
 
 def test_trainer_reports_every_epoch(monkeypatch, capsys):
     monkeypatch.setenv("RECFUNNEL_PROGRESS_INTERVAL", "0")
-    Trainer(TrainerConfig(epochs=2, progress="lines")).fit(
+    Trainer(TrainerConfig(epochs=2), progress="lines").fit(
         ClosedForm(), Interactions([0], [0], 1, 1)
     )
     lines = capsys.readouterr().err.splitlines()

@@ -73,6 +73,33 @@ def test_unknown_schema_is_refused(run, tmp_path):
         Run.load(path)
 
 
+def _rewrite_config(path, config):
+    from recfunnel.runs import _sha256
+
+    (path / "config.json").write_text(json.dumps(config))
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["config.json"] = _sha256(path / "config.json")
+    (path / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_a_run_saved_in_the_version_1_layout_still_loads(run, tmp_path):
+    # version 1 saved the constructor's flat keyword arguments, "history" for the pooled items
+    path = run.save(tmp_path / "run")
+    config = json.loads((path / "config.json").read_text())
+    assert config["schema_version"] == 2 and config["params"]["trainer"]["epochs"] == 2
+    config["schema_version"] = 1
+    config["params"] = {
+        "dim": 4, "softmax": "full", "reduction": "mean", "history": False, "large": None,
+        "max_examples": None, "optimizer": "adam", "learning_rate": 0.05, "epochs": 2,
+        "patience": None, "seed": 0,
+    }  # fmt: skip
+    _rewrite_config(path, config)
+    loaded = Run.load(path)
+    assert loaded.model.config == run.model.config
+    users = np.arange(6)
+    torch.testing.assert_close(loaded.model.score(users), run.model.score(users), rtol=0, atol=0)
+
+
 def test_a_failed_save_leaves_the_existing_run_intact(run, tmp_path, monkeypatch):
     path = run.save(tmp_path / "run")
     before = {p.name: p.read_bytes() for p in path.iterdir()}

@@ -51,5 +51,36 @@ def test_closed_form_models_run_their_epochs():
 def test_bad_settings_are_named():
     with pytest.raises(RecfunnelError, match="epochs"):
         TrainerConfig(epochs=0)
-    with pytest.raises(RecfunnelError, match="unknown optimizer 'lbfgs'"):
+    with pytest.raises(
+        RecfunnelError, match="optimizer must be one of adagrad, adam, adamw, sgd, not 'lbfgs'"
+    ):
         Trainer(optimizer="lbfgs").fit(Exploding(), DATA)
+
+
+def test_early_stopping_restores_the_best_epochs_state():
+    """Validation peaks at epoch 2; with patience 2 training stops after epoch 4 and the
+    model's state must be epoch 2's again (fails if the restore is skipped)."""
+    model = ClosedForm()
+    scores = iter([0.1, 0.5, 0.3, 0.2, 0.1, 0.0])
+    log = Trainer(epochs=6, patience=2).fit(
+        model, DATA, validate=lambda: {"recall@10": next(scores)}
+    )
+    assert log.best_epoch == 2 and log.stopped_early and len(log.epochs) == 4
+    assert model.calls == 2
+
+
+def test_early_stopping_restores_a_networks_weights():
+    class Drifting(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.zeros(1))
+
+        def compute_loss(self, batch):
+            return -self.w.sum()  # w grows by the learning rate every step
+
+    net = Drifting()
+    trainer = Trainer(TrainerConfig(epochs=10, batch_size=2, optimizer="sgd", learning_rate=1.0,
+                                    patience=1, monitor="rmse"))  # fmt: skip
+    log = trainer.fit(net, DATA, validate=lambda: {"rmse": abs(float(net.w.detach()) - 3.0)})
+    assert log.best_epoch == 3 and len(log.epochs) == 4
+    assert float(net.w.detach()) == 3.0

@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 
 from recfunnel.cli import main
+from recfunnel.config import EASEConfig, TwoStageConfig
 from recfunnel.data import Interactions
 from recfunnel.data.synthetic import power_law
 from recfunnel.errors import RecfunnelError
 from recfunnel.models import BPR
-from recfunnel.presets import preset, preset_toml, read_preset_file
+from recfunnel.presets import config_toml, preset, read_config
 from recfunnel.training import epoch_hook
 from recfunnel.tuning import Metric, auto, carve_validation, parse_budget, tune
 
@@ -81,10 +82,9 @@ def test_tune_writes_a_preset_that_trains_and_the_study_resumes(small, tmp_path)
     assert result.trials[0]["param:regularization"] == 300.0  # the preset is the first trial
     for name in ("best.toml", "trials.csv", "study.db", "history.png"):
         assert (out / name).is_file(), name
-    kind, params = read_preset_file(out / "best.toml")
-    assert kind == "ease" and params == result.best_params
-    assert preset("ease", str(out / "best.toml")) == result.best_params
-    with pytest.raises(RecfunnelError, match="is for --model ease"):
+    assert 'model = "ease"' in (out / "best.toml").read_text()
+    assert preset("ease", str(out / "best.toml")) == EASEConfig.from_dict(result.best_params)
+    with pytest.raises(RecfunnelError, match="configures --model ease"):
         preset("wals", str(out / "best.toml"))
     again = tune("ease", fit, validation, out=out, trials=6, seed=0)  # resumes: 2 more
     assert len(again.trials) == 6
@@ -104,12 +104,15 @@ def test_tune_prunes_on_the_per_epoch_metric(small):
 
 def test_preset_file_round_trip(tmp_path):
     params = {"candidates": 100, "blend": 0.5, "retrieval": {"dim": 8, "history": True},
-              "ranker": {"hidden": [8, 4]}}  # fmt: skip
+              "ranker": {"hidden": [8, 4], "objective": "listwise"}}  # fmt: skip
+    config = TwoStageConfig.from_dict(params)
+    assert config.retrieval.pool_seen_items and config.ranker.hidden == (8, 4)
     path = tmp_path / "p.toml"
-    path.write_text(preset_toml("two-stage", params, "a comment"), encoding="utf-8")
-    assert read_preset_file(path) == ("two-stage", params)
+    path.write_text(config_toml(config, model="two-stage", comment="a comment"), encoding="utf-8")
+    assert path.read_text().startswith("# a comment\n")
+    assert read_config(path, "two-stage") == config
     with pytest.raises(RecfunnelError, match="does not exist"):
-        read_preset_file(tmp_path / "missing.toml")
+        read_config(tmp_path / "missing.toml", "two-stage")
 
 
 def test_auto_ranks_the_portfolio_and_picks_the_best(small):

@@ -74,8 +74,58 @@ def _data_spec(args):
     )  # fmt: skip
 
 
+#: the common training flags and the config field each sets (everywhere it occurs)
+TRAIN_FLAGS = {
+    "dim": "dim", "epochs": "epochs", "batch_size": "batch_size",
+    "learning_rate": "learning_rate", "device": "device", "patience": "patience",
+    "regularization": "regularization", "alpha": "alpha",
+}  # fmt: skip
+
+
+def train_config(args):
+    """The model's config: the preset, then the common flags, then ``--set`` (each refused with
+    one line before any data is read when it does not apply or is invalid)."""
+    from recfunnel.presets import preset
+
+    config = preset(args.model, args.preset)
+    overrides = {}
+    for flag, name in TRAIN_FLAGS.items():
+        value = getattr(args, flag)
+        if value is None:
+            continue
+        if not config.targets(name):
+            known = ", ".join(f"--{f.replace('_', '-')}" for f, n in TRAIN_FLAGS.items()
+                              if config.targets(n)) or "none"  # fmt: skip
+            raise RecfunnelError(
+                f"--{flag.replace('_', '-')} does not apply to --model {args.model}; its "
+                f"options: {known} (and --set NAME=VALUE, see train --model {args.model} --help)"
+            )
+        overrides[name] = value
+    if config.targets("seed"):  # --seed seeds the split and the model
+        overrides["seed"] = args.seed
+    config = config.override(**overrides)
+    sets = {}
+    for pair in args.set or []:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise RecfunnelError(f"--set expects NAME=VALUE, not {pair!r}")
+        sets[name.strip()] = value
+    config = config.with_strings(sets)
+    stopping = [p for p, _ in config.targets("patience") if _value(config, p) is not None]
+    if stopping and not args.validation_fraction:
+        raise RecfunnelError("--patience needs a validation split: add --validation-fraction 0.1")
+    return config
+
+
+def _value(config, path: str):
+    for part in path.split("."):
+        config = getattr(config, part)
+    return config
+
+
 def cmd_train(args) -> int:
     from recfunnel import distributed, experiment
+    from recfunnel.models import model_class
     from recfunnel.runs import check_run_target
 
     if args.model == "auto":
@@ -84,35 +134,14 @@ def cmd_train(args) -> int:
         return _launch(args)
     distributed.init(args.device or "auto")
     spec = _data_spec(args)
-    overrides = {
-        "dim": args.dim, "epochs": args.epochs, "batch_size": args.batch_size,
-        "learning_rate": args.learning_rate, "device": args.device, "patience": args.patience,
-    }  # fmt: skip
-    if args.model not in ("most-popular", "ease"):  # deterministic models take no seed
-        overrides["seed"] = args.seed
-    for name in ("regularization", "alpha"):  # matrix factorization; only when given
-        if getattr(args, name) is not None:
-            overrides[name] = getattr(args, name)
-    for pair in args.set or []:
-        name, _, value = pair.partition("=")
-        if not _:
-            raise RecfunnelError(f"--set expects NAME=VALUE, not {pair!r}")
-        try:
-            overrides[name.replace("-", "_")] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[name.replace("-", "_")] = value
-    if args.patience is not None and not args.validation_fraction:
-        raise RecfunnelError("--patience needs a validation split: add --validation-fraction 0.1")
-    if args.model == "most-popular":
-        overrides = {}
-    model = experiment.build_model(args.model, args.preset, **overrides)
+    model = model_class(args.model)(train_config(args))
     out = Path(args.out) if args.out else None
     if out is not None and distributed.rank() == 0:
         check_run_target(out, overwrite=args.overwrite)  # fail before training, not after
     options = _eval_options(args)  # bad values fail before training
     checkpoint_dir = _checkpoint_dir(args, out)
     with _checkpointing(args, checkpoint_dir):
-        run, _, _, _ = experiment.train(
+        run, _, fit_rows, test_rows = experiment.train(
             spec, model, validation_fraction=args.validation_fraction,
             progress=not args.quiet, **options,
         )  # fmt: skip
@@ -124,15 +153,97 @@ def cmd_train(args) -> int:
         run.save(out, overwrite=args.overwrite)
     if checkpoint_dir is not None and out is not None:
         shutil.rmtree(checkpoint_dir, ignore_errors=True)  # the run is saved: no longer needed
-    metrics = {k: v for k, v in run.metrics.items() if k != "history"}
+    metrics = {k: v for k, v in run.metrics.items() if k != "training_log"}
     _note_dropped(metrics, args.test)
     if args.json:
         print(_dump(metrics))
     else:
+        print(headline(args, run, train_rows=len(fit_rows), test_rows=len(test_rows)))
+        print()
         _print_metrics(metrics)
         if out is not None:
             print(f"saved run to {out}")
     return 0
+
+
+#: the metrics a headline shows, by model family (the first ones present are shown)
+RATING_HEADLINE = ("rmse", "mae", "recall@10", "ndcg@10")
+RANKING_HEADLINE = (
+    "recall@10", "ndcg@10", "factorized_top_k/top_100_categorical_accuracy", "coverage@10",
+)  # fmt: skip
+
+
+def headline(args, run, *, train_rows: int, test_rows: int) -> str:
+    """A short summary before the full table: what was trained, on what, how long, how good."""
+    m = run.metrics
+    names = RATING_HEADLINE if "rmse" in m else RANKING_HEADLINE
+    shown = [(n, m[n]) for n in names if isinstance(m.get(n), float)][:4]
+    short = {"factorized_top_k/top_100_categorical_accuracy": "top-100 accuracy"}
+    source = args.train or args.dataset
+    lines = [
+        f"{args.model} (preset {args.preset}) on {source}, {args.split} split: "
+        f"{train_rows:,} training rows, {test_rows:,} test rows",
+        f"fit {m['fit_seconds']:.1f} s, evaluation {m['eval_seconds']:.1f} s",
+        "  ".join(f"{short.get(n, n)} {v:.4f}" for n, v in shown),
+    ]
+    return "\n".join(lines)
+
+
+def _history_items(args, key_kind: str) -> list[str]:
+    """The new user's items from --history (comma-separated), --history-item and
+    --history-file (one a line), in that order."""
+    items: list[str] = []
+    if args.history is not None:
+        items += [item.strip() for item in args.history.split(",") if item.strip()]
+    items += [item.strip() for item in args.history_item or [] if item.strip()]
+    if args.history_file is not None:
+        path = Path(args.history_file)
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except FileNotFoundError:
+            raise RecfunnelError(
+                f"--history-file {path} does not exist; give a file with one item {key_kind} a line"
+            ) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or "not UTF-8 text"
+            raise RecfunnelError(f"cannot read --history-file {path}: {reason}") from None
+        items += [line.strip() for line in text.splitlines() if line.strip()]
+    if not items:
+        raise RecfunnelError(
+            f"the history is empty; give item {key_kind}s, e.g. --history-item VALUE"
+        )
+    return items
+
+
+# --------------------------------------------------------------- presets
+def cmd_presets(args) -> int:
+    from recfunnel.models import MODELS
+    from recfunnel.presets import PRESETS, config_toml
+
+    for kind in [args.model] if args.model else sorted(MODELS):
+        for name, config in PRESETS.get(kind, {}).items():
+            if args.toml:
+                print(f"# --model {kind} --preset {name}")
+                print(config_toml(config, model=kind))
+                continue
+            print(f"{kind} --preset {name}")
+            rows = config.describe()
+            if not rows:
+                print("  (no hyper-parameters)")
+            for path, value, _ in rows:
+                print(f"  {path} = {_shown(value)}")
+            print()
+    return 0
+
+
+def _shown(value) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, tuple):
+        return ",".join(map(str, value))
+    return str(value)
 
 
 def _launch(args) -> int:
@@ -183,19 +294,17 @@ def _checkpointing(args, directory: Path | None):
 
 
 # ------------------------------------------------------------ tune / auto
-def _fixed_options(args) -> dict:
-    """Hyper-parameters the search keeps fixed: ``--device`` and ``--set NAME=VALUE``."""
+def _fixed_options(args) -> dict[str, str]:
+    """Hyper-parameters the search keeps fixed: ``--device`` and ``--set NAME=VALUE`` (text,
+    parsed by each model's config field)."""
     fixed = {}
     if getattr(args, "device", None):
         fixed["device"] = args.device
     for pair in args.set or []:
-        name, _, value = pair.partition("=")
-        if not _:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
             raise RecfunnelError(f"--set expects NAME=VALUE, not {pair!r}")
-        try:
-            fixed[name.replace("-", "_")] = json.loads(value)
-        except json.JSONDecodeError:
-            fixed[name.replace("-", "_")] = value
+        fixed[name.strip().replace("-", "_")] = value
     return fixed
 
 
@@ -222,7 +331,7 @@ def _log(line: str) -> None:
 def cmd_tune(args) -> int:
     from recfunnel.models import model_class
     from recfunnel.presets import preset
-    from recfunnel.tuning import parse_budget, tune
+    from recfunnel.tuning import apply_fixed, parse_budget, tune
 
     budget = parse_budget(args.budget) if args.budget is not None else None
     if budget is None and args.trials is None:
@@ -230,17 +339,15 @@ def cmd_tune(args) -> int:
     if not model_class(args.model).search_space:
         raise RecfunnelError(f"--model {args.model} has nothing to tune; pick another model")
     base = preset(args.model, args.preset)
-    try:
-        duplicates = model_class(args.model)(**base).default_duplicates()
-    except TypeError as exc:
-        raise RecfunnelError(f"bad option for --model {args.model}: {exc}") from None
+    fixed = _fixed_options(args)
+    duplicates = model_class(args.model)(apply_fixed(base, fixed)).default_duplicates()
     _, dataset, fit, validation = _carved(args, duplicates)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise RecfunnelError(f"{out} is a file; choose a folder for --out")
     result = tune(
         args.model, fit, validation, out=out, budget=budget, trials=args.trials,
-        metric=args.metric, base=base, fixed=_fixed_options(args), seed=args.seed,
+        metric=args.metric, base=base, fixed=fixed, seed=args.seed,
         dataset=dataset if model_class(args.model).needs_dataset else None,
         log=None if args.json else _log,
     )  # fmt: skip
@@ -259,6 +366,7 @@ def cmd_tune(args) -> int:
 
 def _train_auto(args) -> int:
     from recfunnel import experiment
+    from recfunnel.models import model_class
     from recfunnel.runs import check_run_target
     from recfunnel.tuning import Metric, auto, leaderboard_text, parse_budget
 
@@ -273,14 +381,14 @@ def _train_auto(args) -> int:
         fit, validation, budget=budget, metric=metric, seed=args.seed,
         fixed=_fixed_options(args), dataset=dataset, log=None if args.json else _log,
     )  # fmt: skip
-    model = experiment.build_model(kind, "default", **params)
+    model = model_class(kind)(params)
     run, _, _, _ = experiment.train(spec, model, progress=not args.quiet, **options)  # all rows
     run.config["preset"] = "auto"
     run.config["auto"] = {"metric": metric, "budget_seconds": budget, "chosen": kind}
     run.metrics["leaderboard"] = board
     if out is not None:
         run.save(out, overwrite=args.overwrite)
-    metrics = {k: v for k, v in run.metrics.items() if k not in ("history", "leaderboard")}
+    metrics = {k: v for k, v in run.metrics.items() if k not in ("training_log", "leaderboard")}
     if args.json:
         print(_dump({**metrics, "model": kind, "leaderboard": board}))
         return 0
@@ -367,13 +475,15 @@ def cmd_evaluate(args) -> int:
 def cmd_recommend(args) -> int:
     from recfunnel.runs import Run
 
-    if sum((args.user is not None, args.all_users, args.history is not None)) != 1:
-        raise RecfunnelError("give exactly one of --user ID, --history ITEMS or --all-users")
+    given_history = any(x is not None for x in (args.history, args.history_item, args.history_file))
+    if sum((args.user is not None, args.all_users, given_history)) != 1:
+        raise RecfunnelError(
+            "give exactly one of --user ID, --history ITEMS (or --history-item / "
+            "--history-file) or --all-users"
+        )
     run = Run.load(args.run_dir)
-    if args.history is not None:
-        history = [item.strip() for item in args.history.split(",") if item.strip()]
-        if not history:
-            raise RecfunnelError("--history is empty; give raw item ids, e.g. --history 50,172")
+    if given_history:
+        history = _history_items(args, run.item_key_kind)
         rec = run.recommend_history(history, args.k, exclude_seen=not args.include_seen)
         if args.json:
             print(_dump(rec.to_records()))
@@ -481,24 +591,112 @@ def cmd_synth(args) -> int:
 
 
 # ------------------------------------------------------------------ parser
-def build_parser() -> argparse.ArgumentParser:
+DESCRIPTION = """\
+Train, evaluate and serve recommenders (two-tower retrieval, matrix factorization, ranking).
+
+examples:
+  recfunnel train --dataset movielens-100k --model two-tower --preset default --out runs/ml
+  recfunnel train --model wals --help        the options of one model, with their defaults
+  recfunnel presets two-tower                the presets of a model, with their values
+  recfunnel evaluate runs/ml
+  recfunnel recommend runs/ml --user 9 -k 3
+  recfunnel recommend runs/ml --history-item "Star Wars (1977)" -k 10
+  recfunnel serve runs/ml --port 8000
+
+Bad input prints one line, "error: <problem>; <fix>", on stderr and exits with status 2.
+"""
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions kept as written; an option with a default shows it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if (
+            "%(default)" in text
+            or "default:" in text
+            or default in (None, False, argparse.SUPPRESS)
+            or not action.option_strings
+        ):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("recfunnel")
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        return "unknown"
+
+
+def _flag_value(argv: list[str], flag: str) -> str | None:
+    """The value given to ``flag`` in ``argv`` (``--flag V`` or ``--flag=V``), else None."""
+    for i, arg in enumerate(argv):
+        if arg == flag and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def model_options_text(model: str, preset_name: str = "default") -> str:
+    """The options of ``--model`` (set with ``--set NAME=VALUE``) and their values in a preset."""
+    from recfunnel.presets import preset
+
+    try:
+        config = preset(model, preset_name)
+    except RecfunnelError:
+        config = preset(model, "default")
+        preset_name = "default"
+    rows = config.describe()
+    if not rows:
+        return f"--model {model} has no hyper-parameters."
+    width = max(len(f"{path}={_shown(value)}") for path, value, _ in rows) + 2
+    lines = [
+        f"set with --set NAME=VALUE; values of preset {preset_name!r}. A bare NAME (epochs) "
+        "sets every",
+        "field of that name; a dotted one (retrieval.epochs) one part. Lists: --set hidden=256,64.",
+        "",
+    ]
+    for path, value, help_text in rows:
+        lines.append(f"  {f'{path}={_shown(value)}':{width}s}{help_text}")
+    return "\n".join(lines)
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     from recfunnel.data.sources import DATASETS, SPLITS
     from recfunnel.models import MODELS
 
-    parser = argparse.ArgumentParser(prog="recfunnel", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    argv = list(argv or [])
+    parser = argparse.ArgumentParser(
+        prog="recfunnel", description=DESCRIPTION, formatter_class=_HelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"recfunnel {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("train", help="train a model, evaluate it, save the run")
+    chosen = _flag_value(argv, "--model")
+    chosen = chosen if chosen in MODELS else "two-tower"
+    p = sub.add_parser(
+        "train", help="train a model, evaluate it, save the run", formatter_class=_HelpFormatter,
+        description="Train a model on a dataset or file, evaluate it on the test split, and "
+        "save the run folder (--out).",
+    )  # fmt: skip
     data = p.add_argument_group("data")
-    data.add_argument("--dataset", default="movielens-100k", choices=DATASETS)
+    data.add_argument("--dataset", default="movielens-100k", choices=DATASETS,
+                      help="built-in dataset (ignored with --train)")  # fmt: skip
     data.add_argument("--data-dir", help="folder with the dataset files (default: "
                       "$RECFUNNEL_DATA_DIR, the cache, else download)")  # fmt: skip
     data.add_argument("--item-key", default="title", choices=("title", "id"),
                       help="MovieLens: key movies by title (TFRS) or by id")  # fmt: skip
-    data.add_argument("--split", default="random", choices=SPLITS, help="last: each user's "
-                      "last item by time is the test (and, with --validation-fraction, the one "
-                      "before it the validation)")  # fmt: skip
-    data.add_argument("--test-fraction", type=float, default=0.2)
+    data.add_argument("--split", default="random", choices=SPLITS,
+                      help="how to hold out the test rows; last: each user's last item by time "
+                      "is the test (and, with --validation-fraction, the one before it the "
+                      "validation)")  # fmt: skip
+    data.add_argument("--test-fraction", type=float, default=0.2,
+                      help="random split: share of rows held out for the test")  # fmt: skip
     data.add_argument(
         "--n-last", type=int, default=1, help="temporal split: rows held out per user"
     )
@@ -512,11 +710,11 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--sequences", metavar="FILE|DIR", help="space-separated sequences, one "
                       "line per user, items oldest first (instead of --dataset); a SASRec "
                       "folder (train/input.txt, val/...) is split by its own protocol")  # fmt: skip
-    data.add_argument("--user-col", default="user")
-    data.add_argument("--item-col", default="item")
-    data.add_argument("--rating-col")
-    data.add_argument("--time-col")
-    data.add_argument("--weight-col")
+    data.add_argument("--user-col", default="user", help="--train: user id column")
+    data.add_argument("--item-col", default="item", help="--train: item id column")
+    data.add_argument("--rating-col", help="--train: rating column (explicit feedback)")
+    data.add_argument("--time-col", help="--train: timestamp column (temporal split)")
+    data.add_argument("--weight-col", help="--train: interaction weight column")
     data.add_argument(
         "--duplicates",
         default="auto",
@@ -533,7 +731,8 @@ def build_parser() -> argparse.ArgumentParser:
         )
     model = p.add_argument_group("model")
     model.add_argument("--model", default="two-tower", choices=[*sorted(MODELS), "auto"],
-                       help="auto: tune a portfolio within --budget, keep the best")  # fmt: skip
+                       help="model to train (--model NAME --help lists its options); auto: "
+                       "tune a portfolio within --budget, keep the best")  # fmt: skip
     model.add_argument("--budget", default="5m",
                        help="--model auto: wall time, e.g. 600, 10m, 1h (default 5m)")  # fmt: skip
     model.add_argument(
@@ -541,20 +740,26 @@ def build_parser() -> argparse.ArgumentParser:
         default="ndcg@10",
         help="--model auto: validation metric to choose by (default ndcg@10)",
     )
-    model.add_argument("--preset", default="default")
-    model.add_argument("--dim", type=int)
-    model.add_argument("--epochs", type=int)
-    model.add_argument("--batch-size", type=int)
-    model.add_argument("--learning-rate", type=float)
-    model.add_argument("--device", help="auto (default), cpu or cuda")
+    model.add_argument(
+        "--preset", default="default",
+        help="named config: seed (the TFRS tutorial / peer settings), default (tuned), "
+        "FILE.toml, FILE.json, or a saved run folder (re-trains its config exactly)",
+    )  # fmt: skip
+    model.add_argument("--dim", type=int, help="embedding dimension / factors (default: preset)")
+    model.add_argument("--epochs", type=int, help="training epochs (default: preset)")
+    model.add_argument("--batch-size", type=int, help="rows per gradient step (default: preset)")
+    model.add_argument("--learning-rate", type=float, help="optimiser step (default: preset)")
+    model.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: preset)")
     model.add_argument("--regularization", type=float, help="L2 strength (wals, sgd-mf, bpr, ease)")
     model.add_argument("--alpha", type=float, help="wals: confidence = alpha * weight")
     model.add_argument("--set", action="append", metavar="NAME=VALUE",
-                       help="any other hyper-parameter, e.g. --set temperature=0.1")  # fmt: skip
+                       help="any hyper-parameter listed below, e.g. --set temperature=0.1 or "
+                       "--set retrieval.epochs=3 (repeatable)")  # fmt: skip
     model.add_argument(
         "--patience",
         type=int,
-        help="early stopping: epochs without validation gain before stopping",
+        help="early stopping: epochs without validation gain before stopping (needs "
+        "--validation-fraction)",
     )
     model.add_argument(
         "--validation-fraction",
@@ -562,6 +767,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         help="carve this share of train for validation and early stopping",
     )
+    _add_threads(p)
+    p.add_argument_group(
+        f"options of --model {chosen}", model_options_text(chosen, _flag_value(argv, "--preset")
+                                                           or "default")
+    )  # fmt: skip
     p.add_argument("--out", help="run folder to write: a new or empty folder, or an earlier "
                    "run holding nothing else (replaced atomically)")  # fmt: skip
     p.add_argument(
@@ -586,23 +796,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
     _add_tune_parser(sub, data, model)
 
-    p = sub.add_parser("evaluate", help="evaluate a saved run")
-    p.add_argument("run_dir")
+    p = sub.add_parser("evaluate", help="evaluate a saved run", formatter_class=_HelpFormatter)
+    p.add_argument("run_dir", help="run folder written by train --out")
     p.add_argument("--test", help="test file (columns as at training); default: the run's split")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
+    _add_threads(p)
     _add_eval_options(p)
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("recommend", help="recommend items from a saved run")
-    p.add_argument("run_dir")
+    p = sub.add_parser("recommend", help="recommend items from a saved run",
+                       formatter_class=_HelpFormatter)  # fmt: skip
+    p.add_argument("run_dir", help="run folder written by train --out")
     p.add_argument("--user", help="raw user id")
     p.add_argument("--all-users", action="store_true", help="export every user's top k")
-    p.add_argument("--history", help="comma-separated raw item ids of a new user (fold-in)")
-    p.add_argument("-k", type=int, default=10)
+    history = p.add_argument_group(
+        "a new user known by their items (folded in; ids or titles, as the run keys its items)"
+    )
+    history.add_argument("--history", help="comma-separated items, e.g. --history 50,172,181")
+    history.add_argument("--history-item", action="append", metavar="ITEM",
+                         help="one item (repeatable; for titles that contain commas)")  # fmt: skip
+    history.add_argument("--history-file", metavar="FILE",
+                         help="a file with one item per line")  # fmt: skip
+    p.add_argument("-k", type=int, default=10, help="number of items to recommend")
     p.add_argument("--include-seen", action="store_true", help="do not drop the user's seen items")
     p.add_argument("--output", help="CSV file for --all-users (user,rank,item,score)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the answer as JSON records")
+    _add_threads(p)
     p.set_defaults(func=cmd_recommend)
+
+    p = sub.add_parser("presets", help="list the presets of the models, with their values",
+                       formatter_class=_HelpFormatter)  # fmt: skip
+    p.add_argument("model", nargs="?", choices=sorted(MODELS), help="one model (default: all)")
+    p.add_argument("--toml", action="store_true", help="print each preset as a TOML file")
+    p.set_defaults(func=cmd_presets)
 
     p = sub.add_parser("serve", help="serve recommendations over HTTP (needs the serve extra)")
     p.add_argument("run_dir")
@@ -642,6 +868,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_threads(p) -> None:
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="CPU threads for PyTorch, OpenMP and BLAS together (default: the "
+                   "physical cores available)")  # fmt: skip
+
+
 def _add_tune_parser(sub, data_group, model_group) -> None:
     """``recfunnel tune``: the train command's data options, plus the search's own."""
     from recfunnel.models import MODELS
@@ -675,7 +907,17 @@ def _add_tune_parser(sub, data_group, model_group) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        # thread pools are sized when NumPy/PyTorch load: before the parser imports them
+        from recfunnel.threads import set_threads
+
+        threads = _flag_value(argv, "--threads")
+        set_threads(int(threads) if threads and threads.lstrip("-").isdigit() else None)
+    except RecfunnelError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     args.argv = argv  # --nproc relaunches the same command
     try:

@@ -22,16 +22,10 @@ from recfunnel.runs import Run
 
 
 def build_model(kind: str, preset_name: str = "default", **overrides) -> Recommender:
-    """A model from its registry name, a preset and keyword overrides (``None`` = keep)."""
+    """A model from its registry name, a preset (``seed``, ``default`` or FILE.toml) and
+    keyword overrides (``None`` = keep; a bare name sets every field of that name)."""
     cls = model_class(kind)
-    params = preset(kind, preset_name)
-    params.update({k: v for k, v in overrides.items() if v is not None})
-    try:
-        return cls(**params)
-    except TypeError as exc:
-        raise RecfunnelError(
-            f"bad option for model {kind!r}: {exc}", cli=f"bad option for --model {kind}: {exc}"
-        ) from None
+    return cls(preset(kind, preset_name), **overrides)
 
 
 #: prefix of a two-stage model's top-K accuracy (its unseen shortlist ranked first)
@@ -140,12 +134,17 @@ def train(
     metrics["eval_seconds"] = time.perf_counter() - started
     metrics["fit_seconds"] = fit_seconds
     metrics["config"] = model.get_params()
-    if getattr(model, "resolved_", None) is not None:  # e.g. two-tower softmax="auto"
-        metrics["resolved_config"] = model.resolved_
+    resolved = getattr(model, "fit_config_", None)
+    if resolved is not None and resolved != model.config:  # e.g. two-tower softmax="auto"
+        metrics["resolved_config"] = resolved.to_dict()
     metrics.update({f"test_{key}": value for key, value in dropped.items()})
-    history = getattr(model, "history_", None)
-    if history is not None:
-        metrics["history"] = history.epochs
+    log = getattr(model, "training_log_", None)
+    if log is not None:
+        metrics["training_log"] = (
+            {stage: part.epochs for stage, part in log.items()}
+            if isinstance(log, dict)
+            else log.epochs
+        )
     popularity = np.bincount(fit_rows.items, minlength=len(dataset.items)).astype(np.float32)
     run = Run(
         model,

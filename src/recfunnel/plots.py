@@ -48,11 +48,20 @@ def png_bytes(fig, dpi: int = 100) -> bytes:
     return buffer.getvalue()
 
 
+def training_records(metrics: dict) -> list[dict]:
+    """The per-epoch records of a run's metrics (``metrics.json["training_log"]``; runs saved
+    before the rename call it ``history``). A two-stage run logs each stage: its ranker's."""
+    log = metrics.get("training_log", metrics.get("history")) or []
+    if isinstance(log, dict):
+        log = log.get("ranker") or next(iter(log.values()), [])
+    return list(log)
+
+
 def curves_figure(history: Sequence[dict]):
     """Per-epoch training loss (left) and validation metrics (right, when recorded).
 
     ``history``: the trainer's records, ``[{"epoch": 1, "loss": 2.3, "recall@10": 0.1, ...}]``
-    (``metrics.json["history"]`` of a run).
+    (:func:`training_records` of a run's metrics).
     """
     epochs = [r["epoch"] for r in history]
     metrics = sorted({k for r in history for k in r if k not in _NOT_METRICS})

@@ -1,168 +1,224 @@
-"""Named hyper-parameter sets per model.
+"""Named configs per model: presets are config instances (:mod:`recfunnel.config`).
 
-* ``seed`` reproduces the TFRS MovieLens retrieval tutorial exactly: dimension 32, Keras'
+* ``seed`` reproduces the TFRS MovieLens tutorials exactly (two-tower: dimension 32, Keras'
   U(-0.05, 0.05) initialisation, Adagrad (lr 0.1, accumulators from 0.1), batch 8192, 3 epochs,
-  in-batch softmax with sum reduction.
+  in-batch softmax with sum reduction), or a peer library's settings (wals: implicit's ALS).
 * ``default`` is tuned for quality on a validation split carved from the training data of the
-  seeded random 80/20 MovieLens 100k split (``benchmarks/tune_two_tower.py``; the test set is
-  never looked at). See docs/benchmarks.md for how it was chosen.
+  seeded random 80/20 MovieLens 100k split (``benchmarks/tune_*.py``; the test set is never
+  looked at). See docs/benchmarks.md, docs/mf.md and docs/ranking.md for how each was chosen.
+
+``--preset FILE.toml`` (or ``.json``) reads a config written by :func:`config_toml` — every saved
+run stores one (``config.toml``), so any run can be re-trained exactly.
 """
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+from recfunnel.config import (
+    BlendConfig,
+    BPRConfig,
+    Config,
+    EASEConfig,
+    LargeCatalogueConfig,
+    MostPopularConfig,
+    MultitaskConfig,
+    RankingConfig,
+    SequentialConfig,
+    SGDMFConfig,
+    TrainerConfig,
+    TwoStageConfig,
+    TwoTowerConfig,
+    WALSConfig,
+)
 from recfunnel.errors import RecfunnelError
 
-PRESETS: dict[str, dict[str, dict]] = {
-    "two-tower": {
-        "seed": dict(
-            dim=32, softmax="in-batch", reduction="sum", init="uniform", init_scale=0.05,
-            optimizer="adagrad", learning_rate=0.1, batch_size=8192, epochs=3,
-        ),
-        # softmax "auto": the full softmax where it is cheap (MovieLens: the settings tuned
-        # above), else mixed negatives with sparse updates, sized for 20M rows on 2 cores
-        # (benchmarks/bench_scale.py, docs/scale.md)
-        "default": dict(
-            dim=32, softmax="auto", reduction="mean", history=True, item_bias=True,
-            user_l2=0.01, init="normal", init_scale=0.01, optimizer="adam", learning_rate=0.02,
-            batch_size=4096, epochs=5,
-            large=dict(softmax="mixed", negatives=256, sampler="uniform", logq_correction=True,
-                       sparse_updates=True, batch_size=1024, max_examples=8_000_000),
-        ),
-    },
-    "most-popular": {"seed": {}, "default": {}},
+_TFRS_TRAINER = TrainerConfig(optimizer="adagrad", learning_rate=0.1, batch_size=8192, epochs=3)
+
+_TWO_TOWER_SEED = TwoTowerConfig(
+    dim=32, softmax="in-batch", reduction="sum", init="uniform", init_scale=0.05,
+    trainer=_TFRS_TRAINER,
+)  # fmt: skip
+# softmax "auto": the full softmax where it is cheap (MovieLens: the settings tuned above),
+# else mixed negatives with sparse updates, sized for 20M rows on 2 cores
+# (benchmarks/bench_scale.py, docs/scale.md)
+_TWO_TOWER_DEFAULT = TwoTowerConfig(
+    dim=32, softmax="auto", reduction="mean", pool_seen_items=True, item_bias=True, user_l2=0.01,
+    init="normal", init_scale=0.01,
+    large=LargeCatalogueConfig(softmax="mixed", negatives=256, sampler="uniform",
+                               logq_correction=True, sparse_updates=True, batch_size=1024,
+                               max_examples=8_000_000),
+    trainer=TrainerConfig(optimizer="adam", learning_rate=0.02, batch_size=4096, epochs=5),
+)  # fmt: skip
+
+# TFRS basic ranking: ids only, MLP 256-64-1 over [user, item], no biases; "default" is a
+# biased factorization machine over ids + side features + SVD++ implicit feedback, tuned on
+# a validation split carved from u1.base (benchmarks/bench_ranking.py, docs/ranking.md).
+_RANKING_SEED = RankingConfig(
+    dim=32, head="mlp", hidden=(256, 64), features=False, pool_seen_items=False, biases=False,
+    init_scale=0.05, trainer=_TFRS_TRAINER,
+)  # fmt: skip
+_RANKING_DEFAULT = RankingConfig(
+    dim=32, head="dot", features=True, pool_seen_items=True, l2=0.1, init_scale=0.01,
+    autoencoder=500, autoencoder_l2=100.0, autoencoder_epochs=60, autoencoder_weight=0.6,
+    trainer=TrainerConfig(optimizer="adam", learning_rate=0.003, batch_size=1024, epochs=25),
+)  # fmt: skip
+
+PRESETS: dict[str, dict[str, Config]] = {
+    "two-tower": {"seed": _TWO_TOWER_SEED, "default": _TWO_TOWER_DEFAULT},
+    "most-popular": {"seed": MostPopularConfig(), "default": MostPopularConfig()},
     # Matrix factorization (#3). wals "seed" is implicit's ALS at the benchmark's settings;
     # "default" is chosen by benchmarks/tune_mf.py on a validation split (see docs/mf.md).
     "wals": {
-        "seed": dict(dim=32, regularization=0.01, alpha=1.0, epochs=15, solver="cg"),
-        "default": dict(dim=32, regularization=30.0, alpha=4.0, epochs=15, solver="cg"),
+        "seed": WALSConfig(dim=32, regularization=0.01, alpha=1.0, solver="cg"),
+        "default": WALSConfig(dim=32, regularization=30.0, alpha=4.0, solver="cg"),
     },
     # EASE (#12): lambda chosen on validation splits carved from the training data of several
     # datasets (benchmarks/bench_quality.py, docs/quality.md); "seed" is Steck's ML-20M value.
     "ease": {
-        "seed": dict(regularization=500.0),
-        "default": dict(regularization=300.0),
+        "seed": EASEConfig(regularization=500.0),
+        "default": EASEConfig(regularization=300.0),
     },
     "sgd-mf": {
-        "seed": dict(dim=32, regularization=0.02, optimizer="sgd", learning_rate=0.005,
-                     batch_size=1, epochs=20),
-        "default": dict(dim=32, regularization=0.1, optimizer="adam", learning_rate=0.01,
-                        batch_size=1024, epochs=20),
+        "seed": SGDMFConfig(dim=32, regularization=0.02, trainer=TrainerConfig(
+            optimizer="sgd", learning_rate=0.005, batch_size=1, epochs=20, device="cpu")),
+        "default": SGDMFConfig(dim=32, regularization=0.1, trainer=TrainerConfig(
+            optimizer="adam", learning_rate=0.01, batch_size=1024, epochs=20, device="cpu")),
     },
     # bpr "seed" is Rendle's BPR (one uniform negative per positive); "default" (#12) samples 8
     # uniform negatives and regularizes 100x more: on validation splits of ML-100k and synthetic
     # data it was the only setting above most-popular (docs/quality.md).
     "bpr": {
-        "seed": dict(dim=32, regularization=0.0001, negatives=1, learning_rate=0.01,
-                     batch_size=1024, epochs=30),
-        "default": dict(dim=32, regularization=0.01, negatives=8, sampling="uniform",
-                        learning_rate=0.01, batch_size=1024, epochs=20),
+        "seed": BPRConfig(dim=32, regularization=0.0001, negatives=1, trainer=TrainerConfig(
+            optimizer="adam", learning_rate=0.01, batch_size=1024, epochs=30, device="cpu")),
+        "default": BPRConfig(dim=32, regularization=0.01, negatives=8, sampling="uniform",
+                             trainer=TrainerConfig(optimizer="adam", learning_rate=0.01,
+                                                   batch_size=1024, epochs=20, device="cpu")),
     },
-    # TFRS basic ranking: ids only, MLP 256-64-1 over [user, item], no biases; "default" is a
-    # biased factorization machine over ids + side features + SVD++ implicit feedback, tuned on
-    # a validation split carved from u1.base (benchmarks/bench_ranking.py, docs/ranking.md).
-    "ranking": {
-        "seed": dict(
-            dim=32, head="mlp", hidden=[256, 64], features=False, history=False, biases=False,
-            init_scale=0.05, optimizer="adagrad", learning_rate=0.1, batch_size=8192, epochs=3,
-        ),
-        "default": dict(
-            dim=32, head="dot", features=True, history=True, l2=0.1, init_scale=0.01,
-            optimizer="adam", learning_rate=0.003, batch_size=1024, epochs=25,
-            autoencoder=500, autoencoder_l2=100.0, autoencoder_epochs=60, autoencoder_weight=0.6,
-        ),
-    },
+    "ranking": {"seed": _RANKING_SEED, "default": _RANKING_DEFAULT},
     # TFRS multitask tutorial: dim 32, rating MLP 256-128-1, Adagrad 0.1, batch 8192, 3 epochs.
-    "multitask": {
-        "seed": dict(rating_weight=1.0, retrieval_weight=1.0),
-        "default": dict(rating_weight=1.0, retrieval_weight=1.0),
+    "multitask": {"seed": MultitaskConfig(), "default": MultitaskConfig()},
+    # Two-stage: the two-tower preset of the same name shortlists 100 items; the ranker is the
+    # ranking model trained listwise, each positive against 10 negatives drawn from the user's
+    # own retrieval shortlist. The default ranker and ``blend`` were chosen on a validation
+    # split carved from the training part of the seeded 80/20 split
+    # (benchmarks/tune_two_stage.py, docs/ranking.md): ids and SVD++ history without side
+    # features, 3 epochs, blend 0.6.
+    "two-stage": {
+        "seed": TwoStageConfig(
+            retrieval=_TWO_TOWER_SEED, candidates=100, blend=0.5,
+            ranker=_RANKING_SEED.override(objective="listwise", negatives=10),
+        ),
+        "default": TwoStageConfig(
+            retrieval=_TWO_TOWER_DEFAULT, candidates=100, blend=0.6,
+            ranker=_RANKING_DEFAULT.override(
+                objective="listwise", negatives=10, l2=0.0, learning_rate=0.005, epochs=3,
+                features=False, autoencoder=0,
+            ),
+        ),
     },
-}  # fmt: skip
-
-# Two-stage: the two-tower preset of the same name shortlists 100 items; the ranker is the
-# ranking model trained listwise, each positive against 10 negatives drawn from the user's own
-# retrieval shortlist. The default ranker and ``blend`` were chosen on a validation split carved
-# from the training part of the seeded 80/20 split (benchmarks/tune_two_stage.py,
-# docs/ranking.md): ids and SVD++ history without side features, 3 epochs, blend 0.6.
-PRESETS["two-stage"] = {
-    "seed": dict(
-        retrieval=PRESETS["two-tower"]["seed"], candidates=100, blend=0.5,
-        ranker=dict(PRESETS["ranking"]["seed"], objective="listwise", negatives=10),
-    ),
-    "default": dict(
-        retrieval=PRESETS["two-tower"]["default"], candidates=100, blend=0.6,
-        ranker=dict(PRESETS["ranking"]["default"], objective="listwise", negatives=10, l2=0.0,
-                    learning_rate=0.005, epochs=3, features=False, autoencoder=0),
-    ),
+    # SASRec's layout at the defaults of docs/sequential.md (the model's own defaults)
+    "sequential": {"seed": SequentialConfig(), "default": SequentialConfig()},
+    # --model auto's ensemble; trained directly it needs its members (see models/blend.py)
+    "blend": {"seed": BlendConfig(), "default": BlendConfig()},
 }  # fmt: skip
 
 
-def preset(model: str, name: str) -> dict:
-    """Hyper-parameters of preset ``name`` for ``model``; a name ending in ``.toml`` is a preset
-    file (see :func:`read_preset_file`)."""
-    if str(name).endswith(".toml"):
-        kind, params = read_preset_file(name)
-        if kind is not None and kind != model:
-            raise RecfunnelError(f"preset file {name} is for --model {kind}, not {model}")
-        return params
-    if model not in PRESETS:
-        return {}
+def preset(model: str, name: str = "default") -> Config:
+    """The config of preset ``name`` (``seed``, ``default`` or a TOML/JSON file) for ``model``."""
+    from recfunnel.models import model_class
+
+    model_class(model)  # an unknown model is named first
+    if name.endswith((".toml", ".json")) or "/" in name or Path(name).is_dir():
+        path = Path(name)
+        if path.is_dir():  # a saved run folder: its config.json
+            path = path / "config.json"
+        return read_config(path, model)
     try:
-        return dict(PRESETS[model][name])
+        return PRESETS[model][name]
     except KeyError:
+        choices = ", ".join(PRESETS.get(model, {"default": None}))
         raise RecfunnelError(
-            f"unknown preset {name!r} for {model}; use one of {', '.join(PRESETS[model])}"
+            f"unknown preset {name!r} for {model}; use one of {choices}, or FILE.toml"
         ) from None
 
 
-# --------------------------------------------------------------------------- preset files
-def read_preset_file(path) -> tuple[str | None, dict]:
-    """``(model, hyper-parameters)`` of a TOML preset file: top-level ``model = "NAME"``
-    (optional) and the hyper-parameters as keys, nested configs as tables."""
-    from pathlib import Path
+def read_config(path: Path, model: str) -> Config:
+    """A model's config from a TOML or JSON file: a table of options, or a saved run's config
+    file (``model = "..."`` and its options under ``[params]``)."""
+    from recfunnel.models import model_class
 
     try:
-        import tomllib
-    except ImportError:  # Python 3.10
-        raise RecfunnelError("preset files need Python 3.11 or later (tomllib)") from None
-
-    path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise RecfunnelError(f"preset file {path} does not exist; check the path") from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise RecfunnelError(
+            f"preset file {path} does not exist; give a .toml or .json file"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
         raise RecfunnelError(f"cannot read preset file {path}: {exc}") from None
-    kind = data.pop("model", None)
-    data.pop("comment", None)
-    return kind, data
+    try:
+        if path.suffix == ".json":
+            data = json.loads(text)
+        else:
+            import tomllib
+
+            data = tomllib.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise RecfunnelError(
+            f"preset file {path} is not valid {path.suffix[1:].upper()}: {exc}"
+        ) from None
+    if not isinstance(data, dict):
+        raise RecfunnelError(f"preset file {path} must hold a table of options")
+    saved = data.get("model")
+    if saved is not None and saved != model:
+        raise RecfunnelError(
+            f"preset file {path} configures --model {saved}, not {model}; pass --model {saved}"
+        )
+    if "params" in data:
+        data = data["params"]
+    else:  # options at the top level beside model = "..." (and a comment)
+        data = {k: v for k, v in data.items() if k not in ("model", "comment")}
+    return model_class(model).config_class.from_dict(data)
+
+
+def config_toml(config: Config, *, model: str | None = None, comment: str = "") -> str:
+    """``config`` as TOML text (read back by :func:`read_config`), after ``comment`` lines."""
+    lines: list[str] = [f"# {line}" for line in comment.splitlines()]
+    if model is not None:
+        lines.append(f"model = {_toml_value(model)}")
+        lines.append("")
+    _write_table(lines, config.to_dict(), "params" if model is not None else "")
+    return "\n".join(lines).strip() + "\n"
+
+
+def _write_table(lines: list[str], table: dict, name: str) -> None:
+    scalars = {k: v for k, v in table.items() if not isinstance(v, dict)}
+    tables = {k: v for k, v in table.items() if isinstance(v, dict)}
+    if name and (scalars or not tables):
+        lines.append(f"[{name}]")
+    for key, value in scalars.items():
+        if value is None:
+            lines.append(f"# {key} = none (the default)")
+        else:
+            lines.append(f"{key} = {_toml_value(value)}")
+    if scalars or name:
+        lines.append("")
+    for key, value in tables.items():
+        _write_table(lines, value, f"{name}.{key}" if name else key)
 
 
 def _toml_value(value) -> str:
-    import json
-
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, int | float | str):
-        return json.dumps(value)
-    if isinstance(value, list | tuple):
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+    if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise RecfunnelError(f"cannot write {type(value).__name__} to a preset file")
-
-
-def preset_toml(model: str, params: dict, comment: str = "") -> str:
-    """A preset file's text: ``model``, then scalars, then one table per nested config."""
-    lines = [f"# {line}" for line in comment.splitlines()]
-    lines.append(f"model = {_toml_value(model)}")
-
-    def emit(prefix: str, table: dict) -> None:
-        nested = {k: v for k, v in table.items() if isinstance(v, dict)}
-        for key, value in table.items():
-            if value is not None and key not in nested:
-                lines.append(f"{key} = {_toml_value(value)}")
-        for key, value in nested.items():
-            lines.append("")
-            lines.append(f"[{prefix}{key}]")
-            emit(f"{prefix}{key}.", value)
-
-    emit("", params)
-    return "\n".join(lines) + "\n"
+    if isinstance(value, dict):  # an inline table (a blend's members); none values left out
+        pairs = [f"{json.dumps(str(k))} = {_toml_value(v)}" for k, v in value.items()
+                 if v is not None]  # fmt: skip
+        return "{" + ", ".join(pairs) + "}"
+    raise TypeError(f"cannot write {type(value).__name__} as TOML")

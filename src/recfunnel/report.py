@@ -187,9 +187,9 @@ def _metrics_section(run: Run, ctx: _Context) -> str:
 
 
 def _curves_section(run: Run) -> str:
-    from recfunnel.plots import curves_figure, matplotlib_missing, png_bytes
+    from recfunnel.plots import curves_figure, matplotlib_missing, png_bytes, training_records
 
-    history = run.metrics.get("history") or []
+    history = training_records(run.metrics)
     body = ""
     if not history:
         body = _note("This model keeps no per-epoch history (closed form or counts): no curves.")

@@ -49,7 +49,11 @@ from recfunnel.errors import ArtifactError, RecfunnelError, UnknownIdError
 from recfunnel.models import Recommender, model_class
 
 FORMAT = "recfunnel-run"
-SCHEMA_VERSION = 1
+#: 2: ``params`` is the model's typed config, nested (``trainer``, a two-stage's parts); runs of
+#: version 1 (flat hyper-parameters) still load: :meth:`~recfunnel.config.Config.from_dict` routes
+#: a flat name to its field, as ``--set`` does
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 FILES = ("config.json", "vocab.json", "model.safetensors", "metrics.json")
 
 
@@ -125,9 +129,18 @@ class Run:
         unknown = [r for r, i in zip(raw_items, indices, strict=False) if i == self.items.oov_index]
         if unknown:
             raise UnknownIdError(
-                f"unknown item {unknown[0]!r} in {what}; use ids from the catalogue"
+                f"unknown item {unknown[0]!r} in {what}; this run's items are keyed by "
+                f"{self.item_key_kind}, e.g. {self.items.ids[0]!r}"
             )
         return indices
+
+    @property
+    def item_key_kind(self) -> str:
+        """``"title"`` when the run's item ids are titles (MovieLens' default), else ``"id"``."""
+        data = self.config.get("data", {}) if isinstance(self.config, dict) else {}
+        if data.get("dataset") and data.get("item_key", "title") == "title":
+            return "title"
+        return "id"
 
     def _finish(self, user, ids, scores, k, cold_start=False) -> Recommendations:
         seen_titles: set[str] = set()
@@ -316,9 +329,9 @@ class Run:
             save_file({k: v.contiguous() for k, v in tensors.items()}, tmp / "model.safetensors")
             follow_umask(tmp / "model.safetensors")  # safetensors writes 0600
             write_json(tmp / "metrics.json", self.metrics)
-            from recfunnel.plots import save_curves  # a chart of the history, in the manifest
+            from recfunnel.plots import save_curves, training_records  # a chart, in the manifest
 
-            save_curves(self.metrics.get("history"), tmp / "curves.png")
+            save_curves(training_records(self.metrics), tmp / "curves.png")
             write_manifest(tmp)
         return path
 
@@ -425,7 +438,7 @@ def _check_schema(folder: Path, config, vocab, metrics) -> None:
 
     if not isinstance(config, dict):
         raise bad("config.json is not a JSON object")
-    if config.get("format") != FORMAT or config.get("schema_version") != SCHEMA_VERSION:
+    if config.get("format") != FORMAT or config.get("schema_version") not in READABLE_VERSIONS:
         fmt, version = config.get("format"), config.get("schema_version")
         raise _broken(
             folder,

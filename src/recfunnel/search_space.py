@@ -1,7 +1,8 @@
 """Search-space declarations for ``recfunnel tune`` (kept free of Optuna so models can import it).
 
 Each model class declares ``search_space: dict[str, Float | Int | Choice]`` beside its
-hyper-parameters; a dotted name (``ranker.learning_rate``) reaches into a nested config.
+hyper-parameters; a name is a config option, dotted (``ranker.learning_rate``) or bare
+(``epochs``: every field of that name, as ``--set`` reads it).
 """
 
 from __future__ import annotations
@@ -53,14 +54,3 @@ class Choice:
 
 
 Param = Float | Int | Choice
-
-
-def set_dotted(params: dict, name: str, value) -> dict:
-    """``params`` with ``name`` (``a.b``) set to ``value``; nested dicts are copied, not shared."""
-    head, _, rest = name.partition(".")
-    out = dict(params)
-    if rest:
-        out[head] = set_dotted(dict(out.get(head) or {}), rest, value)
-    else:
-        out[head] = value
-    return out

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import copy
+import dataclasses
 import inspect
 import json
 import math
@@ -26,11 +27,10 @@ import torch
 from torch import nn
 
 from recfunnel import checkpoints, distributed
+from recfunnel.config import OPTIMIZERS, TrainerConfig
 from recfunnel.data.interactions import Interactions
 from recfunnel.errors import RecfunnelError, TrainingError
 from recfunnel.progress import make_progress
-
-OPTIMIZERS = ("adagrad", "adam", "adamw", "sgd")
 
 #: callables run with each epoch's record (``recfunnel tune`` reports and prunes through them)
 _EPOCH_HOOKS: contextvars.ContextVar[tuple] = contextvars.ContextVar("epoch_hooks", default=())
@@ -143,55 +143,8 @@ def to_tensors(
 
 
 @dataclass
-class TrainerConfig:
-    """How to train.
-
-    Attributes:
-        epochs: passes over the data (iterations for closed-form models).
-        batch_size: rows per gradient step.
-        optimizer: ``adagrad``, ``adam``, ``adamw`` or ``sgd``.
-        learning_rate, weight_decay: optimiser settings.
-        device: ``auto``, ``cpu`` or ``cuda``.
-        seed: seeds shuffling (and, through the model, initialisation).
-        patience: stop after this many epochs without improving the monitored validation
-            metric and restore the best epoch's weights; ``None`` trains every epoch.
-        monitor: validation metric to maximise (or minimise, see ``minimize``).
-        max_examples: stop once this many rows were trained on (mid-epoch if need be).
-        progress: report progress on stderr: ``True`` (a bar on a terminal, else a line every
-            10 s), ``False``, or a mode of :class:`~recfunnel.progress.Progress`.
-    """
-
-    epochs: int = 3
-    batch_size: int = 8192
-    optimizer: str = "adagrad"
-    learning_rate: float = 0.1
-    weight_decay: float = 0.0
-    device: str = "auto"
-    seed: int = 0
-    patience: int | None = None
-    monitor: str = "recall@10"
-    minimize: bool = False
-    progress: bool | str = False
-    max_examples: int | None = None
-
-    @classmethod
-    def from_params(cls, params: dict, **overrides) -> TrainerConfig:
-        """The trainer settings found among a model's hyper-parameters (same names)."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{**{k: v for k, v in params.items() if k in names}, **overrides})
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise RecfunnelError(f"epochs must be at least 1, not {self.epochs}")
-        if self.batch_size < 1:
-            raise RecfunnelError(f"batch size must be at least 1, not {self.batch_size}")
-        if not self.learning_rate > 0:
-            raise RecfunnelError(f"learning rate must be positive, not {self.learning_rate}")
-
-
-@dataclass
-class History:
-    """Per-epoch records: ``loss``, ``seconds`` and any validation metrics."""
+class TrainingLog:
+    """What a fit did: per-epoch records: ``loss``, ``seconds`` and any validation metrics."""
 
     epochs: list[dict] = field(default_factory=list)
     best_epoch: int | None = None
@@ -201,8 +154,13 @@ class History:
 class Trainer:
     """Trains any recfunnel network (see the module docstring)."""
 
-    def __init__(self, config: TrainerConfig | None = None, **overrides) -> None:
-        self.config = config or TrainerConfig(**overrides)
+    def __init__(
+        self, config: TrainerConfig | None = None, *, progress: bool | str = False, **overrides
+    ) -> None:
+        self.config = TrainerConfig.create(config, **overrides)
+        if self.config.monitor == "auto":  # a model resolves it; alone, rank by recall@10
+            self.config = dataclasses.replace(self.config, monitor="recall@10")
+        self.progress = progress
 
     def fit(
         self,
@@ -210,9 +168,9 @@ class Trainer:
         data: Interactions | dict[str, torch.Tensor],
         *,
         validate: Callable[[], dict[str, float]] | None = None,
-    ) -> History:
+    ) -> TrainingLog:
         cfg = self.config
-        history = History()
+        log = TrainingLog()
         closed_form = not hasattr(model, "compute_loss")
         device = resolve_device(cfg.device)
         generator = torch.Generator().manual_seed(cfg.seed)
@@ -236,17 +194,17 @@ class Trainer:
             best_state = checkpointer.restore(resumed, model=model, optimizer=optimizer,
                                               generator=generator)  # fmt: skip
             state = resumed["trainer"]
-            history.epochs = state["epochs"]
-            history.best_epoch = state["best_epoch"]
-            history.stopped_early = state["stopped_early"]
+            log.epochs = state["epochs"]
+            log.best_epoch = state["best_epoch"]
+            log.stopped_early = state["stopped_early"]
             best_value, bad_epochs = state["best_value"], state["bad_epochs"]
-            first_epoch = len(history.epochs) if not history.stopped_early else cfg.epochs
+            first_epoch = len(log.epochs) if not log.stopped_early else cfg.epochs
         # a closed-form model may count rows solved per iteration (``progress_total``)
         per_epoch = getattr(model, "progress_total", 0) if closed_form else 0
-        progress = make_progress(cfg.progress, desc="train",
+        progress = make_progress(self.progress, desc="train",
                                  unit="iterations" if closed_form and not per_epoch
                                  else "rows")  # fmt: skip
-        self._seen = sum(e.get("rows", rows) for e in history.epochs)
+        self._seen = sum(e.get("rows", rows) for e in log.epochs)
         for epoch in range(first_epoch, cfg.epochs):
             if cfg.max_examples is not None and self._seen >= cfg.max_examples:
                 break
@@ -271,7 +229,7 @@ class Trainer:
                 if not closed_form:
                     model.eval()
                 record.update(validate())
-            history.epochs.append(record)
+            log.epochs.append(record)
             shown = {"loss": loss}
             if cfg.monitor in record:
                 shown[cfg.monitor] = record[cfg.monitor]
@@ -291,31 +249,31 @@ class Trainer:
                 )
                 if better:
                     best_value, bad_epochs = value, 0
-                    history.best_epoch = epoch + 1
+                    log.best_epoch = epoch + 1
                     best_state = copy.deepcopy(model.state_dict())
                 else:
                     bad_epochs += 1
                     if bad_epochs >= cfg.patience:
-                        history.stopped_early = True
-            if checkpointer and checkpointer.due(epoch + 1, history.stopped_early or
+                        log.stopped_early = True
+            if checkpointer and checkpointer.due(epoch + 1, log.stopped_early or
                                                  epoch + 1 == cfg.epochs):  # fmt: skip
                 checkpointer.save(
                     epoch + 1, model=model, optimizer=optimizer, generator=generator,
                     fingerprint=fingerprint, best_state=best_state,
                     trainer_state={
-                        "epochs": history.epochs, "best_epoch": history.best_epoch,
-                        "stopped_early": history.stopped_early, "best_value": best_value,
+                        "epochs": log.epochs, "best_epoch": log.best_epoch,
+                        "stopped_early": log.stopped_early, "best_value": best_value,
                         "bad_epochs": bad_epochs,
                     },
                 )  # fmt: skip
-            if history.stopped_early:
+            if log.stopped_early:
                 break
         progress.close()
         if best_state is not None:
             model.load_state_dict(best_state)
         if not closed_form:
             model.eval()
-        return history
+        return log
 
     def _epoch(self, model, tensors, n, optimizer, generator, device, progress) -> float:
         model.train()

@@ -29,13 +29,13 @@ from pathlib import Path
 
 import numpy as np
 
+from recfunnel.config import Config
 from recfunnel.data.interactions import Interactions
 from recfunnel.data.splits import random_split, temporal_split
 from recfunnel.errors import RecfunnelError, TrainingError
 from recfunnel.metrics import evaluate_scores
 from recfunnel.models import Recommender, model_class
-from recfunnel.presets import preset, preset_toml
-from recfunnel.search_space import set_dotted
+from recfunnel.presets import config_toml, preset
 from recfunnel.training import epoch_hook
 
 RANKING_METRICS = ("recall", "precision", "ndcg", "map", "hit_rate")
@@ -149,11 +149,22 @@ def _fit(model: Recommender, fit: Interactions, validation, dataset, progress=Fa
     return model.fit(fit, validation=validation, progress=progress, **extra)
 
 
-def _build(kind: str, params: dict) -> Recommender:
-    try:
-        return model_class(kind)(**params)
-    except TypeError as exc:
-        raise RecfunnelError(f"bad option for --model {kind}: {exc}") from None
+def _build(kind: str, params: Config | dict) -> Recommender:
+    return model_class(kind)(params)
+
+
+def apply_fixed(config: Config, fixed: dict | None) -> Config:
+    """``config`` with the ``fixed`` options set: text values (``--set``) are parsed by each
+    field's type, others set as they are; an option the config lacks is refused (one line)."""
+    text = {k: v for k, v in (fixed or {}).items() if isinstance(v, str)}
+    values = {k: v for k, v in (fixed or {}).items() if not isinstance(v, str)}
+    return config.with_strings(text).override(**values)
+
+
+def _is_fixed(name: str, config: Config, fixed: dict | None) -> bool:
+    """Whether searched option ``name`` is one the caller fixed (by the same or a bare name)."""
+    paths = {path for path, _ in config.targets(name)}
+    return any(paths & {path for path, _ in config.targets(f)} for f in fixed or {})
 
 
 def tune(
@@ -181,8 +192,9 @@ def tune(
         budget: wall-time seconds for new trials; ``trials``: total trials in the study (a
             resumed study counts its earlier ones). At least one of them.
         metric: validation metric (:class:`Metric`).
-        base: hyper-parameters the trials start from (default: the ``default`` preset).
-        fixed: hyper-parameters that are not searched (e.g. ``device``), over ``base``.
+        base: the config the trials start from (default: the ``default`` preset).
+        fixed: options that are not searched (e.g. ``device``), set over ``base`` (text is
+            parsed by the field's type, as ``--set`` does).
         log: callable taking one line of progress, or ``None``.
     """
     optuna = _optuna()
@@ -192,10 +204,10 @@ def tune(
         raise RecfunnelError(f"--trials must be at least 1, not {trials}")
     target = Metric.parse(metric)
     space = _search_space(kind)
-    base = dict(preset(kind, "default") if base is None else base)
-    for name, value in (fixed or {}).items():
-        base = set_dotted(base, name, value)
-    space = {name: spec for name, spec in space.items() if name not in (fixed or {})}
+    config_class = model_class(kind).config_class
+    base = config_class.create(preset(kind, "default") if base is None else base)
+    base = apply_fixed(base, fixed)
+    space = {name: spec for name, spec in space.items() if not _is_fixed(name, base, fixed)}
     started = time.perf_counter()
 
     storage = None
@@ -213,17 +225,15 @@ def tune(
     )
     done = [t for t in study.trials if t.state.is_finished()]
     if not done and space:  # the preset itself first: tuning never reports worse on validation
-        defaults = {**_constructor_defaults(kind), **base}
-        first = {name: _get_dotted(defaults, name) for name in space}
+        first = {name: _value(base, name) for name in space}
         study.enqueue_trial({n: v for n, v in first.items() if space[n].contains(v)})
 
     keep = {"value": None, "number": None, "model": None}
 
     def objective(trial) -> float:
-        params = dict(base)
-        for name, spec in space.items():
-            params = set_dotted(params, name, spec.suggest(trial, name))
-        model = _build(kind, params)
+        config = base.override(**{name: spec.suggest(trial, name) for name, spec in space.items()})
+        params = config.to_dict()
+        model = _build(kind, config)
         epoch_key = target.epoch_key()
 
         def report(record: dict) -> None:
@@ -244,7 +254,8 @@ def tune(
                                      else value > keep["value"]):  # fmt: skip
             keep.update(value=value, number=trial.number, model=model)
         if log is not None:
-            log(f"trial {trial.number}: {target.key} {value:.4f} {_short(params, space)}")
+            chosen = {name: _value(config, name) for name in space}
+            log(f"trial {trial.number}: {target.key} {value:.4f} {_short(chosen, space)}")
         return value
 
     remaining = None if trials is None else max(0, trials - len(done))
@@ -262,7 +273,8 @@ def tune(
             f"no {kind} trial finished within the budget; give a larger --budget or --trials"
         )
     best = study.best_trial
-    best_params = best.user_attrs.get("params") or base
+    best_params = config_class.from_dict(best.user_attrs.get("params") or base.to_dict())
+    best_params = best_params.to_dict()  # a study saved by an older version reads as well
     result = TuneResult(
         kind=kind,
         metric=target.key,
@@ -277,30 +289,21 @@ def tune(
     return result
 
 
-def _constructor_defaults(kind: str) -> dict:
-    """The keyword defaults of ``kind``'s constructor (what a preset leaves out)."""
-    import inspect
-
-    return {
-        name: p.default
-        for name, p in inspect.signature(model_class(kind).__init__).parameters.items()
-        if p.default is not inspect.Parameter.empty
-    }
-
-
-def _get_dotted(params: dict, name: str):
-    value = params
-    for part in name.split("."):
-        if not isinstance(value, dict) or part not in value:
-            return None
-        value = value[part]
+def _value(config: Config, name: str):
+    """The value of option ``name`` (dotted or bare: the first field it sets) in ``config``."""
+    targets = config.targets(name)
+    if not targets:
+        return None
+    value = config
+    for part in targets[0][0].split("."):
+        value = getattr(value, part)
     return value
 
 
 def _short(params: dict, space: dict) -> str:
     shown = []
     for name in space:
-        value = _get_dotted(params, name)
+        value = params.get(name)
         shown.append(f"{name}={value:.4g}" if isinstance(value, float) else f"{name}={value}")
     return " ".join(shown)
 
@@ -332,7 +335,8 @@ def _write_outputs(out: Path, result: TuneResult, study) -> None:
         f"validation {result.metric} = {result.best_value:.4f}\n"
         f"train it: recfunnel train --model {result.kind} --preset {out / 'best.toml'}"
     )
-    _write_atomic(out / "best.toml", preset_toml(result.kind, result.best_params, comment))
+    config = model_class(result.kind).config_class.from_dict(result.best_params)
+    _write_atomic(out / "best.toml", config_toml(config, model=result.kind, comment=comment))
     columns: list[str] = []
     for row in result.trials:
         columns += [c for c in row if c not in columns]
@@ -406,6 +410,11 @@ def auto(
     all the training data."""
     target = Metric.parse(metric)
     names = portfolio(fit.num_items, candidates)
+    for name in fixed or {}:
+        if not any(_accepts(kind, name) for kind in names):
+            raise RecfunnelError(
+                f"--set {name}: no model of the portfolio ({', '.join(names)}) has that option"
+            )
     fitted: dict[str, Recommender | None] = {}
     started = time.perf_counter()
     shares = {name: PORTFOLIO.get(name, 0.2) for name in names}
@@ -486,10 +495,8 @@ def _try_blend(scored, fitted, fit, validation, target, dataset, log) -> dict | 
 
 
 def _accepts(kind: str, name: str) -> bool:
-    import inspect
-
-    head = name.split(".")[0]
-    return head in inspect.signature(model_class(kind).__init__).parameters
+    """Whether ``kind``'s config has option ``name`` (``--set`` reaches the models that do)."""
+    return bool(model_class(kind).config_class().targets(name.replace("-", "_")))
 
 
 def leaderboard_text(board: list[dict], metric: str) -> str:

@@ -40,9 +40,9 @@ def build(name):
             rows(),
         )
     model = TwoTower(dim=6, seed=1, init="normal", init_scale=0.1, **TWO_TOWER[name])
-    params = model.resolve(len(DATA), DATA.num_items)
+    config = model.resolve(len(DATA), DATA.num_items)
     model._remember(DATA)
-    net = model._build(DATA.num_users, DATA.num_items, DATA.item_counts(), params)
+    net = model._network(DATA.num_users, DATA.num_items, DATA.item_counts(), config)
     return net, tensors, rows()
 
 

@@ -17,6 +17,6 @@ for name in WALS_CASES:
     model = wals_fit(name)
     for key, value in model._learned_tensors().items():
         out[f"{name}/{key}"] = value.contiguous()
-    out[f"{name}/loss"] = torch.tensor([e["loss"] for e in model.history_.epochs])
+    out[f"{name}/loss"] = torch.tensor([e["loss"] for e in model.training_log_.epochs])
 save_file(out, f"{sys.argv[1]}.rank{distributed.rank()}")
 distributed.shutdown()

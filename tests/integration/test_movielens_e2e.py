@@ -20,7 +20,7 @@ def test_tutorial_pipeline_end_to_end(seed_run, capsys):
     metrics = json.loads(capsys.readouterr().out)
     top100 = metrics["factorized_top_k/top_100_categorical_accuracy"]
     assert 0.0 < top100 <= 1.0
-    assert metrics["config"]["batch_size"] == 8192
+    assert metrics["config"]["trainer"]["batch_size"] == 8192
     assert main(["recommend", str(out), "--user", "9", "-k", "3", "--json"]) == 0
     recs = json.loads(capsys.readouterr().out)
     titles = [r["title"] for r in recs]

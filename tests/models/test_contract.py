@@ -94,3 +94,22 @@ def test_state_round_trip_gives_identical_scores(fitted):
     clone = type(model).from_state(model.get_params(), model.state_tensors())
     users = np.arange(model.num_users)
     torch.testing.assert_close(clone.score(users), model.score(users), rtol=0, atol=0)
+
+
+def test_every_model_round_trips_through_a_run_folder_on_disk(fitted, tmp_path):
+    from recfunnel.data import Vocabulary
+    from recfunnel.runs import Run
+
+    model, _ = fitted
+    users = Vocabulary([f"u{i}" for i in range(model.num_users)], name="user")
+    items = Vocabulary([f"i{i}" for i in range(model.num_items)], name="item")
+    Run(model, users, items, config={"data": {}}, metrics={}).save(tmp_path / "run")
+    loaded = Run.load(tmp_path / "run")
+    assert type(loaded.model) is type(model)
+    assert loaded.model.config == model.config
+    everyone = np.arange(model.num_users)
+    torch.testing.assert_close(loaded.model.score(everyone), model.score(everyone), rtol=0, atol=0)
+    ids, scores = loaded.model.recommend(everyone, 5)
+    expected_ids, expected_scores = model.recommend(everyone, 5)
+    np.testing.assert_array_equal(ids, expected_ids)
+    np.testing.assert_array_equal(scores, expected_scores)

@@ -75,15 +75,15 @@ def test_fused_and_torch_cg_fits_agree(monkeypatch, feedback):
     # float32 sums in another order: CG steps amplify the rounding a little
     np.testing.assert_allclose(fused.user_factors_, plain.user_factors_, atol=2e-3)
     np.testing.assert_allclose(fused.item_factors_, plain.item_factors_, atol=2e-3)
-    assert fused.history_.epochs[-1]["loss"] == pytest.approx(
-        plain.history_.epochs[-1]["loss"], rel=1e-4
+    assert fused.training_log_.epochs[-1]["loss"] == pytest.approx(
+        plain.training_log_.epochs[-1]["loss"], rel=1e-4
     )
 
 
 def test_cholesky_wals_never_increases_the_loss():
     data = checkerboard(20, 20, seed=2)
     model = WALS(dim=4, epochs=6, solver="cholesky", alpha=3.0, regularization=0.1).fit(data)
-    losses = [e["loss"] for e in model.history_.epochs]
+    losses = [e["loss"] for e in model.training_log_.epochs]
     assert all(b <= a + 1e-5 for a, b in zip(losses, losses[1:], strict=False))
 
 

@@ -11,7 +11,9 @@ from recfunnel.errors import RecfunnelError
 from recfunnel.models import RankingModel, TwoStage
 from recfunnel.models.ranking import CrossLayer, listwise_softmax_loss
 
-FAST = dict(dim=4, epochs=30, batch_size=32, learning_rate=0.05, history=False, init_scale=0.1)
+FAST = dict(
+    dim=4, epochs=30, batch_size=32, learning_rate=0.05, pool_seen_items=False, init_scale=0.1
+)
 
 
 def gender_genre_dataset():
@@ -244,9 +246,9 @@ def test_ranking_model_blends_the_autoencoder_and_saves_it(tmp_path):
     model = RankingModel(**params).fit(train)
     users, items = torch.as_tensor(test.users), torch.as_tensor(test.items)
     mixed = model.predict(test.users, test.items)
-    model.autoencoder_weight = 0.0
+    model.config = model.config.override(autoencoder_weight=0.0)
     alone = model.predict(test.users, test.items)
-    model.autoencoder_weight = 1.0
+    model.config = model.config.override(autoencoder_weight=1.0)
     auto = model.predict(test.users, test.items)
     expected = np.clip(model.autoencoder_.predict(users, items).numpy(), 1.0, 5.0)
     np.testing.assert_allclose(auto, expected, rtol=1e-5)
@@ -258,9 +260,9 @@ def test_ranking_model_blends_the_autoencoder_and_saves_it(tmp_path):
         model.score([0])[0], model.autoencoder_.score(users[:1] * 0, torch.arange(6))[0]
     )
     oov_blended = model.score([20])
-    model.autoencoder_weight = 0.0
+    model.config = model.config.override(autoencoder_weight=0.0)
     torch.testing.assert_close(oov_blended, model.score([20]))
-    model.autoencoder_weight = 1.0
+    model.config = model.config.override(autoencoder_weight=0.5)
     from recfunnel.models import model_class
 
     again = model_class("ranking").from_state(model.get_params(), model.state_tensors())

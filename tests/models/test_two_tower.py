@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 
 from recfunnel.data import checkerboard
 from recfunnel.metrics import evaluate_scores
@@ -12,7 +13,7 @@ from recfunnel.models import TwoTower
         dict(softmax="full", reduction="mean", optimizer="adam", learning_rate=0.05, epochs=30),
         dict(softmax="in-batch", optimizer="adam", learning_rate=0.05, epochs=30, batch_size=32),
         dict(softmax="full", reduction="mean", optimizer="adam", learning_rate=0.05, epochs=30,
-             history=True),
+             pool_seen_items=True),
     ],
 )  # fmt: skip
 def test_checkerboard_is_learned_exactly(params):
@@ -35,11 +36,24 @@ def test_checkerboard_precision_at_one_via_metrics():
 
 
 def test_fold_in_from_history_matches_query_tower():
+    """A known user's query is e_u + |H|^-1/2 sum h_j; folding in the same items gives the OOV
+    row's embedding plus the same pooled term, value for value."""
     data = checkerboard(10, 10, seed=0)
-    model = TwoTower(dim=4, softmax="full", reduction="mean", history=True, epochs=2,
+    model = TwoTower(dim=4, softmax="full", reduction="mean", pool_seen_items=True, epochs=2,
                      optimizer="adam", learning_rate=0.01).fit(data)  # fmt: skip
-    vector = model.fold_in(np.array([0, 2, 4]))
-    assert vector.shape == (1, 4)
+    tower = model.net_.query_tower
+    own, oov = tower.users.embedding.weight[3], tower.users.embedding.weight[tower.users.num]
+    items = np.unique(data.items[data.users == 3])
+    pooled = tower.history[torch.as_tensor(items)].sum(0) / np.sqrt(len(items))
+    query = model.user_vectors([3])[0]
+    torch.testing.assert_close(query, (own + pooled).detach(), rtol=1e-5, atol=1e-6)
+    folded = model.fold_in(items)[0]
+    torch.testing.assert_close(folded - oov, query - own, rtol=1e-5, atol=1e-6)
+    assert pooled.abs().sum() > 0  # the pooled term is not trivially zero
+    # recommending from the history ranks as the folded-in query does
+    ids, _ = model.recommend_history(items, 3)
+    expected = torch.topk(model.item_vectors() @ folded.detach(), 10).indices.tolist()
+    assert ids.tolist() == [i for i in expected if i not in set(items.tolist())][:3]
 
 
 def test_seed_makes_training_reproducible():
@@ -56,7 +70,12 @@ def test_early_stopping_restores_the_best_epoch():
     model = TwoTower(dim=8, softmax="full", reduction="mean", optimizer="adam",
                      learning_rate=0.05, epochs=50, batch_size=64, patience=2)  # fmt: skip
     model.fit(full.subset(~mask), validation=full.subset(mask))
-    history = model.history_
-    assert all("recall@10" in e for e in history.epochs)
-    best = max(e["recall@10"] for e in history.epochs)
-    assert history.epochs[history.best_epoch - 1]["recall@10"] == best
+    log = model.training_log_
+    assert all("recall@10" in e for e in log.epochs)
+    best = max(e["recall@10"] for e in log.epochs)
+    assert log.epochs[log.best_epoch - 1]["recall@10"] == best
+    assert log.stopped_early and log.best_epoch < len(log.epochs)
+    # the fitted model is the best epoch's: its validation metric is the best one, exactly
+    again = evaluate_scores(model.score, full.subset(~mask), full.subset(mask), factorized_ks=(),
+                            ranking_ks=(10,))  # fmt: skip
+    assert again["recall@10"] == best

@@ -15,34 +15,37 @@ from recfunnel.tasks import RetrievalTask
 
 def test_auto_softmax_is_full_on_small_catalogues_and_mixed_on_large():
     model = build_model("two-tower", "default")
-    assert model.resolve(80_000, 1682)["softmax"] == "full"
+    assert model.resolve(80_000, 1682).softmax == "full"
     large = model.resolve(16_000_000, 200_000)
-    assert large["softmax"] == "mixed" and large["sparse_updates"]
-    assert large["negatives"] > 0 and large["logq_correction"]
-    assert model.resolve(4_000_000, 10_000)["softmax"] == "mixed"  # rows x items too dear
+    assert large.softmax == "mixed" and large.sparse_updates
+    assert large.negatives > 0 and large.logq_correction and large.trainer.batch_size == 1024
+    assert model.resolve(4_000_000, 10_000).softmax == "mixed"  # rows x items too dear
 
 
 def test_max_examples_stops_the_fit_mid_epoch():
     model = TwoTower(epochs=5, max_examples=1000)
-    assert model.resolve(300, 10)["epochs"] == 4
-    assert model.resolve(5000, 10)["epochs"] == 1
-    assert TwoTower(epochs=5).resolve(5000, 10)["epochs"] == 5
+    assert model.resolve(300, 10).trainer.epochs == 4
+    assert model.resolve(5000, 10).trainer.epochs == 1
+    assert TwoTower(epochs=5).resolve(5000, 10).trainer.epochs == 5
     data = checkerboard(20, 20, seed=0, density=0.6)  # 120 rows
     model = TwoTower(dim=4, epochs=5, batch_size=32, max_examples=300).fit(data)
-    assert [e["rows"] for e in model.history_.epochs] == [120, 120, 60]
+    assert [e["rows"] for e in model.training_log_.epochs] == [120, 120, 60]
 
 
 def test_bad_large_options_are_one_line_errors():
-    with pytest.raises(RecfunnelError, match="large cannot set dim"):
-        TwoTower(softmax="auto", large={"dim": 3}).resolve(10, 10)
+    # refused when the config is built, before any data is read
+    with pytest.raises(RecfunnelError, match="has no option 'large.dim'"):
+        TwoTower(softmax="auto", large={"dim": 3})
     with pytest.raises(RecfunnelError, match="sparse_updates does not go with the full softmax"):
-        TwoTower(softmax="full", sparse_updates=True).resolve(10, 10)
+        TwoTower(softmax="full", sparse_updates=True)
+    with pytest.raises(RecfunnelError, match="sparse_updates does not go with the full softmax"):
+        TwoTower(softmax="auto", sparse_updates=True).resolve(10, 10)  # auto: full here
 
 
 def _net(sparse, data, task):
     torch.manual_seed(0)
     uniform = torch.log(torch.full((data.num_items,), 1.0 / data.num_items))
-    return TwoTowerNet(data.num_users, data.num_items, 6, task, history=data.to_csr(),
+    return TwoTowerNet(data.num_users, data.num_items, 6, task, seen=data.to_csr(),
                        item_bias=True, user_l2=0.1, sparse=sparse, init="normal",
                        item_log_probs=uniform, seed=3)  # fmt: skip
 

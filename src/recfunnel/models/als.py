@@ -41,13 +41,13 @@ import scipy.sparse as sp
 import torch
 
 from recfunnel import distributed
+from recfunnel.config import WALSConfig
 from recfunnel.data.interactions import Interactions
 from recfunnel.errors import RecfunnelError
-from recfunnel.metrics import evaluate_scores
 from recfunnel.models import als_kernels
 from recfunnel.models.base import FactorizedRecommender
 from recfunnel.search_space import Choice, Float, Int
-from recfunnel.training import Trainer, TrainerConfig, resolve_device
+from recfunnel.training import resolve_device
 
 FEEDBACK = ("implicit", "explicit")
 SOLVERS = ("cholesky", "cg")
@@ -252,9 +252,9 @@ class WALSSolver:
         self.device = device
         # the fused per-row CG kernel (numba) on CPU; the torch solvers elsewhere
         self.fused = als_kernels.AVAILABLE and device.type == "cpu"
-        self.explicit = model.feedback == "explicit"
-        generator = torch.Generator().manual_seed(model.seed)
-        U, N, D = train.num_users, train.num_items, model.dim
+        self.explicit = model.config.feedback == "explicit"
+        generator = torch.Generator().manual_seed(model.config.trainer.seed)
+        U, N, D = train.num_users, train.num_items, model.config.dim
         values = (
             "ratings" if self.explicit else ("weights" if train.weights is not None else "ones")
         )
@@ -279,9 +279,13 @@ class WALSSolver:
         if not self.explicit:
             n_u, n_i = n_u + N, n_i + U
         # a row with no cell keeps a positive ridge (its factors solve to 0)
-        self.user_reg = model.regularization * n_u.clamp_min(1).pow(model.reg_exponent)
-        self.item_reg = model.regularization * n_i.clamp_min(1).pow(model.reg_exponent)
-        scale = model.init_scale
+        self.user_reg = model.config.regularization * n_u.clamp_min(1).pow(
+            model.config.reg_exponent
+        )
+        self.item_reg = model.config.regularization * n_i.clamp_min(1).pow(
+            model.config.reg_exponent
+        )
+        scale = model.config.init_scale
         self.X = (torch.randn(U, D, generator=generator) * scale).to(device)
         self.Y = (torch.randn(N, D, generator=generator) * scale).to(device)
         if self.explicit:
@@ -305,8 +309,8 @@ class WALSSolver:
         """Solve one side. Per cell: implicit ``h = alpha v``, ``g = alpha v - 1`` (confidence
         ``alpha v``); explicit ``h = v`` (the target), ``g = 1``. The fused kernel runs over
         chunks of about :data:`PROGRESS_CELLS` cells, reporting each to ``progress``."""
-        alpha = self.model.alpha
-        if self.model.solver == "cg" and self.fused:  # the weights are made inside the loop
+        alpha = self.model.config.alpha
+        if self.model.config.solver == "cg" and self.fused:  # the weights are made inside the loop
             scales = (1.0, 0.0, 1.0) if self.explicit else (alpha, alpha, -1.0)
             indices, values, Y = rows.indices.numpy(), values.numpy(), Y.contiguous().numpy()
             base = None if base is None else base.numpy()
@@ -314,7 +318,7 @@ class WALSSolver:
             for lo, hi in partition(rows.indptr_np, chunks):
                 als_kernels.cg_rows(
                     rows.indptr_np[lo : hi + 1], indices, values, reg[lo:hi].numpy(), base, Y,
-                    out[lo:hi].numpy(), self.model.cg_steps, h_scale=scales[0],
+                    out[lo:hi].numpy(), self.model.config.cg_steps, h_scale=scales[0],
                     g_scale=scales[1], g_shift=scales[2],
                 )  # fmt: skip
                 if progress is not None:
@@ -325,8 +329,8 @@ class WALSSolver:
         else:
             h = alpha * values
             g = h - 1
-        if self.model.solver == "cg":
-            out = solve_cg(rows, Y, g, h, reg, base, out, steps=self.model.cg_steps)
+        if self.model.config.solver == "cg":
+            out = solve_cg(rows, Y, g, h, reg, base, out, steps=self.model.config.cg_steps)
         else:
             out = solve_cholesky(rows, Y, g, h, reg, base, out)
         if progress is not None:
@@ -336,12 +340,12 @@ class WALSSolver:
     def _observed_loss(self, X: torch.Tensor, Y: torch.Tensor) -> float:
         """``sum_obs c (1 - x.y)^2 - (x.y)^2`` with ``c = alpha v``."""
         if self.fused:
-            rows = self.users
+            rows, alpha = self.users, self.model.config.alpha
             return als_kernels.observed_loss(
-                rows.indptr_np, rows.indices.numpy(), self.user_values.numpy(), self.model.alpha,
+                rows.indptr_np, rows.indices.numpy(), self.user_values.numpy(), alpha,
                 X.contiguous().numpy(), Y.contiguous().numpy(),
             )  # fmt: skip
-        c = self.model.alpha * self.user_values
+        c = self.model.config.alpha * self.user_values
         dots = self.users.row_dots(X, Y)
         return float((c * (1 - dots) ** 2 - dots**2).sum())
 
@@ -377,7 +381,7 @@ class WALSSolver:
 
     def _explicit_half(self, users: bool, progress=None) -> None:
         """Solve one side's [factors, bias] against the other side's [factors, 1]."""
-        D = self.model.dim
+        D = self.model.config.dim
         if users:
             rows, mine, other, reg = self.users, self.X, self.Y, self.user_reg
             values, other_bias = self.user_values, self.bi
@@ -398,7 +402,7 @@ class WALSSolver:
     def loss(self) -> float:
         """The objective divided by the number of observed cells (each process adds its rows'
         cells and ridge terms; the all-reduced sum is the whole objective)."""
-        D = self.model.dim
+        D = self.model.config.dim
         X, Y = self.X[self.ulo : self.uhi, :D], self.Y[self.ilo : self.ihi, :D]
         part = (self.user_reg * X.pow(2).sum(1)).sum() + (self.item_reg * Y.pow(2).sum(1)).sum()
         if self.explicit:
@@ -432,32 +436,20 @@ class WALSSolver:
         """[B, D(+1)] query vectors (explicit: factors and a 1 that meets the item bias)."""
         users = torch.as_tensor(np.asarray(users, dtype=np.int64), device=self.device)
         if self.explicit:
-            X = self.X[users, : self.model.dim]
+            X = self.X[users, : self.model.config.dim]
             return torch.cat([X, torch.ones(len(users), 1, device=self.device)], 1).cpu()
         return self.X[users].cpu()
 
     def item_vectors(self) -> torch.Tensor:
         if self.explicit:
-            return torch.cat([self.Y[:, : self.model.dim], self.bi[:, None]], 1).cpu()
+            return torch.cat([self.Y[:, : self.model.config.dim], self.bi[:, None]], 1).cpu()
         return self.Y.cpu()
 
 
 # ------------------------------------------------------------------------------- the model
 class WALS(FactorizedRecommender):
-    """Matrix factorization by weighted alternating least squares (see the module docstring).
-
-    Args:
-        dim: number of factors D.
-        regularization: ridge strength (scaled per row by ``reg_exponent``).
-        alpha: implicit only: confidence of an observed cell is ``alpha * weight``.
-        reg_exponent: ``0`` plain ridge; ``1`` frequency-scaled (Rendle et al. 2021 / ALS-WR).
-        feedback: ``"implicit"`` (interactions) or ``"explicit"`` (ratings, with biases).
-        solver: ``"cholesky"`` (exact) or ``"cg"`` (``cg_steps`` warm-started CG steps).
-        epochs: alternating iterations (users then items).
-        init_scale: standard deviation of the initial factors.
-        device: ``auto``, ``cpu`` or ``cuda``.
-        seed: initialisation seed.
-    """
+    """Matrix factorization by weighted alternating least squares (see the module docstring;
+    hyper-parameters in :class:`~recfunnel.config.WALSConfig`)."""
 
     kind = "wals"
     #: what ``recfunnel tune`` searches
@@ -469,101 +461,70 @@ class WALS(FactorizedRecommender):
         "epochs": Int(5, 20),
     }
     duplicates = "sum"  # repeats of a cell add up to its confidence
+    config_class = WALSConfig
+    config: WALSConfig
 
-    def __init__(
-        self,
-        *,
-        dim: int = 32,
-        regularization: float = 0.01,
-        alpha: float = 1.0,
-        reg_exponent: float = 0.0,
-        feedback: str = "implicit",
-        solver: str = "cg",
-        cg_steps: int = 3,
-        epochs: int = 15,
-        init_scale: float = 0.01,
-        device: str = "cpu",
-        seed: int = 0,
-    ) -> None:
-        self._set_params({k: v for k, v in locals().items() if k not in ("self", "__class__")})
-        self.predicts_ratings = feedback == "explicit"  # then predict() and rmse/mae apply
+    @property
+    def predicts_ratings(self) -> bool:  # then predict() and rmse/mae apply
+        return self.config.feedback == "explicit"
 
-    def _validate(self, train: Interactions) -> None:
-        if self.feedback not in FEEDBACK:
-            raise RecfunnelError(
-                f"feedback must be one of {', '.join(FEEDBACK)}, not {self.feedback!r}"
-            )
-        if self.solver not in SOLVERS:
-            raise RecfunnelError(f"solver must be one of {', '.join(SOLVERS)}, not {self.solver!r}")
-        if self.dim < 1:
-            raise RecfunnelError(f"dim must be at least 1, not {self.dim}")
-        if not self.regularization > 0:
-            raise RecfunnelError(
-                f"regularization must be positive, not {self.regularization}; try 0.01"
-            )
-        if not self.alpha > 0:
-            raise RecfunnelError(
-                f"alpha must be positive, not {self.alpha}; confidences are alpha * weight"
-            )
-        if self.cg_steps < 1:
-            raise RecfunnelError(f"cg_steps must be at least 1, not {self.cg_steps}")
-        if self.feedback == "explicit" and train.ratings is None:
-            raise RecfunnelError(
-                "explicit WALS needs ratings; fit interactions with ratings or use "
-                "feedback='implicit'",
-                cli="explicit WALS needs ratings; pass --rating-col or use --set feedback=implicit",
-            )
-
-    def fit(self, train: Interactions, *, validation: Interactions | None = None, progress=False):
-        config = TrainerConfig.from_params(self.get_params(), progress=progress)
-        self._validate(train)
-        if self.feedback == "explicit" and train.duplicate_pairs():
-            train = train.deduplicate("mean")  # repeated ratings of a pair: their mean
-        self._remember(train)
-        solver = WALSSolver(self, train, resolve_device(self.device))
-        validate = None
-        if validation is not None and len(validation):
-
-            def validate():
-                def scorer(users):
-                    return solver.user_vectors(users) @ solver.item_vectors().T
-
-                return evaluate_scores(
-                    scorer, train, validation, factorized_ks=(), ranking_ks=(10,)
+    def _check_data(self, train, **context):
+        if self.config.feedback == "explicit":
+            if train.ratings is None:
+                raise RecfunnelError(
+                    "explicit WALS needs ratings; fit interactions with ratings or use "
+                    "feedback='implicit'",
+                    cli="explicit WALS needs ratings; pass --rating-col or use --set "
+                    "feedback=implicit",
                 )
+            if train.duplicate_pairs():
+                train = train.deduplicate("mean")  # repeated ratings of a pair: their mean
+        return train
 
-        self.history_ = Trainer(config).fit(solver, train, validate=validate)
-        self._take(solver)
-        return self
+    def _parameter_count(self, num_users, num_items):
+        return (num_users + num_items) * (self.config.dim + 1)
+
+    def _build_network(self, train, **context):
+        self._solver = WALSSolver(self, train, resolve_device(self.config.trainer.device))
+        return self._solver
+
+    def _refresh(self) -> None:
+        solver = getattr(self, "_solver", None)
+        if solver is not None:  # training: publish the solver's current factors
+            self._take(solver)
+        self._index = None
+
+    def _finish_training(self) -> None:
+        super()._finish_training()
+        self._solver = None
 
     def _take(self, solver: WALSSolver) -> None:
-        D = self.dim
+        D = self.config.dim
         self.user_factors_ = solver.X[:, :D].float().cpu().contiguous()
         self.item_factors_ = solver.Y[:, :D].float().cpu().contiguous()
         if solver.explicit:
             self.user_bias_ = solver.bu.float().cpu().contiguous()
             self.item_bias_ = solver.bi.float().cpu().contiguous()
             self.global_mean_ = torch.tensor(solver.mu, dtype=torch.float32)
-        self._index = None
 
     # --------------------------------------------------------------- vectors
     def user_vectors(self, users):
         self._check_fitted()
         X = self.user_factors_[torch.as_tensor(np.asarray(users, dtype=np.int64))]
-        if self.feedback == "explicit":
+        if self.config.feedback == "explicit":
             return torch.cat([X, torch.ones(len(X), 1)], 1)
         return X
 
     def item_vectors(self):
         self._check_fitted()
-        if self.feedback == "explicit":
+        if self.config.feedback == "explicit":
             return torch.cat([self.item_factors_, self.item_bias_[:, None]], 1)
         return self.item_factors_
 
     def predict(self, users, items) -> np.ndarray:
         """Explicit only: predicted ratings ``mu + b_u + b_i + x_u . y_i`` for pairs [B]."""
         self._check_fitted()
-        if self.feedback != "explicit":
+        if self.config.feedback != "explicit":
             raise RecfunnelError("only feedback=explicit WALS predicts ratings")
         u = torch.as_tensor(np.asarray(users, dtype=np.int64))
         i = torch.as_tensor(np.asarray(items, dtype=np.int64))
@@ -576,7 +537,7 @@ class WALS(FactorizedRecommender):
         solve against the fixed item factors (the same equation as a training user's update,
         each history item with weight 1)."""
         self._check_fitted()
-        if self.feedback == "explicit":
+        if self.config.feedback == "explicit":
             raise RecfunnelError(
                 "explicit WALS cannot fold in a history without ratings; use feedback=implicit"
             )
@@ -587,17 +548,21 @@ class WALS(FactorizedRecommender):
             raise RecfunnelError(f"item index out of range [0, {self.num_items})")
         Y = self.item_factors_.double()
         Yh = Y[torch.as_tensor(items)]
-        c = torch.full((len(items),), float(self.alpha), dtype=torch.float64)
-        n = len(items) + (0 if self.feedback == "explicit" else self.num_items)
-        reg = self.regularization * float(n) ** self.reg_exponent
-        A = Y.T @ Y + Yh.T @ ((c - 1)[:, None] * Yh) + reg * torch.eye(self.dim, dtype=Y.dtype)
+        c = torch.full((len(items),), float(self.config.alpha), dtype=torch.float64)
+        n = len(items) + (0 if self.config.feedback == "explicit" else self.num_items)
+        reg = self.config.regularization * float(n) ** self.config.reg_exponent
+        A = (
+            Y.T @ Y
+            + Yh.T @ ((c - 1)[:, None] * Yh)
+            + reg * torch.eye(self.config.dim, dtype=Y.dtype)
+        )
         x = torch.linalg.solve(A, Yh.T @ c)
         return x[None, :].float()
 
     # -------------------------------------------------------------- saving
     def _learned_tensors(self):
         out = {"user_factors": self.user_factors_, "item_factors": self.item_factors_}
-        if self.feedback == "explicit":
+        if self.config.feedback == "explicit":
             out.update(user_bias=self.user_bias_, item_bias=self.item_bias_,
                        global_mean=self.global_mean_.reshape(1))  # fmt: skip
         return out

@@ -1,8 +1,15 @@
 """The contract every recfunnel model keeps.
 
 Models work in dense indices (the :class:`~recfunnel.data.Interactions` they were fitted on);
-raw ids are mapped by :class:`~recfunnel.runs.Run`. Hyper-parameters are keyword arguments stored
-unchanged; ``fit`` validates them, learns, and returns ``self``; learned state ends in ``_``.
+raw ids are mapped by :class:`~recfunnel.runs.Run`. Hyper-parameters live in one frozen config
+(:mod:`recfunnel.config`, checked when it is built): ``Model(config)`` or, as sugar,
+``Model(dim=64, epochs=3)``. ``fit`` learns and returns ``self``; learned state ends in ``_``.
+
+The base class owns ``fit``: check the data -> remember the training items -> seed -> build
+the network (:meth:`Recommender._build_network`, the one method a gradient model must write)
+-> the validation closure -> :class:`~recfunnel.training.Trainer` -> move to the CPU. Saving
+exports the network's state (``net.*``) and rebuilds it on load. A model with no network (the
+most-popular baseline) or made of other models (two-stage) overrides :meth:`Recommender._train`.
 
 ``recommend(users, k=10, *, exclude_seen=True, filter_items=None, items=None)`` returns
 ``(ids, scores)``, best first: 1-D arrays for one user (an int), 2-D ``[B, k]`` for a batch.
@@ -17,16 +24,23 @@ batch's rows are padded with id ``-1`` and score ``-inf``.
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from abc import ABC, abstractmethod
 from typing import ClassVar
 
 import numpy as np
 import scipy.sparse as sp
 import torch
+from torch import nn
 
+from recfunnel.config import Config
 from recfunnel.data.interactions import Interactions
 from recfunnel.errors import NotFittedError, RecfunnelError
 from recfunnel.index import BruteForceIndex, TopKIndex, check_k, item_mask, top_k_chunked
+
+#: bytes per parameter while training, by optimiser: weights, gradients and optimiser state
+_TRAINING_BYTES = {"adam": 16, "adamw": 16, "adagrad": 12, "sgd": 8}
 
 
 class Recommender(ABC):
@@ -44,13 +58,18 @@ class Recommender(ABC):
     #: (see :meth:`default_duplicates`): ``keep`` (every row is a training example) or ``sum``
     duplicates: ClassVar[str] = "keep"
 
+    #: the model's config class (:mod:`recfunnel.config`)
+    config_class: ClassVar[type[Config]]
+
     seen_: sp.csr_matrix
 
-    # ----------------------------------------------------------- the contract
-    @abstractmethod
-    def fit(self, train: Interactions, *, validation: Interactions | None = None):
-        """Learn from ``train``; returns ``self``."""
+    def __init__(self, config: Config | dict | None = None, /, **overrides) -> None:
+        self.config = self.config_class.create(config, **overrides)
 
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.config!r})"
+
+    # ----------------------------------------------------------- the contract
     @abstractmethod
     def score(self, users: np.ndarray) -> torch.Tensor:
         """Scores [B, N] of every item for each user index in ``users`` [B]."""
@@ -68,13 +87,115 @@ class Recommender(ABC):
         return "mean" if self.predicts_ratings else self.duplicates
 
     def get_params(self) -> dict:
-        """Hyper-parameters as given to the constructor (JSON-serialisable)."""
-        return dict(self._params)
+        """The config as a nested plain dict (JSON-serialisable; saved with a run)."""
+        return self.config.to_dict()
 
-    def _set_params(self, params: dict) -> None:
-        self._params = dict(params)
-        for name, value in params.items():
-            setattr(self, name, value)
+    def fit(self, train: Interactions, *, validation: Interactions | None = None,
+            progress: bool = False, **context):  # fmt: skip
+        """Learn from ``train``; returns ``self``.
+
+        ``validation`` (held-out interactions carved from training data) gives per-epoch
+        metrics in ``training_log_`` and, with ``trainer.patience``, early stopping that
+        restores the best epoch. ``context`` carries what some models need besides the
+        interactions (``dataset=`` for side features, ``shortlists=`` for a ranker).
+        """
+        train = self._check_data(train, **context)
+        self.fit_config_ = self._resolve(train)
+        trainer = getattr(self.fit_config_, "trainer", None)
+        if trainer is not None:
+            from recfunnel.training import resolve_device, seed_everything
+
+            resolve_device(trainer.device)  # no GPU for "cuda": refuse before any work
+            self._check_memory(train.num_users, train.num_items)
+        self._remember(train)
+        if trainer is not None:
+            seed_everything(trainer.seed)
+        self._train(train, validation, progress=progress, **context)
+        return self
+
+    # ------------------------------------------------------------ fit's hooks
+    def _resolve(self, train: Interactions) -> Config:
+        """The config this fit uses (default: :attr:`config`; a model may settle choices that
+        depend on the data, e.g. two-tower ``softmax="auto"``). Kept as ``fit_config_``."""
+        return self.config
+
+    def _check_data(self, train: Interactions, **context) -> Interactions:
+        """Refuse data this config cannot train on (one line); may return a cleaned copy."""
+        return train
+
+    def _build_network(self, train: Interactions, **context):
+        """Set ``self.net_`` and return what the trainer trains: a module with
+        ``compute_loss(batch)`` (often ``self.net_`` itself) or one with ``fit_epoch()``."""
+        raise NotImplementedError(f"{type(self).__name__} must build a network or override _train")
+
+    def _training_rows(self, train: Interactions):
+        """What the trainer iterates over (default: the training interactions)."""
+        return train
+
+    def _rates(self) -> bool:
+        """Whether this fitted config predicts ratings (then validation monitors rmse)."""
+        return self.predicts_ratings
+
+    def _train(self, train: Interactions, validation: Interactions | None, *, progress: bool,
+               **context) -> None:  # fmt: skip
+        """Default: build the network, train it with the one Trainer, move it to the CPU."""
+        from recfunnel.training import Trainer
+
+        trained = self._build_network(train, **context)
+        config = self.fit_config_.trainer
+        if config.monitor == "auto":
+            rates = self._rates() and validation is not None and validation.ratings is not None
+            config = dataclasses.replace(config, monitor="rmse" if rates else "recall@10")
+        validate = self._validator(train, validation, config.monitor)
+        self.training_log_ = Trainer(config, progress=progress).fit(
+            trained, self._training_rows(train), validate=validate
+        )
+        self._finish_training()
+
+    def _validator(self, train: Interactions, validation: Interactions | None, monitor: str):
+        """The per-epoch validation closure: rating metrics or top-10 ranking metrics."""
+        if validation is None or not len(validation):
+            return None
+        from recfunnel.metrics import evaluate_scores, rating_metrics
+
+        def validate() -> dict[str, float]:
+            self._refresh()
+            if monitor in ("rmse", "mae"):
+                predicted = self.predict(validation.users, validation.items)
+                return rating_metrics(predicted, validation.ratings)
+            return evaluate_scores(self.score, train, validation, factorized_ks=(),
+                                   ranking_ks=(10,))  # fmt: skip
+
+        return validate
+
+    def _refresh(self) -> None:
+        """Drop what was derived from the learned state (caches, an index): it changed."""
+        self._index = None
+
+    def _finish_training(self) -> None:
+        """After training: the network on the CPU, in eval mode, caches dropped."""
+        net = getattr(self, "net_", None)
+        if isinstance(net, nn.Module):
+            net.to("cpu").eval()
+        self._refresh()
+
+    def _parameter_count(self, num_users: int, num_items: int) -> int:
+        """About how many parameters the network will have (for the memory check)."""
+        dim = getattr(self.config, "dim", 0)
+        return (num_users + num_items + 2) * (dim + 1)
+
+    def _check_memory(self, num_users: int, num_items: int) -> None:
+        """Refuse, before allocating, a network whose training state cannot fit in memory."""
+        trainer = self.fit_config_.trainer
+        per_parameter = _TRAINING_BYTES.get(trainer.optimizer, 16)
+        needed = self._parameter_count(num_users, num_items) * per_parameter
+        available = available_memory()
+        if available and needed > available:
+            raise RecfunnelError(
+                f"this {self.kind} model needs about {needed / 2**30:,.1f} GiB for its "
+                f"parameters and optimiser state ({num_users:,} users, {num_items:,} items), "
+                f"more than the {available / 2**30:,.1f} GiB available; lower --dim"
+            )
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "seen_"):
@@ -171,7 +292,7 @@ class Recommender(ABC):
     @classmethod
     def from_state(cls, params: dict, tensors: dict[str, torch.Tensor]) -> Recommender:
         """Rebuild a fitted model from :meth:`get_params` and :meth:`state_tensors`."""
-        model = cls(**params)
+        model = cls(cls.config_class.from_dict(params))
         shape = tuple(int(x) for x in tensors["seen.shape"])
         indptr = tensors["seen.indptr"].numpy()
         indices = tensors["seen.indices"].numpy()
@@ -181,11 +302,38 @@ class Recommender(ABC):
         model._load_learned({k: v for k, v in tensors.items() if not k.startswith("seen.")})
         return model
 
-    @abstractmethod
-    def _learned_tensors(self) -> dict[str, torch.Tensor]: ...
+    def _learned_tensors(self) -> dict[str, torch.Tensor]:
+        """Default: the network's state, as ``net.<name>`` tensors."""
+        return {
+            f"net.{k}": v.detach().cpu().contiguous() for k, v in self.net_.state_dict().items()
+        }
 
-    @abstractmethod
-    def _load_learned(self, tensors: dict[str, torch.Tensor]) -> None: ...
+    def _load_learned(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Default: rebuild an empty network (:meth:`_new_network`) and load ``net.*``."""
+        state = {k.removeprefix("net."): v for k, v in tensors.items() if k.startswith("net.")}
+        self.net_ = self._new_network(state)
+        self.net_.load_state_dict(state)
+        self.net_.eval()
+        self._refresh()
+
+    def _new_network(self, state: dict[str, torch.Tensor]) -> nn.Module:
+        """An untrained network of the fitted shape, to load a saved ``state`` into."""
+        raise NotImplementedError(f"{type(self).__name__} must rebuild its network")
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux ``MemAvailable``), else None."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 class FactorizedRecommender(Recommender):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from recfunnel.config import BlendConfig
 from recfunnel.data.interactions import Interactions
 from recfunnel.errors import RecfunnelError
 from recfunnel.models.base import Recommender
@@ -29,62 +30,47 @@ def standardise(scores: torch.Tensor) -> torch.Tensor:
 
 
 class Blend(Recommender):
-    """A weighted sum of member models' standardised scores (see the module docstring).
-
-    Args:
-        members: ``[{"model": KIND, "params": {...}}, ...]``, each a registered model and its
-            hyper-parameters (default: the model's own defaults).
-        weights: one weight per member (default: equal).
-    """
+    """A weighted sum of member models' standardised scores (see the module docstring;
+    :class:`~recfunnel.config.BlendConfig`: ``members``, each ``{"model": KIND, "params":
+    {...}}``, and ``weights``, one per member, equal by default)."""
 
     kind = "blend"
-
-    def __init__(self, *, members: list | None = None, weights: list | None = None) -> None:
-        self._set_params({"members": members or [], "weights": weights})
+    config_class = BlendConfig
+    config: BlendConfig
 
     def _member_specs(self) -> list[tuple[str, dict]]:
-        from recfunnel.models import model_class
-
-        if len(self.members) < 1:
-            raise RecfunnelError('blend needs members, e.g. [{"model": "ease"}, {"model": "wals"}]')
-        specs = []
-        for member in self.members:
-            if not isinstance(member, dict) or "model" not in member:
-                raise RecfunnelError(f'each blend member is {{"model": KIND}}, not {member!r}')
-            kind = member["model"]
-            if kind == self.kind:
-                raise RecfunnelError("a blend cannot contain a blend")
-            model_class(kind)  # unknown kinds fail here, with the list of kinds
-            specs.append((kind, dict(member.get("params") or {})))
-        if self.weights is not None and len(self.weights) != len(specs):
+        if not self.config.members:
             raise RecfunnelError(
-                f"blend has {len(specs)} members but {len(self.weights)} weights; give one each"
+                'blend needs members, e.g. members=[{"model": "ease"}, {"model": "wals"}]',
+                cli="--model blend needs members; e.g. --set "
+                '\'members=[{"model": "ease"}, {"model": "wals"}]\'',
             )
-        return specs
+        return [(m["model"], dict(m.get("params") or {})) for m in self.config.members]
 
     def _weights(self) -> list[float]:
-        if self.weights is None:
-            return [1.0 / len(self.members)] * len(self.members)
-        return [float(w) for w in self.weights]
+        if self.config.weights is None:
+            return [1.0 / len(self.config.members)] * len(self.config.members)
+        return [float(w) for w in self.config.weights]
 
-    def fit(self, train: Interactions, *, validation=None, progress=False, dataset=None):
+    def _check_data(self, train, **context):
+        self._member_specs()  # no members: refused before any fit
+        return train
+
+    def _train(self, train: Interactions, validation, *, progress=False, dataset=None,
+               **context):  # fmt: skip
         from recfunnel.models import model_class
 
-        specs = self._member_specs()
-        self._remember(train)
         self.models_ = []
-        for kind, params in specs:
-            model = model_class(kind)(**params)
+        for kind, params in self._member_specs():
+            model = model_class(kind)(params)
             extra = {"dataset": dataset} if model.needs_dataset else {}
             self.models_.append(model.fit(train, validation=validation, **extra))
-        return self
 
     @classmethod
     def from_models(cls, models: list, weights: list[float], params: list[dict]) -> Blend:
         """A blend of already fitted models (all fitted on the same interactions)."""
-        blend = cls(members=[{"model": m.kind, "params": p} for m, p in zip(models, params,
-                                                                           strict=True)],
-                    weights=list(weights))  # fmt: skip
+        members = [{"model": m.kind, "params": p} for m, p in zip(models, params, strict=True)]
+        blend = cls(members=members, weights=list(weights))
         blend.seen_ = models[0].seen_
         blend.models_ = list(models)
         return blend

@@ -23,35 +23,19 @@ Letters: U users, N items, B users in a batch.
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import scipy.sparse as sp
 import torch
 
+from recfunnel.config import EASEConfig
 from recfunnel.data.interactions import Interactions
 from recfunnel.errors import RecfunnelError
-from recfunnel.models.base import FactorizedRecommender
+from recfunnel.models.base import FactorizedRecommender, available_memory
 from recfunnel.search_space import Float
 from recfunnel.training import resolve_device
 
 #: N x N float32 matrices alive at the peak of a fit (Gram/inverse in place, B, a workspace)
 PEAK_MATRICES = 3
-
-
-def available_memory_bytes() -> int | None:
-    """Physical memory available to this process now (Linux), or ``None`` if unknown."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return None
 
 
 def ease_memory_bytes(num_items: int) -> int:
@@ -68,7 +52,7 @@ def ease_fits(num_items: int, max_memory_gb: float | None = None) -> bool:
 def _budget_bytes(max_memory_gb: float | None) -> float:
     if max_memory_gb is not None:
         return max_memory_gb * 2**30
-    available = available_memory_bytes()
+    available = available_memory()
     return float("inf") if available is None else 0.75 * available
 
 
@@ -97,37 +81,20 @@ def ease_weights(gram: torch.Tensor, regularization: float) -> torch.Tensor:
 
 class EASE(FactorizedRecommender):
     """Embarrassingly shallow autoencoder (Steck 2019); see the module docstring.
-
-    Args:
-        regularization: ``lambda``, the L2 weight on ``B``. Larger catalogues and denser data
-            want larger values; ``recfunnel tune --model ease`` searches it.
-        max_memory_gb: refuse to fit when the ``N x N`` matrices would need more than this;
-            default ``None`` = 3/4 of the memory available when ``fit`` starts.
-        device: ``auto``, ``cpu`` or ``cuda`` for the inversion (``B`` is kept on the CPU).
-    """
+    Hyper-parameters in :class:`~recfunnel.config.EASEConfig`: ``regularization`` (lambda;
+    ``recfunnel tune --model ease`` searches it), ``max_memory_gb`` and ``device``."""
 
     kind = "ease"
     #: what ``recfunnel tune`` searches
     search_space = {"regularization": Float(10.0, 20000.0, log=True)}
     duplicates = "sum"  # repeats merge into one row; EASE counts a cell once
+    config_class = EASEConfig
+    config: EASEConfig
 
-    def __init__(
-        self,
-        *,
-        regularization: float = 300.0,
-        max_memory_gb: float | None = None,
-        device: str = "cpu",
-    ) -> None:
-        self._set_params({k: v for k, v in locals().items() if k not in ("self", "__class__")})
-
-    def _check(self, train: Interactions) -> None:
-        if not self.regularization > 0:
-            raise RecfunnelError(
-                f"regularization must be positive, not {self.regularization}; try 300"
-            )
+    def _check_data(self, train: Interactions, **context) -> Interactions:
         n = train.num_items
         need = ease_memory_bytes(n)
-        budget = _budget_bytes(self.max_memory_gb)
+        budget = _budget_bytes(self.config.max_memory_gb)
         if need > budget:
             problem = (
                 f"EASE needs {need / 2**30:.1f} GiB for {n} items (items x items), more than the "
@@ -137,21 +104,19 @@ class EASE(FactorizedRecommender):
                 f"{problem}; use WALS or TwoTower",
                 cli=f"{problem}; use --model wals or --model two-tower",
             )
+        return train
 
-    def fit(self, train: Interactions, *, validation=None, progress=False):
-        self._check(train)
-        self._remember(train)
-        device = resolve_device(self.device)
+    def _train(self, train: Interactions, validation, *, progress=False, **context) -> None:
+        device = resolve_device(self.config.device)
         X = self.seen_.astype(np.float32)
         X.data[:] = 1.0  # binary: a repeated interaction counts once
         # no name keeps the Gram matrix alive: ease_weights frees it once factorized
         weights = ease_weights(
             torch.as_tensor((X.T @ X).toarray(), dtype=torch.float32, device=device),
-            float(self.regularization),
+            float(self.config.regularization),
         )
         self.item_weights_ = weights.cpu().contiguous()
         self._index = None
-        return self
 
     # --------------------------------------------------------------- vectors
     def _rows(self, rows: sp.csr_matrix) -> torch.Tensor:

@@ -18,13 +18,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from recfunnel.data.interactions import Interactions
+from recfunnel.config import MultitaskConfig
 from recfunnel.errors import RecfunnelError
 from recfunnel.losses import mse_loss
 from recfunnel.models.base import FactorizedRecommender
 from recfunnel.models.towers import EmbeddingTower
 from recfunnel.tasks import RetrievalTask
-from recfunnel.training import Trainer, TrainerConfig, seed_everything
 
 
 class MultitaskNet(nn.Module):
@@ -68,71 +67,36 @@ class MultitaskNet(nn.Module):
 
 
 class Multitask(FactorizedRecommender):
-    """Retrieval and rating prediction from shared embeddings (see the module docstring).
-
-    Args:
-        rating_weight, retrieval_weight: weights of the two losses (TFRS: (1, 0), (0, 1),
-            (1, 1)).
-        dim, hidden: embedding dimension and rating-MLP sizes before the output unit.
-        softmax, reduction, temperature: the retrieval task.
-        init, init_scale: embedding initialisation (Keras' U(-0.05, 0.05) by default).
-        optimizer, learning_rate, weight_decay, batch_size, epochs, device, seed: the trainer.
-    """
+    """Retrieval and rating prediction from shared embeddings (see the module docstring;
+    hyper-parameters in :class:`~recfunnel.config.MultitaskConfig`)."""
 
     kind = "multitask"
     predicts_ratings = True
+    config_class = MultitaskConfig
+    config: MultitaskConfig
 
-    def __init__(
-        self,
-        *,
-        rating_weight: float = 1.0,
-        retrieval_weight: float = 1.0,
-        dim: int = 32,
-        hidden: list | tuple = (256, 128),
-        softmax: str = "in-batch",
-        reduction: str = "sum",
-        temperature: float = 1.0,
-        init: str = "uniform",
-        init_scale: float = 0.05,
-        optimizer: str = "adagrad",
-        learning_rate: float = 0.1,
-        weight_decay: float = 0.0,
-        batch_size: int = 8192,
-        epochs: int = 3,
-        device: str = "auto",
-        seed: int = 0,
-    ) -> None:
-        params = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
-        params["hidden"] = list(hidden)
-        self._set_params(params)
+    def _rates(self) -> bool:
+        return self.config.rating_weight > 0
 
-    def _build(self, num_users: int, num_items: int) -> MultitaskNet:
-        task = RetrievalTask(
-            softmax=self.softmax, reduction=self.reduction, temperature=self.temperature
-        )
-        return MultitaskNet(
-            num_users, num_items, self.dim, tuple(self.hidden), task, self.rating_weight,
-            self.retrieval_weight, self.init, self.init_scale,
-        )  # fmt: skip
-
-    def fit(self, train: Interactions, *, validation=None, progress=False):
-        if self.rating_weight < 0 or self.retrieval_weight < 0:
-            raise RecfunnelError("task weights must be non-negative")
-        if self.rating_weight == 0 and self.retrieval_weight == 0:
-            raise RecfunnelError("both task weights are 0; give rating_weight or retrieval_weight")
-        if self.rating_weight and train.ratings is None:
+    def _check_data(self, train, **context):
+        if self.config.rating_weight and train.ratings is None:
             raise RecfunnelError(
                 "rating_weight > 0 needs ratings; fit interactions with ratings",
                 cli="rating_weight > 0 needs ratings; give --rating-col",
             )
-        config = TrainerConfig.from_params(self.get_params(), progress=progress)
-        self._remember(train)
-        seed_everything(self.seed)
-        self.net_ = self._build(train.num_users, train.num_items)
-        self.history_ = Trainer(config).fit(self.net_, train)
-        self.net_.to("cpu").eval()
-        self._index = None
-        return self
+        return train
+
+    def _new_network(self, state=None) -> MultitaskNet:
+        c = self.config
+        task = RetrievalTask(softmax=c.softmax, reduction=c.reduction, temperature=c.temperature)
+        return MultitaskNet(
+            *self.seen_.shape, c.dim, c.hidden, task, c.rating_weight, c.retrieval_weight,
+            c.init, c.init_scale,
+        )  # fmt: skip
+
+    def _build_network(self, train, **context):
+        self.net_ = self._new_network()
+        return self.net_
 
     @torch.no_grad()
     def user_vectors(self, users):
@@ -157,14 +121,3 @@ class Multitask(FactorizedRecommender):
         return self.item_vectors()[torch.as_tensor(np.asarray(items, dtype=np.int64))].mean(
             0, keepdim=True
         )
-
-    def _learned_tensors(self):
-        return {
-            f"net.{k}": v.detach().cpu().contiguous() for k, v in self.net_.state_dict().items()
-        }
-
-    def _load_learned(self, tensors):
-        num_users, num_items = self.seen_.shape
-        self.net_ = self._build(num_users, num_items)
-        self.net_.load_state_dict({k.removeprefix("net."): v for k, v in tensors.items()})
-        self.net_.eval()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from recfunnel.config import MostPopularConfig
 from recfunnel.data.interactions import Interactions
 from recfunnel.models.base import FactorizedRecommender
 
@@ -13,15 +14,11 @@ class MostPopular(FactorizedRecommender):
     """Scores each item by its training count (a one-dimensional factorized model)."""
 
     kind = "most-popular"
+    config_class = MostPopularConfig
 
-    def __init__(self) -> None:
-        self._set_params({})
-
-    def fit(self, train: Interactions, *, validation=None, progress=False):
-        self._remember(train)
+    def _train(self, train: Interactions, validation, *, progress=False, **context):
         self.counts_ = torch.as_tensor(train.item_counts().astype(np.float32))
         self._index = None
-        return self
 
     def user_vectors(self, users):
         return torch.ones(len(np.atleast_1d(users)), 1)

@@ -29,18 +29,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recfunnel.data.interactions import Interactions
+from recfunnel.config import RankingConfig
 from recfunnel.errors import RecfunnelError
 from recfunnel.features import FeatureMatrix, FeatureSpec, json_tensor, tensor_json
 from recfunnel.losses import mse_loss
-from recfunnel.metrics import rating_metrics
 from recfunnel.models.autoencoder import ItemAutoencoder
 from recfunnel.models.base import Recommender
 from recfunnel.models.towers import pooled, pooling_matrices
-from recfunnel.training import Trainer, TrainerConfig, seed_everything
-
-HEADS = ("dot", "mlp", "dcn", "dot+mlp", "dot+dcn")
-OBJECTIVES = ("rating", "watch", "listwise")
 
 
 def bce_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean"):
@@ -273,96 +268,59 @@ class RankingNet(nn.Module):
 
 
 class RankingModel(Recommender):
-    """Ranking model over ids, side features and context (see the module docstring).
-
-    Args:
-        dim: embedding dimension D.
-        head: ``dot``, ``mlp``, ``dcn``, ``dot+mlp`` or ``dot+dcn``.
-        hidden: MLP layer sizes before the output unit (TFRS: ``[256, 64]``).
-        cross_layers, cross_rank: DCN-v2 cross layers and their rank (``None`` = full).
-        features: use the dataset's user and item side features (needs ``fit(dataset=...)``).
-        history: add SVD++ implicit feedback from the user's training items.
-        context: add a bias per timestamp bucket (the context feature).
-        objective: ``rating`` (MSE), ``watch`` (BCE with sampled negatives) or ``listwise``.
-        negatives: sampled negatives per positive (``watch``/``listwise``).
-        l2: penalty on the squared norms of the batch's user and item vectors.
-        biases: keep user/item/global biases (TFRS's basic ranking model has none).
-        init_scale: std of the normal initialisation of embeddings.
-        autoencoder: hidden units of an item autoencoder (I-AutoRec,
-            :mod:`recfunnel.models.autoencoder`) trained beside the network and blended into
-            its predicted ratings; 0 = none. Objective ``rating`` only.
-        autoencoder_l2, autoencoder_epochs: its L2 penalty and epochs (Adam, lr 1e-3).
-        autoencoder_weight: its share of the blended prediction, for users and items seen in
-            training (others get the network's prediction alone).
-        optimizer, learning_rate, weight_decay, batch_size, epochs, patience, device, seed: the
-            trainer (:class:`~recfunnel.training.TrainerConfig`).
-    """
+    """Ranking model over ids, side features and context (see the module docstring;
+    hyper-parameters in :class:`~recfunnel.config.RankingConfig`). ``autoencoder`` > 0 trains
+    an item autoencoder (I-AutoRec, :mod:`recfunnel.models.autoencoder`) beside the network
+    and blends it into the predicted ratings of users and items seen in training."""
 
     kind = "ranking"
     predicts_ratings = True
     needs_dataset = True
+    config_class = RankingConfig
+    config: RankingConfig
 
-    def __init__(
-        self,
-        *,
-        dim: int = 32,
-        head: str = "dot",
-        hidden: list | tuple = (256, 64),
-        cross_layers: int = 1,
-        cross_rank: int | None = None,
-        features: bool = True,
-        history: bool = True,
-        context: bool = False,
-        objective: str = "rating",
-        negatives: int = 4,
-        l2: float = 0.0,
-        biases: bool = True,
-        init_scale: float = 0.01,
-        autoencoder: int = 0,
-        autoencoder_l2: float = 100.0,
-        autoencoder_epochs: int = 60,
-        autoencoder_weight: float = 0.5,
-        optimizer: str = "adam",
-        learning_rate: float = 0.005,
-        weight_decay: float = 0.0,
-        batch_size: int = 1024,
-        epochs: int = 20,
-        patience: int | None = None,
-        device: str = "auto",
-        seed: int = 0,
-    ) -> None:
-        params = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
-        params["hidden"] = list(hidden)
-        self._set_params(params)
+    def _rates(self) -> bool:
+        return self.config.objective == "rating"
 
     # ----------------------------------------------------------------- fitting
-    def _check(self) -> None:
-        if self.head not in HEADS:
-            raise RecfunnelError(f"head must be one of {', '.join(HEADS)}, not {self.head!r}")
-        if self.objective not in OBJECTIVES:
+    def _check_data(self, train, *, dataset=None, shortlists=None, **context):
+        """``dataset`` supplies the side features (``features=True``); ``shortlists`` [U, M]
+        (item indices, ``-1`` = padding) are per-user candidate lists that the ``listwise`` /
+        ``watch`` objectives draw their negatives from instead of the whole catalogue, e.g. the
+        retrieval stage's shortlists (hard negatives)."""
+        c = self.config
+        if shortlists is not None:
+            if c.objective == "rating":
+                raise RecfunnelError("shortlists give negatives; objective 'rating' has none")
+            shortlists = np.asarray(shortlists)
+            if shortlists.ndim != 2 or len(shortlists) != train.num_users:
+                raise RecfunnelError(
+                    f"shortlists must have one row per user ({train.num_users}), got shape "
+                    f"{tuple(shortlists.shape)}"
+                )
+        if c.objective == "rating" and train.ratings is None:
             raise RecfunnelError(
-                f"objective must be one of {', '.join(OBJECTIVES)}, not {self.objective!r}"
+                "objective 'rating' needs ratings; fit interactions with ratings or use "
+                "objective='watch'",
+                cli="objective 'rating' needs ratings; give --rating-col or use --set "
+                "objective=watch",
             )
-        if self.negatives < 1:
-            raise RecfunnelError(f"negatives must be at least 1, not {self.negatives}")
-        if self.autoencoder < 0:
+        if (c.features or c.context) and dataset is None:
             raise RecfunnelError(
-                f"autoencoder must be 0 (none) or hidden units, not {self.autoencoder}"
+                "this ranking model uses side features but got no dataset; pass "
+                "fit(..., dataset=...) or set features=False"
             )
-        if self.autoencoder and self.objective != "rating":
-            raise RecfunnelError(
-                "the item autoencoder predicts ratings; use it with objective 'rating' or set "
-                "autoencoder=0"
-            )
-        if not 0.0 <= self.autoencoder_weight <= 1.0:
-            raise RecfunnelError(
-                f"autoencoder_weight must lie in [0, 1], not {self.autoencoder_weight}"
-            )
+        return train
+
+    def _parameter_count(self, num_users, num_items):
+        c = self.config
+        tables = (num_users + num_items + 2) * (c.dim + 1) * (2 if c.pool_seen_items else 1)
+        return tables + c.autoencoder * (num_users * 2 + num_items)
 
     def _build(self, sampling: torch.Tensor | None, rating_mean: float,
                shortlists: torch.Tensor | None = None) -> RankingNet:  # fmt: skip
         user_features = item_features = None
-        if self.features and self.spec_ is not None:
+        if self.config.features and self.spec_ is not None:
             user_features, item_features = self.user_features_, self.item_features_
             if user_features.num_features == 0:
                 user_features = None
@@ -371,24 +329,26 @@ class RankingModel(Recommender):
         net = RankingNet(
             self.seen_.shape[0],
             self.seen_.shape[1],
-            dim=self.dim,
-            head=self.head,
-            hidden=tuple(self.hidden),
-            cross_layers=self.cross_layers,
-            cross_rank=self.cross_rank,
+            dim=self.config.dim,
+            head=self.config.head,
+            hidden=tuple(self.config.hidden),
+            cross_layers=self.config.cross_layers,
+            cross_rank=self.config.cross_rank,
             user_features=user_features,
             item_features=item_features,
-            history=self.seen_ if self.history else None,
-            context_buckets=self.spec_.context.num_buckets if self.context and self.spec_ else 0,
-            objective=self.objective,
-            negatives=self.negatives,
-            l2=self.l2,
+            history=self.seen_ if self.config.pool_seen_items else None,
+            context_buckets=self.spec_.context.num_buckets
+            if self.config.context and self.spec_
+            else 0,
+            objective=self.config.objective,
+            negatives=self.config.negatives,
+            l2=self.config.l2,
             item_sampling=sampling,
-            init_scale=self.init_scale,
+            init_scale=self.config.init_scale,
             rating_mean=rating_mean,
             shortlists=shortlists,
         )
-        if not self.biases:
+        if not self.config.biases:
             for p in (net.user_bias.weight, net.item_bias.weight, net.global_bias):
                 p.requires_grad_(False)
                 p.data.zero_()
@@ -412,86 +372,50 @@ class RankingModel(Recommender):
             weights = torch.cat([_widen(matrix.weights, width), _widen(oov.weights, width)])
             setattr(self, f"{side}_features_", FeatureMatrix(ids, weights, spec.num_features))
 
-    def trainer_config(self, progress: bool = False, monitor: str = "rmse") -> TrainerConfig:
-        return TrainerConfig.from_params(
-            self.get_params(), monitor=monitor, minimize=True, progress=progress
-        )
-
     def default_duplicates(self) -> str:
         """``mean`` for the rating objective, else ``keep`` (every observed row a positive)."""
-        return "mean" if self.objective == "rating" else "keep"
+        return "mean" if self.config.objective == "rating" else "keep"
 
-    def fit(self, train: Interactions, *, validation=None, progress=False, dataset=None,
-            shortlists=None):  # fmt: skip
-        """Fit on ``train``; ``dataset`` supplies the side features (``features=True``).
-
-        ``shortlists`` [U, M] (item indices, ``-1`` = padding): per-user candidate lists that
-        the ``listwise``/``watch`` objectives draw their negatives from instead of the whole
-        catalogue, e.g. the retrieval stage's shortlists (hard negatives).
-        """
-        self._check()
-        if shortlists is not None:
-            if self.objective == "rating":
-                raise RecfunnelError("shortlists give negatives; objective 'rating' has none")
-            shortlists = torch.as_tensor(np.asarray(shortlists), dtype=torch.long)
-            if shortlists.ndim != 2 or len(shortlists) != train.num_users:
-                raise RecfunnelError(
-                    f"shortlists must have one row per user ({train.num_users}), got shape "
-                    f"{tuple(shortlists.shape)}"
-                )
-        config = self.trainer_config(progress)
-        if self.objective == "rating" and train.ratings is None:
-            raise RecfunnelError(
-                "objective 'rating' needs ratings; fit interactions with ratings or use "
-                "objective='watch'",
-                cli="objective 'rating' needs ratings; give --rating-col or use objective 'watch'",
-            )
-        self._remember(train)
+    def _build_network(self, train, *, dataset=None, shortlists=None, **context):
+        c = self.config
         self.spec_ = None
-        if self.features or self.context:
-            if dataset is None:
-                raise RecfunnelError(
-                    "this ranking model uses side features but got no dataset; pass "
-                    "fit(..., dataset=...) or set features=False"
-                )
+        if c.features or c.context:
             self.spec_ = FeatureSpec.from_dataset(dataset, train.timestamps)
             self._encode_features(dataset)
-        seed_everything(self.seed)
+        if shortlists is not None:
+            shortlists = torch.as_tensor(np.asarray(shortlists), dtype=torch.long)
         sampling = None
-        if self.objective != "rating":
+        if c.objective != "rating":
             counts = train.item_counts().astype(np.float64)
             sampling = torch.as_tensor((counts + 1.0) ** 0.75, dtype=torch.float32)
-            if self.objective == "watch":
+            if c.objective == "watch":
                 sampling = torch.ones(train.num_items)
         self.rating_range_ = (
             (float(train.ratings.min()), float(train.ratings.max()))
             if train.ratings is not None
             else (float("-inf"), float("inf"))
         )
-        mean = float(train.ratings.mean()) if self.objective == "rating" else 0.0
+        mean = float(train.ratings.mean()) if c.objective == "rating" else 0.0
         self.net_ = self._build(sampling, mean, shortlists)
-        validate = None
-        if validation is not None and len(validation) and self.objective == "rating":
-
-            def validate():
-                predicted = self.predict(validation.users, validation.items)
-                return rating_metrics(predicted, validation.ratings)
-
-        wrapped = _WithContext(self.net_, self.spec_)
         self.autoencoder_ = None
-        self.history_ = Trainer(config).fit(wrapped, train, validate=validate)
+        return _WithContext(self.net_, self.spec_)
+
+    def _finish_training(self) -> None:
         self.net_.shortlists = None  # training only
-        self.net_.to("cpu").eval()
-        if self.autoencoder:
+        super()._finish_training()
+
+    def _train(self, train, validation, *, progress=False, **context) -> None:
+        super()._train(train, validation, progress=progress, **context)
+        c = self.config
+        if c.autoencoder:
             self.autoencoder_ = ItemAutoencoder.fit(
-                train, hidden=self.autoencoder, l2=self.autoencoder_l2,
-                epochs=self.autoencoder_epochs, device=self.device, seed=self.seed,
+                train, hidden=c.autoencoder, l2=c.autoencoder_l2, epochs=c.autoencoder_epochs,
+                device=c.trainer.device, seed=c.trainer.seed,
             )  # fmt: skip
-        return self
 
     # -------------------------------------------------------------- predicting
     def _context_now(self, n: int) -> torch.Tensor | None:
-        if not self.context or self.spec_ is None:
+        if not self.config.context or self.spec_ is None:
             return None
         return torch.full((n,), self.spec_.context.num_buckets - 1, dtype=torch.long)
 
@@ -511,11 +435,11 @@ class RankingModel(Recommender):
         scores = torch.cat(out) if out else torch.zeros(0)
         if self.autoencoder_ is not None:
             known = (users < self.num_users) & (items < self.num_items)
-            w = self.autoencoder_weight
+            w = self.config.autoencoder_weight
             blended = self.autoencoder_.predict(users[known], items[known])
             scores[known] = (1 - w) * scores[known] + w * blended
         scores = scores.numpy()
-        if self.objective == "rating":
+        if self.config.objective == "rating":
             scores = np.clip(scores, *self.rating_range_)
         return scores
 
@@ -548,7 +472,7 @@ class RankingModel(Recommender):
         safe = items.clamp(max=self.num_items - 1)
         rows = safe if items.ndim == 1 else safe[known]
         blended = self.autoencoder_.score(users[known], rows)
-        w = self.autoencoder_weight
+        w = self.config.autoencoder_weight
         mixed = (1 - w) * scores[known] + w * blended
         oov_items = (
             (items >= self.num_items) if items.ndim == 1 else (items >= self.num_items)[known]
@@ -577,7 +501,9 @@ class RankingModel(Recommender):
     def _require_features(self, side: str) -> None:
         self._check_fitted()
         if not (
-            self.features and self.spec_ is not None and getattr(self.net_, f"has_{side}_features")
+            self.config.features
+            and self.spec_ is not None
+            and getattr(self.net_, f"has_{side}_features")
         ):
             raise RecfunnelError(
                 f"this model has no {side} features; train it with features=True on a dataset "
@@ -591,7 +517,7 @@ class RankingModel(Recommender):
         self._require_features("user")
         bag = self.spec_.user.encode(features, 1)
         oov = torch.tensor([self.num_users])
-        implicit = torch.zeros(1, self.dim) if self.history else None
+        implicit = torch.zeros(1, self.config.dim) if self.config.pool_seen_items else None
         u_vec, u_bias = self.net_.user_vectors(oov, bag.ids, bag.weights, implicit)
         return self._score_vectors(u_vec, u_bias)[0]
 
@@ -608,7 +534,7 @@ class RankingModel(Recommender):
 
     # ----------------------------------------------------------- saving/loading
     def _learned_tensors(self):
-        out = {f"net.{k}": v.detach().cpu().contiguous() for k, v in self.net_.state_dict().items()}
+        out = super()._learned_tensors()
         out["rating_range"] = torch.tensor(self.rating_range_, dtype=torch.float64)
         if self.autoencoder_ is not None:
             out.update({f"autoencoder.{k}": v for k, v in self.autoencoder_.tensors().items()})
@@ -631,11 +557,10 @@ class RankingModel(Recommender):
                 tensors["autoencoder.codes"], tensors["autoencoder.decoder"],
                 tensors["autoencoder.offsets"],
             )  # fmt: skip
-        state = {k.removeprefix("net."): v for k, v in tensors.items() if k.startswith("net.")}
-        sampling = state.get("item_sampling")
-        self.net_ = self._build(sampling, 0.0)
-        self.net_.load_state_dict(state)
-        self.net_.eval()
+        super()._load_learned(tensors)
+
+    def _new_network(self, state):
+        return self._build(state.get("item_sampling"), 0.0)
 
 
 class _WithContext(nn.Module):

@@ -29,6 +29,7 @@ Letters: B sequences, L positions, D dimension, N catalogue size, T real positio
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import time
 
@@ -38,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from recfunnel.config import SequentialConfig
 from recfunnel.data.interactions import Interactions
 from recfunnel.data.sequences import to_sequences
 from recfunnel.errors import RecfunnelError
@@ -45,7 +47,7 @@ from recfunnel.index import check_k
 from recfunnel.losses import fused_full_softmax_loss, gbce_loss, sampled_softmax_loss
 from recfunnel.metrics import evaluate_scores
 from recfunnel.models.base import FactorizedRecommender
-from recfunnel.training import History, Trainer, TrainerConfig, epoch_hook, seed_everything
+from recfunnel.training import Trainer, TrainingLog, epoch_hook
 
 ARCHS = ("transformer", "gru")
 #: the clock of ``max_minutes``: wall time; a benchmark on a shared machine may set
@@ -222,83 +224,19 @@ class _OutOfTime(Exception):
 
 
 class Sequential(FactorizedRecommender):
-    """Next-item recommendation from the order of each user's items (see the module docstring).
-
-    Args:
-        arch: ``"transformer"`` (SASRec) or ``"gru"``.
-        dim: embedding and hidden dimension D (``dim`` divisible by ``heads``).
-        blocks: transformer blocks (GRU layers).
-        heads: attention heads.
-        dropout: on the embeddings, attention and feed-forward layers.
-        max_len: the last ``max_len`` items of a sequence are read (and trained on).
-        loss: ``"softmax"``, ``"sampled"`` or ``"gbce"``.
-        negatives: sampled negatives per batch (``sampled``) or per sequence (``gbce``).
-        sampler: ``sampled``: draw negatives ``"uniform"`` or by ``"popularity"``.
-        gbce_t: gBCE calibration ``t`` in [0, 1].
-        max_minutes: a fit's time budget: no epoch starts that the last epoch's time says
-            would end past it (``None``: every epoch). The weights of the last epoch trained
-            are kept (with ``patience``, the best epoch's).
-        optimizer, learning_rate, weight_decay, batch_size (sequences per step), epochs,
-            patience, device, seed: the trainer (see :class:`~recfunnel.training.TrainerConfig`).
-            Early stopping monitors validation ``ndcg@10``.
-    """
+    """Next-item recommendation from the order of each user's items (see the module docstring;
+    hyper-parameters in :class:`~recfunnel.config.SequentialConfig`). ``fit`` takes
+    ``context=`` rows that continue users' sequences without being trained on."""
 
     kind = "sequential"
     duplicates = "keep"  # a repeated item is one more step of the sequence
-
-    def __init__(
-        self,
-        *,
-        arch: str = "transformer",
-        dim: int = 64,
-        blocks: int = 2,
-        heads: int = 1,
-        dropout: float = 0.2,
-        max_len: int = 200,
-        loss: str = "softmax",
-        negatives: int = 256,
-        sampler: str = "uniform",
-        gbce_t: float = 0.75,
-        max_minutes: float | None = None,
-        optimizer: str = "adamw",
-        learning_rate: float = 3e-3,
-        weight_decay: float = 0.0,
-        batch_size: int = 128,
-        epochs: int = 20,
-        patience: int | None = None,
-        device: str = "auto",
-        seed: int = 0,
-    ) -> None:
-        self._set_params({k: v for k, v in locals().items() if k not in ("self", "__class__")})
-
-    # ------------------------------------------------------------------ checks
-    def _check_params(self) -> None:
-        def refuse(problem: str) -> None:
-            raise RecfunnelError(problem)
-
-        if self.arch not in ARCHS:
-            refuse(f"arch must be one of {', '.join(ARCHS)}, not {self.arch!r}")
-        if self.loss not in LOSSES:
-            refuse(f"loss must be one of {', '.join(LOSSES)}, not {self.loss!r}")
-        if self.sampler not in SAMPLERS:
-            refuse(f"sampler must be one of {', '.join(SAMPLERS)}, not {self.sampler!r}")
-        for name in ("dim", "blocks", "heads", "max_len", "negatives"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                refuse(f"{name} must be a whole number of at least 1, not {value!r}")
-        if self.dim % self.heads:
-            refuse(f"dim ({self.dim}) must be divisible by heads ({self.heads})")
-        if not 0.0 <= self.dropout < 1.0:
-            refuse(f"dropout must lie in [0, 1), not {self.dropout}")
-        if not 0.0 <= self.gbce_t <= 1.0:
-            refuse(f"gbce_t must lie in [0, 1], not {self.gbce_t}")
-        if self.max_minutes is not None and not self.max_minutes > 0:
-            refuse(f"max_minutes must be positive (or none), not {self.max_minutes}")
+    config_class = SequentialConfig
+    config: SequentialConfig
 
     def _network(self, num_items: int) -> SequentialNet:
-        return SequentialNet(num_items, arch=self.arch, dim=self.dim, blocks=self.blocks,
-                             heads=self.heads, dropout=self.dropout,
-                             max_len=self.max_len)  # fmt: skip
+        c = self.config
+        return SequentialNet(num_items, arch=c.arch, dim=c.dim, blocks=c.blocks, heads=c.heads,
+                             dropout=c.dropout, max_len=c.max_len)  # fmt: skip
 
     # --------------------------------------------------------------- training
     def training_windows(self) -> dict[str, torch.Tensor]:
@@ -306,23 +244,17 @@ class Sequential(FactorizedRecommender):
         with 0: ``{"window": [U', max_len + 1], "length": [U']}`` (sequences of two items or
         more; ``length`` counts input positions)."""
         indptr, items = self.sequence_indptr_, self.sequence_items_
-        lengths = np.minimum(np.diff(indptr), self.max_len + 1)
+        lengths = np.minimum(np.diff(indptr), self.config.max_len + 1)
         users = np.flatnonzero(lengths >= 2)
-        windows = np.zeros((len(users), self.max_len + 1), dtype=np.int64)
+        windows = np.zeros((len(users), self.config.max_len + 1), dtype=np.int64)
         for row, u in enumerate(users):
             n = lengths[u]
             windows[row, :n] = items[indptr[u + 1] - n : indptr[u + 1]] + 1
         return {"window": torch.as_tensor(windows),
                 "length": torch.as_tensor(lengths[users] - 1)}  # fmt: skip
 
-    def fit(
-        self,
-        train: Interactions,
-        *,
-        validation: Interactions | None = None,
-        context: Interactions | None = None,
-        progress=False,
-    ):
+    def _train(self, train: Interactions, validation: Interactions | None, *,
+               progress=False, context: Interactions | None = None, **rest) -> None:  # fmt: skip
         """Learn from the sequences of ``train`` (ordered by timestamp, then row order).
 
         ``validation`` rows are scored every epoch (``ndcg@10``, ``recall@10``; early stopping
@@ -330,21 +262,17 @@ class Sequential(FactorizedRecommender):
         rows, which are not trained on. After fitting, the model's sequences (what
         :meth:`recommend` continues) are the training rows followed by the context.
         """
-        self._check_params()
-        params = self.get_params()
-        config = TrainerConfig.from_params(params, progress=progress, monitor="ndcg@10")
-        self._remember(train)
+        c = self.config
         self.sequence_indptr_, self.sequence_items_ = to_sequences(train)
         windows = self.training_windows()
         if len(windows["length"]) == 0:
             raise RecfunnelError(
                 "no user has two ordered items to learn a next item from; give longer sequences"
             )
-        seed_everything(self.seed)
         self.net_ = self._network(train.num_items)
         task = SequentialTask(
-            self.net_, loss=self.loss, negatives=self.negatives, sampler=self.sampler,
-            gbce_t=self.gbce_t, item_counts=train.item_counts(), seed=self.seed,
+            self.net_, loss=c.loss, negatives=c.negatives, sampler=c.sampler,
+            gbce_t=c.gbce_t, item_counts=train.item_counts(), seed=c.trainer.seed,
         )  # fmt: skip
         if context is not None and len(context):
             self.extend(context)
@@ -356,17 +284,18 @@ class Sequential(FactorizedRecommender):
                 return evaluate_scores(self.score, seen, validation, factorized_ks=(),
                                        ranking_ks=(10,))  # fmt: skip
 
-        self.history_ = self._train(config, task, windows, validate)
-        self.net_.to("cpu").eval()
-        self._index = None
-        return self
+        config = self.fit_config_.trainer
+        if config.monitor == "auto":
+            config = dataclasses.replace(config, monitor="ndcg@10")
+        self.training_log_ = self._fit_in_time(config, task, windows, validate, progress)
+        self._finish_training()
 
-    def _train(self, config, task, windows, validate) -> History:
+    def _fit_in_time(self, config, task, windows, validate, progress) -> TrainingLog:
         """The trainer's fit, within ``max_minutes`` when it is set: an epoch hook stops the
         fit before an epoch that would end past the budget (judged by the epoch just done)."""
-        if self.max_minutes is None:
-            return Trainer(config).fit(task, windows, validate=validate)
-        budget, started, records = 60.0 * self.max_minutes, CLOCK(), []
+        if self.config.max_minutes is None:
+            return Trainer(config, progress=progress).fit(task, windows, validate=validate)
+        budget, started, records = 60.0 * self.config.max_minutes, CLOCK(), []
         last = [started]
 
         def stop_in_time(record: dict) -> None:
@@ -391,13 +320,13 @@ class Sequential(FactorizedRecommender):
         with epoch_hook(stop_in_time), (epoch_hook(keep_best) if config.patience is not None
                                         else contextlib.nullcontext()):  # fmt: skip
             try:
-                return Trainer(config).fit(task, windows, validate=validate)
+                return Trainer(config, progress=progress).fit(task, windows, validate=validate)
             except _OutOfTime:
                 pass
         if best:
             task.load_state_dict(best["state"])
         task.eval()
-        return History(epochs=records, best_epoch=best.get("epoch"), stopped_early=True)
+        return TrainingLog(epochs=records, best_epoch=best.get("epoch"), stopped_early=True)
 
     def extend(self, rows: Interactions) -> Sequential:
         """Continue users' sequences with ``rows`` (in their time order), without training: the
@@ -427,8 +356,8 @@ class Sequential(FactorizedRecommender):
         """[B, D] hidden state after the last item of each sequence (its last ``max_len``
         items read); an empty sequence reads the padding item alone."""
         self._check_fitted()
-        out = torch.empty(len(sequences), self.dim)
-        lengths = np.array([min(len(s), self.max_len) for s in sequences], dtype=np.int64)
+        out = torch.empty(len(sequences), self.config.dim)
+        lengths = np.array([min(len(s), self.config.max_len) for s in sequences], dtype=np.int64)
         order = np.argsort(lengths, kind="stable")  # similar lengths share a chunk: less padding
         device = next(self.net_.parameters()).device
         for start in range(0, len(order), chunk):
@@ -497,7 +426,6 @@ class Sequential(FactorizedRecommender):
         }
 
     def _load_learned(self, tensors):
-        self._check_params()
         indptr, items = tensors["sequence.indptr"], tensors["sequence.items"]
         num_users, num_items = self.seen_.shape
         in_range = len(items) == 0 or (int(items.min()) >= 0 and int(items.max()) < num_items)

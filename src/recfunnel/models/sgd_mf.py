@@ -17,13 +17,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from recfunnel.config import BPRConfig, SGDMFConfig
 from recfunnel.data.interactions import Interactions
 from recfunnel.errors import RecfunnelError
 from recfunnel.losses import bpr_loss
-from recfunnel.metrics import evaluate_scores
 from recfunnel.models.base import FactorizedRecommender
 from recfunnel.search_space import Choice, Float, Int
-from recfunnel.training import Trainer, TrainerConfig, seed_everything
 
 
 class BiasedMFNet(nn.Module):
@@ -65,9 +64,6 @@ class RatingLoss(nn.Module):
             + self.net.item_bias(i)[:, 0] ** 2
         )
         return (error**2 + self.regularization * penalty).mean()
-
-
-SAMPLING = ("uniform", "popularity")
 
 
 class BPRLoss(nn.Module):
@@ -118,38 +114,17 @@ class BPRLoss(nn.Module):
 
 
 class _GradientMF(FactorizedRecommender):
-    """Shared fitting, vectors and saving of the two gradient-trained MF models."""
-
-    def _check(self, train: Interactions) -> None:
-        if self.dim < 1:
-            raise RecfunnelError(f"dim must be at least 1, not {self.dim}")
-        if self.regularization < 0:
-            raise RecfunnelError(f"regularization must be >= 0, not {self.regularization}")
+    """Shared network, vectors and saving of the two gradient-trained MF models."""
 
     def _loss_module(self, net: BiasedMFNet, train: Interactions) -> nn.Module:
         raise NotImplementedError
 
-    def fit(self, train: Interactions, *, validation: Interactions | None = None, progress=False):
-        config = TrainerConfig.from_params(self.get_params(), progress=progress)
-        self._check(train)
-        self._remember(train)
-        seed_everything(self.seed)
-        self.net_ = BiasedMFNet(train.num_users, train.num_items, self.dim, self.init_scale)
-        loss = self._loss_module(self.net_, train)
-        validate = None
-        if validation is not None and len(validation):
+    def _new_network(self, state=None) -> BiasedMFNet:
+        return BiasedMFNet(*self.seen_.shape, self.config.dim, self.config.init_scale)
 
-            def validate():
-                if self.predicts_ratings:
-                    return {"validation_rmse": self._rmse(validation)}
-                return evaluate_scores(
-                    self.score, train, validation, factorized_ks=(), ranking_ks=(10,)
-                )
-
-        self.history_ = Trainer(config).fit(loss, train, validate=validate)
-        self.net_.to("cpu").eval()
-        self._index = None
-        return self
+    def _build_network(self, train, **context):
+        self.net_ = self._new_network()
+        return self._loss_module(self.net_, train)
 
     @torch.no_grad()
     def user_vectors(self, users):
@@ -162,28 +137,10 @@ class _GradientMF(FactorizedRecommender):
         self._check_fitted()
         return torch.cat([self.net_.item.weight, self.net_.item_bias.weight], 1)
 
-    def _learned_tensors(self):
-        return {
-            f"net.{k}": v.detach().cpu().contiguous() for k, v in self.net_.state_dict().items()
-        }
-
-    def _load_learned(self, tensors):
-        num_users, num_items = self.seen_.shape
-        self.net_ = BiasedMFNet(num_users, num_items, self.dim, self.init_scale)
-        self.net_.load_state_dict({k.removeprefix("net."): v for k, v in tensors.items()})
-        self.net_.eval()
-        self._index = None
-
 
 class SGDMF(_GradientMF):
-    """Biased matrix factorization for ratings, trained on the squared error.
-
-    Args:
-        dim: factors D.
-        regularization: L2 weight on each row's factors and biases.
-        init_scale: standard deviation of the initial factors.
-        optimizer, learning_rate, batch_size, epochs, device, seed: the trainer.
-    """
+    """Biased matrix factorization for ratings, trained on the squared error
+    (:class:`~recfunnel.config.SGDMFConfig`)."""
 
     kind = "sgd-mf"
     predicts_ratings = True
@@ -194,33 +151,19 @@ class SGDMF(_GradientMF):
         "learning_rate": Float(1e-3, 3e-2, log=True),
         "epochs": Int(5, 40),
     }
+    config_class = SGDMFConfig
 
-    def __init__(
-        self,
-        *,
-        dim: int = 32,
-        regularization: float = 0.1,
-        init_scale: float = 0.1,
-        optimizer: str = "adam",
-        learning_rate: float = 0.01,
-        batch_size: int = 1024,
-        epochs: int = 20,
-        device: str = "cpu",
-        seed: int = 0,
-    ) -> None:
-        self._set_params({k: v for k, v in locals().items() if k not in ("self", "__class__")})
-
-    def _check(self, train):
-        super()._check(train)
+    def _check_data(self, train, **context):
         if train.ratings is None:
             raise RecfunnelError(
                 "SGD-MF needs ratings; fit interactions with ratings, or use BPR or WALS",
                 cli="--model sgd-mf needs ratings; pass --rating-col, or use --model bpr or wals",
             )
+        return train
 
     def _loss_module(self, net, train):
         net.global_mean.fill_(float(train.ratings.mean()))
-        return RatingLoss(net, self.regularization)
+        return RatingLoss(net, self.config.regularization)
 
     @torch.no_grad()
     def predict(self, users, items) -> np.ndarray:
@@ -230,20 +173,10 @@ class SGDMF(_GradientMF):
         i = torch.as_tensor(np.asarray(items, dtype=np.int64))
         return self.net_(u, i).numpy()
 
-    def _rmse(self, data: Interactions) -> float:
-        error = self.predict(data.users, data.items) - data.ratings
-        return float(np.sqrt(np.mean(error**2)))
-
 
 class BPR(_GradientMF):
-    """Bayesian personalised ranking MF for implicit feedback (sampled negatives).
-
-    Args: as :class:`SGDMF`, and
-
-    * ``regularization`` weighs the L2 penalty of the user, positive and negative rows;
-    * ``negatives``: items sampled per positive (the loss averages their BPR terms);
-    * ``sampling``: ``"uniform"`` or ``"popularity"`` (``count ** 0.75``).
-    """
+    """Bayesian personalised ranking MF for implicit feedback (``negatives`` sampled items per
+    positive, uniformly or by popularity; :class:`~recfunnel.config.BPRConfig`)."""
 
     kind = "bpr"
     #: what ``recfunnel tune`` searches
@@ -255,35 +188,12 @@ class BPR(_GradientMF):
         "epochs": Int(5, 30),
     }
     duplicates = "sum"  # repeats of a cell add up to its confidence
-
-    def __init__(
-        self,
-        *,
-        dim: int = 32,
-        regularization: float = 0.01,
-        negatives: int = 8,
-        sampling: str = "uniform",
-        init_scale: float = 0.1,
-        optimizer: str = "adam",
-        learning_rate: float = 0.01,
-        batch_size: int = 1024,
-        epochs: int = 20,
-        device: str = "cpu",
-        seed: int = 0,
-    ) -> None:
-        self._set_params({k: v for k, v in locals().items() if k not in ("self", "__class__")})
-
-    def _check(self, train):
-        super()._check(train)
-        if self.negatives < 1:
-            raise RecfunnelError(f"negatives must be at least 1, not {self.negatives}")
-        if self.sampling not in SAMPLING:
-            raise RecfunnelError(
-                f"sampling must be one of {', '.join(SAMPLING)}, not {self.sampling!r}"
-            )
+    config_class = BPRConfig
 
     def _loss_module(self, net, train):
-        return BPRLoss(net, self.regularization, train.item_counts(), self.negatives, self.sampling)
+        config = self.config
+        return BPRLoss(net, config.regularization, train.item_counts(), config.negatives,
+                       config.sampling)  # fmt: skip
 
     @torch.no_grad()
     def fold_in(self, items: np.ndarray) -> torch.Tensor:

@@ -25,8 +25,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from recfunnel.data.interactions import Interactions
-from recfunnel.errors import RecfunnelError
+from recfunnel.config import TwoStageConfig
 from recfunnel.models.base import Recommender
 from recfunnel.models.ranking import RankingModel
 from recfunnel.models.two_tower import TwoTower
@@ -46,69 +45,33 @@ def _standardise(scores: torch.Tensor) -> torch.Tensor:
 
 
 class TwoStage(Recommender):
-    """Retrieval top-``candidates`` -> ranker re-scores -> top-k (see the module docstring).
-
-    Args:
-        retrieval: keyword arguments of the :class:`TwoTower` retrieval model.
-        ranker: keyword arguments of the :class:`RankingModel` ranker.
-        candidates: shortlist size N per user (default 100).
-        blend: weight of the retrieval score in the final score (0 = ranker only).
-        hard_negatives: draw the ranker's training negatives from the retrieval shortlists
-            (else as its ``objective`` does alone: sampled from the catalogue).
-        seed: seeds both sub-models unless their own arguments set ``seed``.
-    """
+    """Retrieval top-``candidates`` -> ranker re-scores -> top-k (see the module docstring;
+    hyper-parameters in :class:`~recfunnel.config.TwoStageConfig`, whose ``retrieval`` and
+    ``ranker`` are the two stages' own configs). Each stage is fitted, validated and stopped
+    early as it would be alone."""
 
     kind = "two-stage"
     needs_dataset = True
+    config_class = TwoStageConfig
+    config: TwoStageConfig
 
-    def __init__(
-        self,
-        *,
-        retrieval: dict | None = None,
-        ranker: dict | None = None,
-        candidates: int = 100,
-        blend: float = 0.5,
-        hard_negatives: bool = True,
-        seed: int = 0,
-    ) -> None:
-        self._set_params(
-            {
-                "retrieval": dict(retrieval or {}),
-                "ranker": dict(ranker or {}),
-                "candidates": candidates,
-                "blend": blend,
-                "hard_negatives": hard_negatives,
-                "seed": seed,
-            }
-        )
-
-    def _check(self) -> None:
-        if self.candidates < 1:
-            raise RecfunnelError(f"candidates must be at least 1, not {self.candidates}")
-        if not 0.0 <= self.blend <= 1.0:
-            raise RecfunnelError(f"blend must lie in [0, 1], not {self.blend}")
-        if self.ranker.get("objective", "rating") == "rating":
-            raise RecfunnelError(
-                "the two-stage ranker must be trained to recommend; set its objective to "
-                "'listwise' or 'watch', not 'rating'"
-            )
-
-    def fit(self, train: Interactions, *, validation=None, progress=False, dataset=None):
-        self._check()
-        self._remember(train)
-        retrieval = {"seed": self.seed, **self.retrieval}
-        ranker = {"seed": self.seed, **self.ranker}
-        self.retrieval_ = TwoTower(**retrieval).fit(train, progress=progress)
-        shortlists = self.shortlists(np.arange(train.num_users)) if self.hard_negatives else None
-        self.ranker_ = RankingModel(**ranker).fit(
-            train, progress=progress, dataset=dataset, shortlists=shortlists
-        )
-        return self
+    def _train(self, train, validation, *, progress=False, dataset=None, **context) -> None:
+        c = self.config
+        self.retrieval_ = TwoTower(c.retrieval).fit(train, validation=validation,
+                                                    progress=progress)  # fmt: skip
+        shortlists = self.shortlists(np.arange(train.num_users)) if c.hard_negatives else None
+        self.ranker_ = RankingModel(c.ranker).fit(
+            train, validation=validation, progress=progress, dataset=dataset,
+            shortlists=shortlists,
+        )  # fmt: skip
+        self.training_log_ = {
+            "retrieval": self.retrieval_.training_log_, "ranker": self.ranker_.training_log_,
+        }  # fmt: skip
 
     def shortlists(self, users, batch: int = 4096) -> torch.Tensor:
         """[B, candidates] the retrieval stage's top items per user, training items excluded
         (``-1`` pads a user with fewer unseen items)."""
-        n = min(self.candidates, self.num_items)
+        n = min(self.config.candidates, self.num_items)
         parts = []
         for start in range(0, len(users), batch):
             chunk = users[start : start + batch]
@@ -125,12 +88,14 @@ class TwoStage(Recommender):
         ranked = self.ranker_.score_candidates(users, safe.numpy()).float()
         ranked = ranked.masked_fill(~mask, float("-inf"))
         retrieved = retrieved.float().masked_fill(~mask, float("-inf"))
-        final = (1 - self.blend) * _standardise(ranked) + self.blend * _standardise(retrieved)
+        final = (1 - self.config.blend) * _standardise(ranked) + self.config.blend * _standardise(
+            retrieved
+        )
         return final.masked_fill(~mask, float("-inf"))
 
     def _top_k(self, users, k, *, exclude, allow, deny):
         """Shortlist max(candidates, k) items with retrieval (same exclusions), re-rank, cut."""
-        n = min(max(self.candidates, k), self.num_items)
+        n = min(max(self.config.candidates, k), self.num_items)
         ids, retrieved = self.retrieval_._top_k(users, n, exclude=exclude, allow=allow, deny=deny)
         final = self._rerank(users, ids, retrieved)
         top = torch.topk(final, k, dim=1)
@@ -144,7 +109,7 @@ class TwoStage(Recommender):
         so the metrics keep relevant items that retrieval failed to shortlist."""
         self._check_fitted()
         users = np.atleast_1d(np.asarray(users, dtype=np.int64))
-        n = min(self.candidates, self.num_items)
+        n = min(self.config.candidates, self.num_items)
         ids, retrieved = self.retrieval_._top_k(
             users, n, exclude=self.seen_[users], allow=None, deny=None
         )
@@ -165,7 +130,6 @@ class TwoStage(Recommender):
         def part(prefix):
             return {k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)}
 
-        retrieval = {"seed": self.seed, **self.retrieval}
-        ranker = {"seed": self.seed, **self.ranker}
-        self.retrieval_ = TwoTower.from_state(retrieval, part("retrieval."))
-        self.ranker_ = RankingModel.from_state(ranker, part("ranker."))
+        c = self.config
+        self.retrieval_ = TwoTower.from_state(c.retrieval.to_dict(), part("retrieval."))
+        self.ranker_ = RankingModel.from_state(c.ranker.to_dict(), part("ranker."))

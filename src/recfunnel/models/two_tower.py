@@ -16,14 +16,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from recfunnel import distributed
+from recfunnel.config import TwoTowerConfig
 from recfunnel.data.interactions import Interactions
-from recfunnel.errors import RecfunnelError
-from recfunnel.metrics import evaluate_scores
 from recfunnel.models.base import FactorizedRecommender
 from recfunnel.models.towers import EmbeddingTower, HistoryQueryTower, pooling_matrices
 from recfunnel.search_space import Choice, Float, Int
 from recfunnel.tasks import RetrievalTask
-from recfunnel.training import Trainer, TrainerConfig, seed_everything
 
 
 class TwoTowerNet(nn.Module):
@@ -39,7 +37,7 @@ class TwoTowerNet(nn.Module):
         dim: int,
         task: RetrievalTask,
         *,
-        history: sp.csr_matrix | None = None,
+        seen: sp.csr_matrix | None = None,
         item_log_probs: torch.Tensor | None = None,
         user_l2: float = 0.0,
         item_bias: bool = False,
@@ -52,18 +50,18 @@ class TwoTowerNet(nn.Module):
         self.task = task
         self.user_l2 = user_l2
         self.sparse = sparse
-        if history is not None:
+        if seen is not None:
             # Buffers, not state: rebuilt from the saved training matrix on load.
             if sparse:  # pool the batch's rows of the history (CSR), see HistoryQueryTower
-                history = history.tocsr()
-                counts = np.diff(history.indptr).astype(np.float32)
+                seen = seen.tocsr()
+                counts = np.diff(seen.indptr).astype(np.float32)
                 self.register_buffer("history_indptr", torch.as_tensor(
-                    history.indptr.astype(np.int64)), persistent=False)  # fmt: skip
+                    seen.indptr.astype(np.int64)), persistent=False)  # fmt: skip
                 self.register_buffer("history_indices", torch.as_tensor(
-                    history.indices.astype(np.int64)), persistent=False)  # fmt: skip
+                    seen.indices.astype(np.int64)), persistent=False)  # fmt: skip
                 self.register_buffer("history_counts", torch.as_tensor(counts), persistent=False)
             else:
-                pool, pool_t, counts = pooling_matrices(history)
+                pool, pool_t, counts = pooling_matrices(seen)
                 self.register_buffer("history_pool", pool, persistent=False)
                 self.register_buffer("history_pool_t", pool_t, persistent=False)
                 self.register_buffer("history_counts", counts, persistent=False)
@@ -172,39 +170,17 @@ class TwoTowerNet(nn.Module):
 AUTO_FULL_MAX_ITEMS = 20_000
 #: ... and while (training rows x items) stays under this (about a minute per epoch on 2 cores)
 AUTO_FULL_MAX_COST = 5e9
-#: what ``large`` may set
-LARGE_OPTIONS = ("softmax", "negatives", "sampler", "logq_correction", "sparse_updates",
-                 "batch_size", "learning_rate", "epochs", "max_examples", "optimizer")  # fmt: skip
 
 
 class TwoTower(FactorizedRecommender):
-    """Two-tower retrieval model.
+    """Two-tower retrieval model; hyper-parameters in :class:`~recfunnel.config.TwoTowerConfig`
+    (the retrieval task's softmax, negatives, sampler, temperature, accidental-hit removal,
+    logQ correction and reduction: :class:`~recfunnel.tasks.RetrievalTask`).
 
-    Args:
-        dim: embedding dimension.
-        softmax: ``"in-batch"``, ``"sampled"``, ``"mixed"``, ``"full"`` (see
-            :class:`~recfunnel.tasks.RetrievalTask`) or ``"auto"``: ``"full"`` when the
-            catalogue has at most 20,000 items and (rows x items) is at most 5e9, else the
-            settings in ``large`` replace these ones (softmax ``"mixed"`` unless ``large`` says
-            otherwise). :meth:`resolve` gives the settings a fit uses; the run records them.
-        negatives, sampler: sampled and mixed softmax: items drawn per batch, and how.
-        temperature, remove_accidental_hits, logq_correction, reduction: the retrieval task.
-        sparse_updates: embedding lookups give sparse gradients and the history is pooled for
-            the batch's users only, so a step costs the rows it touches, not the tables' size
-            (Adam becomes :class:`torch.optim.SparseAdam`, a lazy Adam). Not with the full
-            softmax, whose gradient reaches every item.
-        large: settings for ``softmax="auto"`` on a large catalogue (keys: softmax, negatives,
-            sampler, logq_correction, sparse_updates, batch_size, learning_rate, epochs,
-            max_examples, optimizer).
-        max_examples: stop a fit once it has trained on this many rows (the last epoch may
-            be partial): a fit's time stays bounded however large the data; ``None``: every
-            epoch.
-        history: add the pooled embeddings of the user's training items to the query tower.
-        user_l2: L2 penalty on the query embeddings of each batch (mean squared norm).
-        item_bias: learn a per-item bias (a popularity prior), scored as an extra dimension.
-        init, init_scale: embedding initialisation (Keras' U(-0.05, 0.05) by default).
-        optimizer, learning_rate, weight_decay, batch_size, epochs, patience, device, seed: the
-            trainer (see :class:`~recfunnel.training.TrainerConfig`).
+    ``softmax="auto"`` (the ``default`` preset) is ``"full"`` when the catalogue has at most
+    20,000 items and (rows x items) is at most 5e9; else the settings in ``large`` replace
+    these ones (softmax ``"mixed"`` unless ``large`` says otherwise). :meth:`resolve` gives the
+    config a fit uses; the run records it (``resolved_config``).
     """
 
     kind = "two-tower"
@@ -215,81 +191,41 @@ class TwoTower(FactorizedRecommender):
         "user_l2": Float(1e-4, 1.0, log=True),
         "epochs": Int(3, 15),
     }
+    config_class = TwoTowerConfig
+    config: TwoTowerConfig
 
-    def __init__(
-        self,
-        *,
-        dim: int = 32,
-        softmax: str = "in-batch",
-        negatives: int = 0,
-        sampler: str = "uniform",
-        sparse_updates: bool = False,
-        large: dict | None = None,
-        max_examples: int | None = None,
-        temperature: float = 1.0,
-        remove_accidental_hits: bool = False,
-        logq_correction: bool = False,
-        reduction: str = "sum",
-        history: bool = False,
-        user_l2: float = 0.0,
-        item_bias: bool = False,
-        init: str = "uniform",
-        init_scale: float = 0.05,
-        optimizer: str = "adagrad",
-        learning_rate: float = 0.1,
-        weight_decay: float = 0.0,
-        batch_size: int = 8192,
-        epochs: int = 3,
-        patience: int | None = None,
-        device: str = "auto",
-        seed: int = 0,
-    ) -> None:
-        self._set_params({k: v for k, v in locals().items() if k not in ("self", "__class__")})
-
-    def resolve(self, num_rows: int, num_items: int) -> dict:
-        """The hyper-parameters a fit on ``num_rows`` rows of ``num_items`` items uses:
-        ``softmax="auto"`` resolved, ``epochs`` cut to those ``max_examples`` reaches."""
-        params = self.get_params()
-        large = dict(params.pop("large") or {})
-        unknown = sorted(set(large) - set(LARGE_OPTIONS))
-        if unknown:
-            raise RecfunnelError(
-                f"large cannot set {', '.join(unknown)}; it takes {', '.join(LARGE_OPTIONS)}"
-            )
-        if params["softmax"] == "auto":
+    def resolve(self, num_rows: int, num_items: int) -> TwoTowerConfig:
+        """The config a fit on ``num_rows`` rows of ``num_items`` items uses: ``softmax="auto"``
+        resolved, ``trainer.epochs`` cut to those ``trainer.max_examples`` reaches."""
+        config = self.config
+        if config.softmax == "auto":
             cheap = num_items <= AUTO_FULL_MAX_ITEMS and num_rows * num_items <= AUTO_FULL_MAX_COST
-            if cheap:
-                params["softmax"] = "full"
-            else:
-                params.update(large)
-                if params["softmax"] == "auto":
-                    params["softmax"] = "mixed"
-        budget = params["max_examples"]
+            config = config.override(softmax="full") if cheap else config.resolve_large()
+        budget = config.trainer.max_examples
         if budget is not None:
-            params["epochs"] = int(min(params["epochs"], max(1, -(-budget // max(1, num_rows)))))
-        if params["sparse_updates"] and params["softmax"] == "full":
-            raise RecfunnelError(
-                "sparse_updates does not go with the full softmax (its gradient reaches every "
-                "item); use softmax=mixed or sampled"
-            )
-        return params
+            epochs = int(min(config.trainer.epochs, max(1, -(-budget // max(1, num_rows)))))
+            config = config.override(**{"trainer.epochs": epochs})
+        return config
 
-    def _task(self, params: dict | None = None) -> RetrievalTask:
-        params = params or self.get_params()
-        softmax = params["softmax"]
+    def _resolve(self, train: Interactions) -> TwoTowerConfig:
+        return self.resolve(len(train), train.num_items)
+
+    def _task(self, config: TwoTowerConfig) -> RetrievalTask:
+        softmax = config.softmax
         return RetrievalTask(
             softmax="in-batch" if softmax == "auto" else softmax,  # auto: for loading only
-            negatives=params["negatives"],
-            sampler=params["sampler"],
-            temperature=params["temperature"],
-            remove_accidental_hits=params["remove_accidental_hits"],
-            logq_correction=params["logq_correction"],
-            reduction=params["reduction"],
+            negatives=config.negatives,
+            sampler=config.sampler,
+            temperature=config.temperature,
+            remove_accidental_hits=config.remove_accidental_hits,
+            logq_correction=config.logq_correction,
+            reduction=config.reduction,
         )
 
-    def _build(self, num_users: int, num_items: int, item_counts: np.ndarray | None,
-               params: dict | None = None) -> TwoTowerNet:  # fmt: skip
-        params = params or self.get_params()
+    def _network(self, num_users: int, num_items: int, item_counts: np.ndarray | None,
+                 config: TwoTowerConfig | None = None) -> TwoTowerNet:  # fmt: skip
+        """The network of ``config`` (default: the model's own, as saved)."""
+        config = config or self.config
         log_probs = None
         if item_counts is not None:
             probs = (item_counts + 1.0) / (item_counts.sum() + len(item_counts))
@@ -297,42 +233,30 @@ class TwoTower(FactorizedRecommender):
         return TwoTowerNet(
             num_users,
             num_items,
-            self.dim,
-            self._task(params),
-            history=self.seen_ if self.history else None,
+            config.dim,
+            self._task(config),
+            seen=self.seen_ if config.pool_seen_items else None,
             item_log_probs=log_probs,
-            user_l2=self.user_l2,
-            item_bias=self.item_bias,
-            init=self.init,
-            init_scale=self.init_scale,
-            sparse=bool(params.get("sparse_updates")),
-            seed=self.seed,
+            user_l2=config.user_l2,
+            item_bias=config.item_bias,
+            init=config.init,
+            init_scale=config.init_scale,
+            sparse=config.sparse_updates,
+            seed=config.trainer.seed,
         )
 
-    def trainer_config(self, progress: bool = False, params: dict | None = None) -> TrainerConfig:
-        return TrainerConfig.from_params(params or self.get_params(), progress=progress)
+    def _build_network(self, train, **context):
+        self.net_ = self._network(train.num_users, train.num_items, train.item_counts(),
+                                  self.fit_config_)  # fmt: skip
+        return self.net_
 
-    def fit(self, train: Interactions, *, validation: Interactions | None = None, progress=False):
-        params = self.resolve(len(train), train.num_items)
-        config = self.trainer_config(progress, params)  # validates the trainer settings first
-        self._task(params)
-        self.resolved_ = params
-        self._remember(train)
-        seed_everything(self.seed)
-        self.net_ = self._build(train.num_users, train.num_items, train.item_counts(), params)
-        validate = None
-        if validation is not None and len(validation):
+    def _new_network(self, state):
+        net = self._network(*self.seen_.shape, None)
+        net.item_log_probs = state["item_log_probs"]
+        return net
 
-            def validate():
-                self._user_cache = None  # the towers changed since the last epoch
-                return evaluate_scores(
-                    self.score, train, validation, factorized_ks=(), ranking_ks=(10,)
-                )
-
-        self.history_ = Trainer(config).fit(self.net_, train, validate=validate)
-        self.net_.to("cpu")
+    def _refresh(self) -> None:
         self._index = self._user_cache = None
-        return self
 
     @torch.no_grad()
     def user_vectors(self, users):
@@ -354,27 +278,13 @@ class TwoTower(FactorizedRecommender):
     def fold_in(self, items: np.ndarray) -> torch.Tensor:
         """[1, D] query vector of a user known only by the items they interacted with.
 
-        With ``history=True`` this is the OOV user embedding plus the pooled history, exactly
+        With ``pool_seen_items`` this is the OOV user embedding plus the pooled history, exactly
         the query tower's formula; without it, the mean of the items' vectors.
         """
         self._check_fitted()
         items = np.asarray(items, dtype=np.int64)
-        if self.history:
+        if self.config.pool_seen_items:
             query = self.net_.query_tower.fold_in(torch.as_tensor(np.unique(items)))
         else:
             query = self.net_.item_tower(torch.as_tensor(items)).mean(0, keepdim=True)
         return self.net_.full_queries(query)
-
-    def _learned_tensors(self):
-        return {
-            f"net.{k}": v.detach().cpu().contiguous() for k, v in self.net_.state_dict().items()
-        }
-
-    def _load_learned(self, tensors):
-        num_users, num_items = self.seen_.shape
-        self.net_ = self._build(num_users, num_items, None)
-        state = {k.removeprefix("net."): v for k, v in tensors.items()}
-        self.net_.item_log_probs = state["item_log_probs"]
-        self.net_.load_state_dict(state)
-        self.net_.eval()
-        self._index = self._user_cache = None
