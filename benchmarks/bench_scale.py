@@ -166,7 +166,7 @@ def child_wals(args) -> None:
     from recfunnel.presets import preset
 
     train, test = _split(args.out)
-    model = WALS(**preset("wals", "seed"))
+    model = WALS(preset("wals", "seed"))
     started = time.perf_counter()
     model.fit(train)
     seconds = time.perf_counter() - started
