@@ -74,6 +74,7 @@ except ImportError:  # pragma: no cover - orjson is in the serve extra
 
 
 WORKERS_ENV = "RECFUNNEL_SERVE_WORKERS"
+SUPERVISOR_ENV = "RECFUNNEL_SERVE_SUPERVISOR"  # pid of the process that starts the workers
 SCORING_THREADS = 2  # heavy requests computing at once (per worker); the rest wait their turn
 INLINE_K = 100  # one user and k up to this: answered on the event loop
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -445,7 +446,9 @@ def _add_reload(app: FastAPI, holder: ModelHolder, root: FsPath, secured, offloa
             return error(409, f"cannot load that run folder: {reason} (still serving "
                               f"generation {kept.generation})")  # fmt: skip
         if workers > 1:
-            os.kill(os.getppid(), signal.SIGHUP)  # uvicorn's supervisor: rolling restart
+            # uvicorn's supervisor does a rolling restart. Not os.getppid(): workers are forked
+            # by a fork server, which a SIGHUP would end (leaving its workers orphaned).
+            os.kill(int(os.environ[SUPERVISOR_ENV]), signal.SIGHUP)
             return FastJSON({"status": "restarting workers"}, 202)
         return FastJSON({"status": "reloaded", "model": served.describe()})
 
