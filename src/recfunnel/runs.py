@@ -126,7 +126,7 @@ class Run:
         if raw_items is None:
             return None
         indices = self.items.encode(raw_items)
-        unknown = [r for r, i in zip(raw_items, indices, strict=False) if i == self.items.oov_index]
+        unknown = [list(raw_items)[i] for i in np.flatnonzero(indices == self.items.oov_index)[:1]]
         if unknown:
             raise UnknownIdError(
                 f"unknown item {unknown[0]!r} in {what}; this run's items are keyed by "
@@ -143,10 +143,22 @@ class Run:
         return "id"
 
     def _finish(self, user, ids, scores, k, cold_start=False) -> Recommendations:
+        ids, scores = np.asarray(ids), np.asarray(scores)
+        valid = ids >= 0  # -1: a slot left empty by filtering (allow/deny, seen items)
+        ids, scores = ids[valid], scores[valid]
+        if not self._title_extra:  # no title repeats: nothing to skip, take the first k
+            keep_ids = ids[:k].tolist()
+            return Recommendations(
+                user=str(user),
+                items=self.items.decode(keep_ids),
+                scores=[float(s) for s in scores[:k].tolist()],
+                titles=[self.item_titles[i] for i in keep_ids],
+                cold_start=cold_start,
+            )
         seen_titles: set[str] = set()
         keep_ids, keep_scores, titles = [], [], []
         for i, s in zip(ids.tolist(), scores.tolist(), strict=False):
-            if i < 0 or self.item_titles[i] in seen_titles:
+            if self.item_titles[i] in seen_titles:
                 continue
             title = self.item_titles[i]
             seen_titles.add(title)

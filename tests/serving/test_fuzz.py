@@ -4,6 +4,7 @@ a token set and without (derandomized: a red run reproduces)."""
 from __future__ import annotations
 
 import json
+import os
 from urllib.parse import quote
 
 import pytest
@@ -33,8 +34,17 @@ bodies = st.one_of(
     ),  # fmt: skip
     json_values,
 )
-FUZZ = settings(max_examples=100, deadline=None, derandomize=True,
-                suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+# CI: derandomized, a fixed budget. `python benchmarks/fuzz.py --serving` loads the "explore"
+# profile (tests/conftest.py): fresh seeds and its larger budget, which settings given here
+# would override, so they are given only outside it.
+EXPLORING = os.environ.get("HYPOTHESIS_PROFILE") == "explore"
+if EXPLORING:
+    FUZZ = settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+    SMALL = FUZZ
+else:
+    FUZZ = settings(max_examples=100, deadline=None, derandomize=True,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+    SMALL = settings(FUZZ, max_examples=40)
 
 
 @pytest.fixture(params=["no token", "token"])
@@ -92,6 +102,16 @@ def test_post_recommendations_never_5xx(client, body):
 
 
 @FUZZ
+@given(q=st.text(max_size=300), limit=scalars, user=ids)
+def test_explorer_endpoints_never_5xx(client, q, limit, user):
+    for path in ("/v1/users", "/v1/items", f"/v1/users/{quote(user, safe='')}/history"):
+        params = {"q": q, "limit": str(limit)} if limit is not None else {"q": q}
+        r = client.get(path, params=params)
+        assert r.status_code < 500, r.text
+        assert r.status_code == 200 or is_error_shape(r)
+
+
+@FUZZ
 @given(raw=st.binary(max_size=64))
 def test_post_of_arbitrary_bytes_never_5xx(client, raw):
     r = client.post("/v1/recommendations", content=raw,
@@ -99,7 +119,7 @@ def test_post_of_arbitrary_bytes_never_5xx(client, raw):
     assert r.status_code < 500, r.text
 
 
-@settings(FUZZ, max_examples=40)
+@SMALL
 @given(body=json_values | st.fixed_dictionaries({"run_dir": ids}))
 def test_reload_with_junk_never_5xx(client, body):
     r = client.post("/v1/admin/reload", content=json.dumps(body, allow_nan=True),
@@ -110,7 +130,9 @@ def test_reload_with_junk_never_5xx(client, body):
 
 @FUZZ
 @given(path=st.sampled_from(["/healthz", "/v1/model", "/openapi.json", "/docs", "/v1/admin/x",
-                             "/nope", "/v1/recommendations"]),
+                             "/nope", "/v1/recommendations", "/v1/users", "/v1/items",
+                             "/v1/users/u0/history", "/ui", "/ui/static/explorer.js",
+                             "/v1/admin/reload"]),
        method=st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH"]),
        headers=st.dictionaries(st.sampled_from(["content-type", "content-length", "host",
                                                 "accept", "x-forwarded-for"]),

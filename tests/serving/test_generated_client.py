@@ -58,6 +58,7 @@ def test_a_generated_client_calls_every_endpoint_and_gets_typed_objects(generate
            for group, names in (("ops", ("healthz", "model_info")),
                                 ("recommend", ("recommend_user", "recommend_batch",
                                                "similar_items")),
+                                ("explore", ("list_users", "user_history", "list_items")),
                                 ("admin", ("reload",)))
            for name in names}  # fmt: skip
     assert api is not None
@@ -94,6 +95,19 @@ def test_a_generated_client_calls_every_endpoint_and_gets_typed_objects(generate
         similar = ops["similar_items"].sync("i3", client=client, k=2)
         assert isinstance(similar, models.SimilarItems) and similar.item == "i3"
 
+        users = ops["list_users"].sync(client=client, q="u", limit=3)
+        assert isinstance(users, models.UserList)
+        assert (users.count, users.users) == (8, ["u0", "u1", "u2"])
+
+        seen = ops["user_history"].sync("u0", client=client, limit=2)
+        assert isinstance(seen, models.UserHistory) and seen.user == "u0"
+        assert all(isinstance(x, models.HistoryItem) for x in seen.items) and seen.items
+
+        found = ops["list_items"].sync(client=client, q="film 3")
+        assert isinstance(found, models.ItemList)
+        assert [(x.item, x.title) for x in found.items] == [("i3", "Film 3")]
+        assert all(isinstance(x, models.ItemRef) for x in found.items)
+
         reloaded = ops["reload"].sync(client=client, body=models.ReloadRequest(run_dir="other"))
         assert isinstance(reloaded, models.Reloaded)
         assert reloaded.model.generation == 1 and reloaded.model.run == "other"
@@ -101,5 +115,7 @@ def test_a_generated_client_calls_every_endpoint_and_gets_typed_objects(generate
         # errors are typed too: the one error shape
         missing = ops["recommend_user"].sync("nobody", client=client, cold_start=False)
         assert isinstance(missing, models.ErrorBody) and missing.error.code == "not_found"
+        stranger = ops["user_history"].sync("nobody", client=client)
+        assert isinstance(stranger, models.ErrorBody) and stranger.error.code == "not_found"
         outside = ops["reload"].sync(client=client, body=models.ReloadRequest(run_dir="/"))
         assert isinstance(outside, models.ErrorBody) and outside.error.code == "forbidden"

@@ -235,7 +235,7 @@ def read_line(proc, seconds: float) -> str:
     return out[0]
 
 
-def test_serve_prints_its_url_and_docs_url_and_port_0_picks_a_free_port(run_dir):
+def test_serve_prints_its_url_docs_and_explorer_and_port_0_picks_a_free_port(run_dir):
     proc = subprocess.Popen(
         [sys.executable, "-m", "recfunnel.cli", "serve", str(run_dir), "--port", "0"],
         env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
@@ -245,11 +245,12 @@ def test_serve_prints_its_url_and_docs_url_and_port_0_picks_a_free_port(run_dir)
         assert line.startswith("serving ") and "/docs" in line, line
         url = line.split(" on ", 1)[1].split(" ", 1)[0]
         assert url.startswith("http://127.0.0.1:") and not url.endswith(":0")
-        assert f"(docs: {url}/docs)" in line
+        assert f"(docs: {url}/docs; explorer: {url}/ui)" in line
         assert wait_for(lambda: _up(url), 60)
         # a DNS-rebinding page reaches the loopback server with a foreign Host header
         r = httpx.get(url + "/healthz", headers={"host": "evil.example"})
         assert r.status_code == 400
+        assert httpx.get(url + "/ui").status_code == 200  # the printed explorer URL works
     finally:
         stop(proc)
 

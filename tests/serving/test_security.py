@@ -175,3 +175,38 @@ def test_heavy_requests_do_not_block_the_event_loop(run_dir):
         waited = time.perf_counter() - begin
         t.join(10)
     assert waited < 0.5, f"/healthz waited {waited:.2f} s behind a batch request"
+
+
+@pytest.mark.parametrize("damage", ["fifo manifest", "symlink to /dev/zero", "edited config"])
+def test_reload_of_a_hostile_folder_is_a_prompt_409(admin, run_dir, damage):
+    """A FIFO (which would block a reader forever), a symlink to an endless device, or a
+    consistent but edited file: each is refused with 409 at once, and the model kept."""
+    import hashlib
+    import shutil
+
+    bad = run_dir.parent / "bad"
+    shutil.copytree(run_dir, bad)
+    if damage == "fifo manifest":
+        (bad / "manifest.json").unlink()
+        os.mkfifo(bad / "manifest.json")
+    elif damage == "symlink to /dev/zero":
+        (bad / "model.safetensors").unlink()
+        os.symlink("/dev/zero", bad / "model.safetensors")
+    else:
+        config = json.loads((bad / "config.json").read_text())
+        config["params"] = {"dim": [[[]]]}  # what an editor could write
+        (bad / "config.json").write_text(json.dumps(config))
+        manifest = json.loads((bad / "manifest.json").read_text())
+        manifest["config.json"] = hashlib.sha256((bad / "config.json").read_bytes()).hexdigest()
+        (bad / "manifest.json").write_text(json.dumps(manifest))
+    answer = {}
+    t = threading.Thread(target=lambda: answer.update(
+        r=admin.post("/v1/admin/reload", json={"run_dir": "bad"})), daemon=True)  # fmt: skip
+    t.start()
+    t.join(20)
+    assert "r" in answer, "the reload is still blocked after 20 s"
+    r = answer["r"]
+    assert r.status_code == 409, r.text
+    assert "cannot load that run folder" in error_of(r)["message"]
+    assert str(run_dir.parent) not in r.text
+    assert admin.get("/v1/model").json()["generation"] == 0

@@ -114,10 +114,10 @@ class Vocabulary:
 
     def decode(self, indices: Sequence[int] | np.ndarray) -> list[str]:
         """Raw ids of dense indices (the OOV bucket decodes to ``"[UNK]"``)."""
-        out = []
-        for i in np.asarray(indices, dtype=np.int64).reshape(-1):
-            out.append(self._ids[i] if 0 <= i < len(self._ids) else "[UNK]")
-        return out
+        ids = self._ids
+        n = len(ids)
+        return [ids[i] if 0 <= i < n else "[UNK]"
+                for i in np.asarray(indices, dtype=np.int64).reshape(-1).tolist()]  # fmt: skip
 
     def to_dict(self) -> dict:
         return {"name": self.name, "ids": self._ids}

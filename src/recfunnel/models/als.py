@@ -191,8 +191,9 @@ def solve_cg(
     return x
 
 
-#: cells per call of the fused kernel between progress reports (~1 s of work on one core)
-PROGRESS_CELLS = 2_000_000
+#: cells per call of the fused kernel between progress reports (a fraction of a second on one
+#: core; a 20M-row iteration on a busy machine needed chunks this small for a line every 10 s)
+PROGRESS_CELLS = 500_000
 
 
 # ----------------------------------------------------------------- rows partitioned by rank

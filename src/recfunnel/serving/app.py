@@ -74,6 +74,7 @@ except ImportError:  # pragma: no cover - orjson is in the serve extra
 
 
 WORKERS_ENV = "RECFUNNEL_SERVE_WORKERS"
+SUPERVISOR_ENV = "RECFUNNEL_SERVE_SUPERVISOR"  # pid of the process that starts the workers
 SCORING_THREADS = 2  # heavy requests computing at once (per worker); the rest wait their turn
 INLINE_K = 100  # one user and k up to this: answered on the event loop
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -384,7 +385,10 @@ def _batch(run, raw: bytes) -> bytes:
         results = [run.recommend_history(body.history, k, **options)]
     else:
         results = run.recommend_many(body.users, k, cold_start=body.cold_start, **options)
-    return _dumps({"results": [_answer(r) for r in results]})
+    # One answer at a time: the GIL is held for one user's items per call, not for the whole
+    # answer (up to 256 x 1000 items, ~25 MB: hundreds of ms in a single call), so the event
+    # loop gets it back within a few ms and /healthz keeps answering.
+    return b'{"results":[' + b",".join(_dumps(_answer(r)) for r in results) + b"]}"
 
 
 def _document_batch_body(app: FastAPI) -> None:
@@ -445,7 +449,9 @@ def _add_reload(app: FastAPI, holder: ModelHolder, root: FsPath, secured, offloa
             return error(409, f"cannot load that run folder: {reason} (still serving "
                               f"generation {kept.generation})")  # fmt: skip
         if workers > 1:
-            os.kill(os.getppid(), signal.SIGHUP)  # uvicorn's supervisor: rolling restart
+            # uvicorn's supervisor does a rolling restart. Not os.getppid(): workers are forked
+            # by a fork server, which a SIGHUP would end (leaving its workers orphaned).
+            os.kill(int(os.environ[SUPERVISOR_ENV]), signal.SIGHUP)
             return FastJSON({"status": "restarting workers"}, 202)
         return FastJSON({"status": "reloaded", "model": served.describe()})
 

@@ -6,9 +6,13 @@ Reloading without downtime:
   background thread and swaps it in atomically; requests in flight finish on the old model.
 * ``--workers N``: uvicorn's supervisor turns ``SIGHUP`` into a rolling restart: each new worker
   is ready before the old one is told to stop, and the old one DRAINS (:class:`DrainingServer`):
-  it stops accepting, answers every request that reaches it for a short grace period with
+  it stops accepting, answers every request that still reaches it on an open connection with
   ``Connection: close`` (so clients' keep-alive connections end cleanly), finishes what is in
-  flight, and only then exits. The admin endpoint checks the folder and then sends the signal.
+  flight, waits until every connection is closed (an idle keep-alive connection is closed by
+  uvicorn's keep-alive timeout, as on any day), and only then exits. Workers are forked from a
+  fork server that imported torch, FastAPI and recfunnel once (:func:`worker_context`), so a new
+  worker is ready in about the time it takes to load the run, not to import torch again. The
+  admin endpoint checks the folder and then sends the signal.
 
 Either way a broken run folder is refused and the previous model keeps serving.
 """
@@ -18,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import multiprocessing
 import os
 import signal
 import socket
@@ -25,20 +30,26 @@ import sys
 import threading
 
 import uvicorn
+from uvicorn._subprocess import subprocess_started
 from uvicorn.supervisors import multiprocess
 
 from recfunnel.errors import RecfunnelError
 from recfunnel.runs import Run
 from recfunnel.serving import app as app_module
-from recfunnel.serving.app import LOOPBACK_HOSTS, WORKERS_ENV, create_app
+from recfunnel.serving.app import LOOPBACK_HOSTS, SUPERVISOR_ENV, WORKERS_ENV, create_app
 
 log = logging.getLogger("recfunnel.serving")
 
-DRAIN_SECONDS = 2.0
+KEEP_ALIVE_SECONDS = 5  # uvicorn closes a keep-alive connection idle this long (its default)
+# How long a stopping worker waits for its connections to close: longer than the keep-alive
+# timeout, so it never cuts a connection itself; only a client holding one busy past this is cut.
+DRAIN_SECONDS = KEEP_ALIVE_SECONDS + 5.0
 # How often a thread holding the GIL is asked to pass it on (Python's default: 5 ms). Scoring
 # threads hold it in Python loops; a shorter interval lets the event loop answer /healthz and
 # light requests sooner while heavy batches compute.
-SWITCH_INTERVAL = 0.001  # how long a stopping worker keeps answering requests on open connections
+SWITCH_INTERVAL = 0.001
+# Imported once by the fork server that starts the workers (see worker_context).
+PRELOAD = ["recfunnel.serving.forkserver"]
 
 
 class DrainingServer(uvicorn.Server):
@@ -46,18 +57,48 @@ class DrainingServer(uvicorn.Server):
 
     async def shutdown(self, sockets=None) -> None:
         for server in self.servers:  # stop accepting: the listening socket is shared, so new
-            server.close()  # connections go to the other workers
-        app_module.start_draining()
+            server.close()  # connections (and those queued on it) go to the other workers
+        app_module.start_draining()  # every answer from now on says Connection: close
         loop = asyncio.get_running_loop()
         deadline = loop.time() + DRAIN_SECONDS
         await asyncio.sleep(0.1)  # connections accepted just before the close get registered
+        # Each connection ends by itself: after its next answer (Connection: close), or, when
+        # idle, by uvicorn's keep-alive timeout. Cutting one here could meet a request the
+        # client is sending at that moment ("Connection reset by peer").
         while self.server_state.connections and loop.time() < deadline and not self.force_exit:
             await asyncio.sleep(0.02)
+        if self.server_state.connections:
+            log.warning("worker %d exits with %d connection(s) still open after %.0f s of "
+                        "draining", os.getpid(), len(self.server_state.connections),
+                        DRAIN_SECONDS)  # fmt: skip
         await super().shutdown(sockets)
 
 
+def worker_context():
+    """The multiprocessing context worker processes start from: a fork server that has
+    imported :data:`PRELOAD` (torch, FastAPI, recfunnel) once, single-threaded, so each worker
+    forks ready-made instead of importing torch again (uvicorn spawns a fresh interpreter,
+    seconds of CPU per worker, which on a busy machine stretched a rolling restart past the
+    supervisor's health-check timeout). ``spawn`` where there is no fork server (Windows)."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(PRELOAD)
+    return context
+
+
 class _DrainingProcess(multiprocess.Process):
-    """uvicorn's worker process, running a :class:`DrainingServer` (uvicorn has no hook)."""
+    """uvicorn's worker process, running a :class:`DrainingServer` (uvicorn has no hook),
+    started from :func:`worker_context`."""
+
+    context = None  # set by serve()
+
+    def __init__(self, config, sockets) -> None:
+        super().__init__(config, sockets)  # builds a spawn process object; replaced here
+        if self.context is not None:
+            kwargs = {"config": config, "target": self.target, "sockets": sockets,
+                      "stdin_fileno": None}  # fmt: skip
+            self.process = self.context.Process(target=subprocess_started, kwargs=kwargs)
 
     @property
     def server(self) -> uvicorn.Server:
@@ -104,6 +145,12 @@ def url_of(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
+def startup_line(run_dir, url: str, *, token: bool) -> str:
+    """What ``serve`` prints once it listens: the URL, the API docs and the explorer page."""
+    docs = f"{url}/docs" + (" (send the token)" if token else "")
+    return f"serving {run_dir} on {url} (docs: {docs}; explorer: {url}/ui); Ctrl-C stops"
+
+
 def serve(
     run_dir,
     *,
@@ -128,7 +175,8 @@ def serve(
     sys.setswitchinterval(SWITCH_INTERVAL)
     if allowed_hosts is None:
         allowed_hosts = default_allowed_hosts(host)
-    options = dict(access_log=access_log, log_level=log_level, timeout_graceful_shutdown=10)
+    options = dict(access_log=access_log, log_level=log_level, timeout_graceful_shutdown=10,
+                   timeout_keep_alive=KEEP_ALIVE_SECONDS)  # fmt: skip
     if workers <= 1:
         app = create_app(run_dir, token=token, index=index, runs_root=runs_root,
                          allowed_hosts=allowed_hosts)  # fmt: skip
@@ -141,6 +189,7 @@ def serve(
         os.environ["RECFUNNEL_SERVE_RUNS_ROOT"] = os.path.abspath(runs_root) if runs_root else ""
         os.environ["RECFUNNEL_SERVE_ALLOWED_HOSTS"] = ",".join(allowed_hosts or [])
         os.environ[WORKERS_ENV] = str(workers)
+        os.environ[SUPERVISOR_ENV] = str(os.getpid())
         if token:
             os.environ["RECFUNNEL_TOKEN"] = token
         config = uvicorn.Config("recfunnel.serving.app:app_from_env", factory=True,
@@ -148,15 +197,15 @@ def serve(
                                 **options)  # fmt: skip
     sock = bind(host, port)
     url = url_of(sock)
-    docs = f"{url}/docs" + (" (send the token)" if token else "")
-    print(f"serving {run_dir} on {url} (docs: {docs}); Ctrl-C stops", file=sys.stderr, flush=True)
+    print(startup_line(run_dir, url, token=bool(token)), file=sys.stderr, flush=True)
     if workers <= 1:
 
         def on_hup(signum, frame):
             threading.Thread(target=holder.reload_logged, daemon=True).start()
 
         signal.signal(signal.SIGHUP, on_hup)
-        DrainingServer(config).run(sockets=[sock])
+        uvicorn.Server(config).run(sockets=[sock])  # no other worker to drain towards
         return
+    _DrainingProcess.context = worker_context()
     multiprocess.Process = _DrainingProcess  # every worker the supervisor starts drains
     multiprocess.Multiprocess(config, sockets=[sock]).run()
