@@ -136,3 +136,97 @@ def test_history_errors_name_the_key_kind(titled_run, tmp_path, capsys):
     assert err.startswith("error: unknown item 'Nope (2001)'") and "keyed by id" in err
     assert main(["recommend", str(run), "--history-file", str(tmp_path / "missing.txt")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+# ------------------------------------------------ every option on every model, before any work
+#: models not trained in epochs: no checkpoint, process group, validation split or trainer flag
+NO_EPOCHS = {"most-popular", "ease", "blend"}
+#: each train option, its arguments, and the models that refuse it (all others accept it)
+OPTIONS = {
+    "--dim": (["--dim", "8"], NO_EPOCHS),
+    "--epochs": (["--epochs", "1"], NO_EPOCHS),
+    "--batch-size": (["--batch-size", "64"], NO_EPOCHS | {"wals"}),
+    "--learning-rate": (["--learning-rate", "0.01"], NO_EPOCHS | {"wals"}),
+    "--device": (["--device", "cpu"], {"most-popular", "blend"}),
+    "--regularization": (
+        ["--regularization", "1.0"],
+        {"most-popular", "blend", "two-tower", "ranking", "multitask", "two-stage", "sequential"},
+    ),
+    "--alpha": (["--alpha", "2.0"], "all but wals"),
+    "--patience": (["--patience", "1", "--validation-fraction", "0.1"], NO_EPOCHS),
+    "--validation-fraction": (["--validation-fraction", "0.1"], NO_EPOCHS),
+    "--checkpoint-every": (["--checkpoint-every", "1", "--checkpoint-dir", "CKPT"], NO_EPOCHS),
+    "--resume": (["--resume", "--checkpoint-dir", "CKPT"], NO_EPOCHS),
+    "--nproc": (["--nproc", "2"], NO_EPOCHS),  # only the refusals run (accepted: it launches)
+    "--budget": (["--budget", "1m"], "all"),
+    "--metric": (["--metric", "recall@10"], "all"),
+    "--user-features": (["--user-features", "FEATURES"], "all but ranking, two-stage"),
+    "--preset": (["--preset", "seed"], set()),
+    "--eval-users": (["--eval-users", "10"], set()),
+    "--eval-memory": (["--eval-memory", "64MB"], set()),
+    "--quiet": (["--quiet"], set()),
+}
+
+
+def _refused_by(spec, models):
+    if spec == "all":
+        return set(models)
+    if spec == "all but wals":
+        return set(models) - {"wals"}
+    if spec == "all but ranking, two-stage":
+        return set(models) - {"ranking", "two-stage"}
+    return spec
+
+
+def _cases():
+    from recfunnel.models import MODELS
+
+    for flag, (_, spec) in OPTIONS.items():
+        refused = _refused_by(spec, MODELS)
+        for model in sorted(MODELS):
+            if flag == "--nproc" and model not in refused:
+                continue  # accepted: it would launch processes (tests/test_distributed.py)
+            yield pytest.param(model, flag, model in refused, id=f"{model}{flag}")
+
+
+@pytest.mark.parametrize("model, flag, refused", list(_cases()))
+def test_every_option_works_or_is_refused_before_any_data_is_read(
+    tmp_path, capsys, model, flag, refused
+):
+    # the training file does not exist: an accepted option gets as far as reading it
+    argv, _ = OPTIONS[flag]
+    argv = [a.replace("CKPT", str(tmp_path / "ckpt")).replace("FEATURES", str(tmp_path / "u.csv"))
+            for a in argv]  # fmt: skip
+    code = main(["train", "--train", str(tmp_path / "missing.csv"), "--model", model, *argv])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    if refused:
+        assert flag in err and "missing.csv" not in err, err
+    else:
+        assert "missing.csv" in err, err
+
+
+def test_auto_refuses_options_it_cannot_use_before_any_data_is_read(tmp_path, capsys):
+    missing = ["train", "--train", str(tmp_path / "missing.csv"), "--model", "auto"]
+    for extra, message in (
+        (["--preset", "seed"], "--preset does not apply to --model auto"),
+        (["--checkpoint-every", "1"], "--checkpoint-every does not apply to --model auto"),
+        (["--nproc", "2"], "--nproc does not apply to --model auto"),
+        (["--set", "nope=1"], "no model of the portfolio"),
+        (["--set", "epochs=0"], "epochs must be at least 1"),
+        (["--epochs", "0"], "epochs must be at least 1"),
+        (["--budget", "soon"], "--budget must be"),
+    ):
+        assert main([*missing, *extra]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+    assert main([*missing, "--epochs", "2", "--budget", "1m"]) == 2
+    assert "missing.csv" in capsys.readouterr().err  # accepted: reached the data
+
+
+def test_argument_errors_are_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--epochs", "x"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: argument --epochs") and err.count("\n") == 1, err

@@ -117,6 +117,38 @@ def train_config(args):
     return config
 
 
+def _check_train_flags(args, config) -> None:
+    """Refuse, in one line before any work, a flag that means nothing for this model."""
+    from recfunnel.models import model_class
+
+    for flag in ("budget", "metric"):
+        if getattr(args, flag) is not None:
+            raise RecfunnelError(f"--{flag} applies to --model auto only; leave it out")
+    if (args.user_features or args.item_features) and not model_class(args.model).needs_dataset:
+        raise RecfunnelError(
+            f"--model {args.model} uses no side features; leave out --user-features/"
+            "--item-features (ranking and two-stage read them)"
+        )
+    if config.targets("epochs"):  # trained in epochs: checkpoints, processes, validation apply
+        return
+    given = [
+        name
+        for name, value in (
+            ("--checkpoint-every", args.checkpoint_every is not None),
+            ("--resume", args.resume),
+            ("--checkpoint-dir", args.checkpoint_dir is not None),
+            ("--nproc", args.nproc is not None),
+            ("--validation-fraction", bool(args.validation_fraction)),
+        )
+        if value
+    ]
+    if given:
+        raise RecfunnelError(
+            f"{given[0]} does not apply to --model {args.model} (it is not trained in epochs); "
+            "leave it out"
+        )
+
+
 def _value(config, path: str):
     for part in path.split("."):
         config = getattr(config, part)
@@ -130,11 +162,13 @@ def cmd_train(args) -> int:
 
     if args.model == "auto":
         return _train_auto(args)
+    config = train_config(args)  # a bad option stops here, before any process or data
+    _check_train_flags(args, config)
     if args.nproc is not None:
         return _launch(args)
     distributed.init(args.device or "auto")
     spec = _data_spec(args)
-    model = model_class(args.model)(train_config(args))
+    model = model_class(args.model)(config)
     out = Path(args.out) if args.out else None
     if out is not None and distributed.rank() == 0:
         check_run_target(out, overwrite=args.overwrite)  # fail before training, not after
@@ -368,10 +402,22 @@ def _train_auto(args) -> int:
     from recfunnel import experiment
     from recfunnel.models import model_class
     from recfunnel.runs import check_run_target
-    from recfunnel.tuning import Metric, auto, leaderboard_text, parse_budget
+    from recfunnel.tuning import Metric, auto, check_fixed, leaderboard_text, parse_budget
 
-    budget = parse_budget(args.budget)
-    metric = Metric.parse(args.metric).key
+    budget = parse_budget(args.budget or "5m")
+    metric = Metric.parse(args.metric or "ndcg@10").key
+    for flag, given in (("--preset", args.preset != "default"),
+                        ("--checkpoint-every", args.checkpoint_every is not None),
+                        ("--resume", args.resume), ("--nproc", args.nproc is not None),
+                        ("--checkpoint-dir", args.checkpoint_dir is not None),
+                        ("--patience", args.patience is not None)):  # fmt: skip
+        if given:
+            raise RecfunnelError(f"{flag} does not apply to --model auto; leave it out")
+    fixed = _fixed_options(args)
+    for flag in TRAIN_FLAGS:  # --epochs 2 etc.: fixed in every portfolio model that has it
+        if flag != "patience" and getattr(args, flag) is not None:
+            fixed[TRAIN_FLAGS[flag]] = str(getattr(args, flag))
+    check_fixed(fixed)  # refused before any data is read
     out = Path(args.out) if args.out else None
     if out is not None:
         check_run_target(out, overwrite=args.overwrite)
@@ -379,7 +425,7 @@ def _train_auto(args) -> int:
     spec, dataset, fit, validation = _carved(args, "keep")
     kind, params, board = auto(
         fit, validation, budget=budget, metric=metric, seed=args.seed,
-        fixed=_fixed_options(args), dataset=dataset, log=None if args.json else _log,
+        fixed=fixed, dataset=dataset, log=None if args.json else _log,
     )  # fmt: skip
     model = model_class(kind)(params)
     run, _, _, _ = experiment.train(spec, model, progress=not args.quiet, **options)  # all rows
@@ -666,14 +712,19 @@ def model_options_text(model: str, preset_name: str = "default") -> str:
     return "\n".join(lines)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the house's one-line errors (no usage block): ``error: ...; see --help``."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message}; see {self.prog} --help\n")
+
+
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     from recfunnel.data.sources import DATASETS, SPLITS
     from recfunnel.models import MODELS
 
     argv = list(argv or [])
-    parser = argparse.ArgumentParser(
-        prog="recfunnel", description=DESCRIPTION, formatter_class=_HelpFormatter
-    )
+    parser = _Parser(prog="recfunnel", description=DESCRIPTION, formatter_class=_HelpFormatter)
     parser.add_argument("--version", action="version", version=f"recfunnel {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -733,11 +784,10 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     model.add_argument("--model", default="two-tower", choices=[*sorted(MODELS), "auto"],
                        help="model to train (--model NAME --help lists its options); auto: "
                        "tune a portfolio within --budget, keep the best")  # fmt: skip
-    model.add_argument("--budget", default="5m",
+    model.add_argument("--budget",
                        help="--model auto: wall time, e.g. 600, 10m, 1h (default 5m)")  # fmt: skip
     model.add_argument(
         "--metric",
-        default="ndcg@10",
         help="--model auto: validation metric to choose by (default ndcg@10)",
     )
     model.add_argument(

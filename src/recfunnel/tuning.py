@@ -410,11 +410,7 @@ def auto(
     all the training data."""
     target = Metric.parse(metric)
     names = portfolio(fit.num_items, candidates)
-    for name in fixed or {}:
-        if not any(_accepts(kind, name) for kind in names):
-            raise RecfunnelError(
-                f"--set {name}: no model of the portfolio ({', '.join(names)}) has that option"
-            )
+    check_fixed(fixed, names)
     fitted: dict[str, Recommender | None] = {}
     started = time.perf_counter()
     shares = {name: PORTFOLIO.get(name, 0.2) for name in names}
@@ -492,6 +488,20 @@ def _try_blend(scored, fitted, fit, validation, target, dataset, log) -> dict | 
               "weights": [1.0 - best[1], best[1]]}  # fmt: skip
     return {"model": "blend", "value": best[0], "trials": len(BLEND_WEIGHTS),
             "seconds": round(time.perf_counter() - t0, 1), "params": params}  # fmt: skip
+
+
+def check_fixed(fixed: dict | None, kinds=None) -> None:
+    """Refuse (one line) a fixed option that no model of ``kinds`` (default: the portfolio)
+    has, or a value a model that has it cannot take: before any data is read."""
+    kinds = list(kinds or PORTFOLIO)
+    for name, value in (fixed or {}).items():
+        having = [kind for kind in kinds if _accepts(kind, name)]
+        if not having:
+            raise RecfunnelError(
+                f"--set {name}: no model of the portfolio ({', '.join(kinds)}) has that option"
+            )
+        for kind in having:
+            apply_fixed(preset(kind, "default"), {name: value})
 
 
 def _accepts(kind: str, name: str) -> bool:
