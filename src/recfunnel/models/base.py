@@ -57,6 +57,9 @@ class Recommender(ABC):
     #: how ``--duplicates auto`` merges repeated (user, item) rows of a file for this model
     #: (see :meth:`default_duplicates`): ``keep`` (every row is a training example) or ``sum``
     duplicates: ClassVar[str] = "keep"
+    #: whether :meth:`fold_in` reads a history in its order (most recent last, repeats kept);
+    #: otherwise it gets the history's distinct items
+    ordered_history: ClassVar[bool] = False
 
     #: the model's config class (:mod:`recfunnel.config`)
     config_class: ClassVar[type[Config]]
@@ -382,19 +385,20 @@ class FactorizedRecommender(Recommender):
         history items themselves.
         """
         self._check_fitted()
-        history = np.unique(np.asarray(history, dtype=np.int64))
+        history = np.asarray(history, dtype=np.int64).reshape(-1)
         if len(history) == 0:
             raise RecfunnelError("the history is empty; give at least one item")
         if history.min() < 0 or history.max() >= self.num_items:
             raise RecfunnelError(f"item index out of range [0, {self.num_items})")
         k = check_k(k, self.num_items)
+        distinct = np.unique(history)
         exclude = None
         if exclude_seen:
-            indptr = np.array([0, len(history)])
-            ones = np.ones(len(history), np.float32)
-            exclude = sp.csr_matrix((ones, history, indptr), shape=(1, self.num_items))
+            indptr = np.array([0, len(distinct)])
+            ones = np.ones(len(distinct), np.float32)
+            exclude = sp.csr_matrix((ones, distinct, indptr), shape=(1, self.num_items))
         with torch.no_grad():
-            query = self.fold_in(history)
+            query = self.fold_in(history if self.ordered_history else distinct)
         ids, scores = self.index.search(query, k, exclude=exclude, allow=items, deny=filter_items)
         valid = ids[0] >= 0
         return ids[0][valid].numpy(), scores[0][valid].numpy()

@@ -43,7 +43,6 @@ from recfunnel.config import SequentialConfig
 from recfunnel.data.interactions import Interactions
 from recfunnel.data.sequences import to_sequences
 from recfunnel.errors import RecfunnelError
-from recfunnel.index import check_k
 from recfunnel.losses import fused_full_softmax_loss, gbce_loss, sampled_softmax_loss
 from recfunnel.metrics import evaluate_scores
 from recfunnel.models.base import FactorizedRecommender
@@ -229,6 +228,7 @@ class Sequential(FactorizedRecommender):
     ``context=`` rows that continue users' sequences without being trained on."""
 
     kind = "sequential"
+    ordered_history = True
     duplicates = "keep"  # a repeated item is one more step of the sequence
     config_class = SequentialConfig
     config: SequentialConfig
@@ -390,30 +390,6 @@ class Sequential(FactorizedRecommender):
     def fold_in(self, items: np.ndarray) -> torch.Tensor:
         """[1, D] query of an ordered history (most recent last)."""
         return self._encode([np.asarray(items, dtype=np.int64)])
-
-    def recommend_history(
-        self, history, k: int = 10, *, exclude_seen: bool = True, filter_items=None, items=None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` after the ordered ``history`` (item indices, most recent last), for a user
-        not in training; ``exclude_seen`` drops the history's items."""
-        self._check_fitted()
-        history = np.asarray(history, dtype=np.int64).reshape(-1)
-        if len(history) == 0:
-            raise RecfunnelError("the history is empty; give at least one item")
-        if history.min() < 0 or history.max() >= self.num_items:
-            raise RecfunnelError(f"item index out of range [0, {self.num_items})")
-        k = check_k(k, self.num_items)
-        exclude = None
-        if exclude_seen:
-            distinct = np.unique(history)
-            exclude = sp.csr_matrix(
-                (np.ones(len(distinct), np.float32), distinct, np.array([0, len(distinct)])),
-                shape=(1, self.num_items),
-            )
-        ids, scores = self.index.search(self.fold_in(history), k, exclude=exclude, allow=items,
-                                        deny=filter_items)  # fmt: skip
-        valid = ids[0] >= 0
-        return ids[0][valid].numpy(), scores[0][valid].numpy()
 
     # ------------------------------------------------------------ saving/loading
     def _learned_tensors(self):
