@@ -97,7 +97,7 @@ def test_lazy_adam_moves_the_rows_sparse_adam_moves_by_the_same_amounts():
     opt_theirs = torch.optim.SparseAdam(theirs.parameters(), lr=0.05)
     untouched = torch.arange(40, 50)  # never in a batch: must not move at all
     start = ours.weight.detach()[untouched].clone()
-    for step in range(12):
+    for _ in range(12):
         ids = torch.randint(0, 40, (16,))  # repeats: the sparse gradient is uncoalesced
         target = torch.randn(16, 4)
         for net, opt in ((ours, opt_ours), (theirs, opt_theirs)):
