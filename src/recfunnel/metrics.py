@@ -24,8 +24,6 @@ Letters: B users in a batch, N catalogue size.
 from __future__ import annotations
 
 import re
-import sys
-import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -35,6 +33,7 @@ import torch
 from recfunnel import eval_kernels
 from recfunnel.data.interactions import Interactions
 from recfunnel.errors import RecfunnelError
+from recfunnel.progress import make_progress
 
 FACTORIZED_KS = (1, 5, 10, 50, 100)
 RANKING_KS = (5, 10, 20, 50, 100)
@@ -122,41 +121,6 @@ def describe_choice(record: dict) -> str:
         f"evaluated a seeded sample of {record['sample_size']} of {record['test_users']} test "
         f"users (seed {record['seed']}); --eval-users all evaluates every one"
     )
-
-
-class _Progress:
-    """Evaluation progress on stderr: a tqdm bar on a terminal, else a line every 10 s."""
-
-    def __init__(self, total: int, enabled: bool) -> None:
-        self.total, self.done, self.enabled = total, 0, enabled
-        self.started = self.last = time.perf_counter()
-        self.bar = None
-        if enabled and sys.stderr.isatty():
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=total, desc="evaluate", unit="user", leave=False)
-
-    def update(self, n: int) -> None:
-        self.done += n
-        if not self.enabled:
-            return
-        if self.bar is not None:
-            self.bar.update(n)
-            return
-        now = time.perf_counter()
-        if now - self.last >= 10.0 or (self.done == self.total and self.last > self.started):
-            rate = self.done / max(now - self.started, 1e-9)
-            eta = (self.total - self.done) / max(rate, 1e-9)
-            print(
-                f"evaluate: {self.done}/{self.total} users, {rate:.0f} users/s, ETA {eta:.0f} s",
-                file=sys.stderr,
-                flush=True,
-            )
-            self.last = now
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 #: the widest factors the fused pass takes (wider ones, e.g. EASE's item x item, go to BLAS)
@@ -316,7 +280,8 @@ def evaluate_scores(
     covered = np.zeros((len(ranking_ks), n_items), dtype=bool)
     gains = 1.0 / np.log2(np.arange(top_k) + 2.0)
     ideal = np.concatenate([[0.0], np.cumsum(gains)])
-    bar = _Progress(len(users), progress)
+    bar = make_progress(progress, desc="evaluate", unit="users")
+    bar.start(len(users))
     compare = None  # reused bool buffer for the mrr comparison
     fused = isinstance(scorer, DotScorer) and scorer.fusable()
     if fused and batch_size_given is None:  # no [B, N] block: the block only paces progress
@@ -407,6 +372,7 @@ def evaluate_scores(
                 covered[j, top_ids[keep, :k].reshape(-1)] = True
             mrr += (1.0 / (first_rank[keep] + 1.0)).sum()  # rank of the best relevant item
         bar.update(B)
+    bar.finish()
     bar.close()
 
     metrics = {
