@@ -156,16 +156,28 @@ def _value(config, path: str):
 
 
 def cmd_train(args) -> int:
+    from recfunnel.progress import Heartbeat
+
+    # a line every 10 s from the start (importing torch can take that long on a busy
+    # machine), through reading, splitting, setting up and saving
+    heartbeat = Heartbeat("train", progress=not args.quiet and os.environ.get("RANK", "0") == "0")
+    heartbeat.stage("starting")
+    with heartbeat:
+        return _train_with(args, heartbeat)
+
+
+def _train_with(args, heartbeat) -> int:
     from recfunnel import distributed, experiment
     from recfunnel.models import model_class
-    from recfunnel.progress import Heartbeat
     from recfunnel.runs import check_run_target
 
     if args.model == "auto":
+        heartbeat.stage("choosing a model (--model auto)")
         return _train_auto(args)
     config = train_config(args)  # a bad option stops here, before any process or data
     _check_train_flags(args, config)
     if args.nproc is not None:
+        heartbeat.stage(None)  # the launched processes report (rank 0)
         return _launch(args)
     distributed.init(args.device or "auto")
     spec = _data_spec(args)
@@ -175,9 +187,7 @@ def cmd_train(args) -> int:
         check_run_target(out, overwrite=args.overwrite)  # fail before training, not after
     options = _eval_options(args)  # bad values fail before training
     checkpoint_dir = _checkpoint_dir(args, out)
-    # a line every 10 s while reading, splitting, setting up and saving (rank 0 only)
-    heartbeat = Heartbeat("train", progress=not args.quiet and distributed.rank() == 0)
-    with heartbeat, _checkpointing(args, checkpoint_dir):
+    with _checkpointing(args, checkpoint_dir):
         run, _, fit_rows, test_rows = experiment.train(
             spec, model, validation_fraction=args.validation_fraction,
             progress=not args.quiet, **options,
