@@ -283,6 +283,11 @@ class Heartbeat:
             _HEARTBEAT[0] = None
 
 
+def running_heartbeat() -> Heartbeat | None:
+    """The heartbeat of the running command, if any."""
+    return _HEARTBEAT[0]
+
+
 def stage(name: str) -> None:
     """Name what the running command does next, for its :class:`Heartbeat` (if any)."""
     heartbeat = _HEARTBEAT[0]
