@@ -140,7 +140,7 @@ def test_history_errors_name_the_key_kind(titled_run, tmp_path, capsys):
 
 # ------------------------------------------------ every option on every model, before any work
 #: models not trained in epochs: no checkpoint, process group, validation split or trainer flag
-NO_EPOCHS = {"most-popular", "ease", "blend"}
+NO_EPOCHS = {"most-popular", "ease", "rp3beta", "blend"}
 #: each train option, its arguments, and the models that refuse it (all others accept it)
 OPTIONS = {
     "--dim": (["--dim", "8"], NO_EPOCHS),
@@ -150,7 +150,8 @@ OPTIONS = {
     "--device": (["--device", "cpu"], {"most-popular", "blend"}),
     "--regularization": (
         ["--regularization", "1.0"],
-        {"most-popular", "blend", "two-tower", "ranking", "multitask", "two-stage", "sequential"},
+        {"most-popular", "blend", "two-tower", "ranking", "multitask", "two-stage", "sequential",
+         "rp3beta"},
     ),
     "--alpha": (["--alpha", "2.0"], "all but wals"),
     "--patience": (["--patience", "1", "--validation-fraction", "0.1"], NO_EPOCHS),

@@ -402,8 +402,10 @@ def _train_auto(args) -> int:
     from recfunnel import experiment
     from recfunnel.models import model_class
     from recfunnel.runs import check_run_target
+    from recfunnel.training import deadline
     from recfunnel.tuning import Metric, auto, check_fixed, leaderboard_text, parse_budget
 
+    started = time.perf_counter()  # the budget counts reading the data and the refit too
     budget = parse_budget(args.budget or "5m")
     metric = Metric.parse(args.metric or "ndcg@10").key
     for flag, given in (("--preset", args.preset != "default"),
@@ -425,10 +427,12 @@ def _train_auto(args) -> int:
     spec, dataset, fit, validation = _carved(args, "keep")
     kind, params, board = auto(
         fit, validation, budget=budget, metric=metric, seed=args.seed,
-        fixed=fixed, dataset=dataset, log=None if args.json else _log,
+        fixed=fixed, dataset=dataset, log=None if args.json else _log, started=started,
     )  # fmt: skip
     model = model_class(kind)(params)
-    run, _, _, _ = experiment.train(spec, model, progress=not args.quiet, **options)  # all rows
+    with deadline(started + budget):  # the refit stops at an epoch boundary if it runs over
+        run, _, _, _ = experiment.train(spec, model, progress=not args.quiet, **options)
+    run.metrics["auto_seconds"] = round(time.perf_counter() - started, 1)
     run.config["preset"] = "auto"
     run.config["auto"] = {"metric": metric, "budget_seconds": budget, "chosen": kind}
     run.metrics["leaderboard"] = board

@@ -35,6 +35,7 @@ __all__ = [
     "LargeCatalogueConfig",
     "MostPopularConfig",
     "MultitaskConfig",
+    "RP3betaConfig",
     "RankingConfig",
     "SGDMFConfig",
     "SequentialConfig",
@@ -746,6 +747,26 @@ class EASEConfig(Config):
         None, "refuse to fit beyond this memory; none = 3/4 of the memory available", gt=0.0
     )
     device: str = option("cpu", "auto, cpu, cuda or cuda:N for the inversion")
+
+    def check(self) -> None:
+        _check_device(self.device)
+
+
+@dataclass(frozen=True)
+class RP3betaConfig(Config):
+    """RP3beta, the closed-form item-item random walk (:class:`~recfunnel.models.RP3beta`)."""
+
+    alpha: float = option(0.8, "power on the transition probabilities (1 = plain random walk)",
+                          gt=0.0)  # fmt: skip
+    beta: float = option(0.5, "popularity penalty: similarities to item j divided by count^beta",
+                         min=0.0)  # fmt: skip
+    neighbours: int | None = option(
+        None, "keep each item's strongest neighbours only; none = all", min=1
+    )
+    max_memory_gb: float | None = option(
+        None, "refuse to fit beyond this memory; none = 3/4 of the memory available", gt=0.0
+    )
+    device: str = option("cpu", "auto, cpu, cuda or cuda:N for the product")
 
     def check(self) -> None:
         _check_device(self.device)

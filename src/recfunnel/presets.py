@@ -25,6 +25,7 @@ from recfunnel.config import (
     MostPopularConfig,
     MultitaskConfig,
     RankingConfig,
+    RP3betaConfig,
     SequentialConfig,
     SGDMFConfig,
     TrainerConfig,
@@ -79,6 +80,12 @@ PRESETS: dict[str, dict[str, Config]] = {
     "ease": {
         "seed": EASEConfig(regularization=500.0),
         "default": EASEConfig(regularization=300.0),
+    },
+    # RP3beta (#12): alpha and beta chosen on validation splits of several datasets
+    # (benchmarks/derive_defaults.py, docs/quality.md); "seed" is the plain random walk P^3.
+    "rp3beta": {
+        "seed": RP3betaConfig(alpha=1.0, beta=0.0),
+        "default": RP3betaConfig(alpha=0.8, beta=0.5),
     },
     "sgd-mf": {
         "seed": SGDMFConfig(dim=32, regularization=0.02, trainer=TrainerConfig(

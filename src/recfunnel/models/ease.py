@@ -91,14 +91,17 @@ class EASE(FactorizedRecommender):
     config_class = EASEConfig
     config: EASEConfig
 
+    #: the model's name in messages
+    label = "EASE"
+
     def _check_data(self, train: Interactions, **context) -> Interactions:
         n = train.num_items
         need = ease_memory_bytes(n)
         budget = _budget_bytes(self.config.max_memory_gb)
         if need > budget:
             problem = (
-                f"EASE needs {need / 2**30:.1f} GiB for {n} items (items x items), more than the "
-                f"{budget / 2**30:.1f} GiB available"
+                f"{self.label} needs {need / 2**30:.1f} GiB for {n} items (items x items), more "
+                f"than the {budget / 2**30:.1f} GiB available"
             )
             raise RecfunnelError(
                 f"{problem}; use WALS or TwoTower",
