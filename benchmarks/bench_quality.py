@@ -174,12 +174,13 @@ def bench_dataset(task: Task, args, tmp: Path, rows: list | None = None) -> list
         if kind == "sequential" and (task.sequential or task.train.timestamps is None):
             continue  # ML-1M: docs/sequential.md (bench_sequential.py) measures it
         params = preset(kind, "default")
-        log(f"{task.name}: {kind} default")
-        rows.append({"model": kind, "setting": "default", **fit_and_score(task, kind, params)})
+        if kind not in args.tuned_only.split(","):
+            log(f"{task.name}: {kind} default")
+            rows.append({"model": kind, "setting": "default", **fit_and_score(task, kind, params)})
         if args.tune_budget > 0 and model_class(kind).search_space:
             log(f"{task.name}: {kind} tuned ({args.tune_budget:.0f} s)")
             result = tune(kind, fit, validation, budget=args.tune_budget, metric=args.metric,
-                          seed=0)  # fmt: skip
+                          seed=0, log=log)  # fmt: skip
             scored = fit_and_score(task, kind, result.best_params)
             trials = sum(1 for t in result.trials if t["state"] == "complete")
             pruned = sum(1 for t in result.trials if t["state"] == "pruned")
@@ -248,6 +249,11 @@ def main() -> None:
     parser.add_argument("--models", default=",".join([*RETRIEVAL, "implicit"]))
     parser.add_argument("--tune-budget", type=float, default=60.0, help="seconds per model")
     parser.add_argument("--auto-budget", type=float, default=300.0)
+    parser.add_argument(
+        "--tuned-only",
+        default="",
+        help="models measured tuned only (their budget bounds them), no default",
+    )
     parser.add_argument("--metric", default="ndcg@10")
     parser.add_argument("--json", type=Path, help="also write every row here")
     parser.add_argument("--no-docs", action="store_true")

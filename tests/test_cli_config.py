@@ -150,8 +150,16 @@ OPTIONS = {
     "--device": (["--device", "cpu"], {"most-popular", "blend"}),
     "--regularization": (
         ["--regularization", "1.0"],
-        {"most-popular", "blend", "two-tower", "ranking", "multitask", "two-stage", "sequential",
-         "rp3beta"},
+        {
+            "most-popular",
+            "blend",
+            "two-tower",
+            "ranking",
+            "multitask",
+            "two-stage",
+            "sequential",
+            "rp3beta",
+        },
     ),
     "--alpha": (["--alpha", "2.0"], "all but wals"),
     "--patience": (["--patience", "1", "--validation-fraction", "0.1"], NO_EPOCHS),

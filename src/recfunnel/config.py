@@ -743,6 +743,14 @@ class EASEConfig(Config):
     """EASE, the closed-form item-item autoencoder (:class:`~recfunnel.models.EASE`)."""
 
     regularization: float = option(300.0, "lambda, the L2 weight on the item-item matrix", gt=0.0)
+    window: float | None = option(
+        None,
+        "order-aware Gram: two items k places apart in a user's time order co-occur with weight "
+        "floor + (1 - floor) exp(-k / window); none = every pair weighs 1 (needs timestamps)",
+        gt=0.0,
+    )
+    floor: float = option(0.3, "the weight of a co-occurrence however far apart (with window)",
+                          min=0.0, max=1.0)  # fmt: skip
     max_memory_gb: float | None = option(
         None, "refuse to fit beyond this memory; none = 3/4 of the memory available", gt=0.0
     )

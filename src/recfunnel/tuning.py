@@ -476,6 +476,9 @@ def estimate_fit_seconds(
         gram = float(np.sum(counts**2)) * 10e-9  # scipy's sparse product, ~10 ns a pair
         n = float(fit.num_items)
         dense = (4.0 * n**3 if kind == "ease" else 0.05 * n**3) / _flops_per_second()
+        window = getattr(config, "window", None)
+        if window is not None and fit.timestamps is not None:  # the order-aware Gram's pairs
+            gram += len(fit) * min(3.0 * window, counts.max()) * 2 * 20e-9
         return gram + dense + 4e-9 * n * n
     trainer = getattr(config, "trainer", None)
     if trainer is None:
