@@ -151,7 +151,8 @@ def run_implicit(task: Task, tmp: Path) -> dict | None:
     result = json.loads((out / "result.json").read_text())
     metrics = task.score_factors(np.load(out / "user_factors.npy"),
                                  np.load(out / "item_factors.npy"))  # fmt: skip
-    return {**metrics, "fit_s": result["fit_seconds"], "version": result["versions"]["implicit"]}
+    return {**metrics, "fit_s": result["fit_seconds"], "version": result["versions"]["implicit"],
+            "load": load()}  # fmt: skip
 
 
 def bench_dataset(task: Task, args, tmp: Path, rows: list | None = None) -> list[dict]:

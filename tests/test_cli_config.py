@@ -161,7 +161,7 @@ OPTIONS = {
             "rp3beta",
         },
     ),
-    "--alpha": (["--alpha", "2.0"], "all but wals"),
+    "--alpha": (["--alpha", "2.0"], "all but wals, rp3beta"),
     "--patience": (["--patience", "1", "--validation-fraction", "0.1"], NO_EPOCHS),
     "--validation-fraction": (["--validation-fraction", "0.1"], NO_EPOCHS),
     "--checkpoint-every": (["--checkpoint-every", "1", "--checkpoint-dir", "CKPT"], NO_EPOCHS),
@@ -180,8 +180,8 @@ OPTIONS = {
 def _refused_by(spec, models):
     if spec == "all":
         return set(models)
-    if spec == "all but wals":
-        return set(models) - {"wals"}
+    if spec == "all but wals, rp3beta":
+        return set(models) - {"wals", "rp3beta"}
     if spec == "all but ranking, two-stage":
         return set(models) - {"ranking", "two-stage"}
     return spec

@@ -805,7 +805,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     model.add_argument("--learning-rate", type=float, help="optimiser step (default: preset)")
     model.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: preset)")
     model.add_argument("--regularization", type=float, help="L2 strength (wals, sgd-mf, bpr, ease)")
-    model.add_argument("--alpha", type=float, help="wals: confidence = alpha * weight")
+    model.add_argument(
+        "--alpha", type=float, help="wals: confidence = alpha * weight; rp3beta: the walk's power"
+    )
     model.add_argument("--set", action="append", metavar="NAME=VALUE",
                        help="any hyper-parameter listed below, e.g. --set temperature=0.1 or "
                        "--set retrieval.epochs=3 (repeatable)")  # fmt: skip
