@@ -257,7 +257,8 @@ def heaviest_body(users: list[str], items: list[str], rng: random.Random) -> byt
 # The /healthz probe runs in its own process (as a load balancer's health check would), so the
 # load generator's own event loop, busy with megabytes of answers, does not delay it.
 PROBE = r"""
-import json, sys, time, httpx
+import gc, json, sys, time, httpx
+gc.disable()  # the probe's own collector pauses (tens of ms) are not the server's latency
 url, seconds = sys.argv[1], float(sys.argv[2])
 latencies, errors = [], 0
 time.sleep(1.0)  # let the heavy requests pile up first

@@ -23,6 +23,7 @@ the pydantic models document them.
 
 from __future__ import annotations
 
+import gc
 import hmac
 import json
 import os
@@ -41,7 +42,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from recfunnel.errors import ArtifactError, RecfunnelError, UnknownIdError
 from recfunnel.runs import Recommendations
-from recfunnel.serving.model import ModelHolder
+from recfunnel.serving.model import ItemsJSON, ModelHolder, ServedModel, dumps
 from recfunnel.serving.schema import (
     ERROR_CODES,
     MAX_BODY_BYTES,
@@ -61,18 +62,6 @@ from recfunnel.serving.schema import (
 )
 from recfunnel.serving.ui import is_public, mount_ui
 
-try:
-    import orjson
-
-    def _dumps(data) -> bytes:
-        return orjson.dumps(data)
-
-except ImportError:  # pragma: no cover - orjson is in the serve extra
-
-    def _dumps(data) -> bytes:
-        return json.dumps(data, allow_nan=False).encode()
-
-
 WORKERS_ENV = "RECFUNNEL_SERVE_WORKERS"
 SUPERVISOR_ENV = "RECFUNNEL_SERVE_SUPERVISOR"  # pid of the process that starts the workers
 SCORING_THREADS = 2  # heavy requests computing at once (per worker); the rest wait their turn
@@ -84,7 +73,7 @@ class FastJSON(JSONResponse):
     """JSON written by orjson; ``content`` may also be bytes already rendered."""
 
     def render(self, content) -> bytes:
-        return content if isinstance(content, bytes) else _dumps(content)
+        return content if isinstance(content, bytes) else dumps(content)
 
 
 def error(status: int, message: str, headers: dict | None = None) -> FastJSON:
@@ -192,8 +181,11 @@ class _BearerToken:
         await self.app(scope, receive, send)
 
 
-def _answer(rec: Recommendations) -> dict:
-    return {"user": rec.user, "cold_start": rec.cold_start, "items": rec.to_records()}
+def _answer(rec: Recommendations, items_json: ItemsJSON) -> bytes:
+    return (
+        b'{"user":' + dumps(rec.user) + b',"cold_start":' + dumps(rec.cold_start)
+        + b',"items":' + items_json(rec) + b"}"
+    )  # fmt: skip
 
 
 def _validation_message(exc: RequestValidationError) -> str:
@@ -320,11 +312,12 @@ def create_app(
         cold_start: bool = Query(True, description="unknown user: popular items, else 404"),
     ):
         """One user's top-k items, best first."""
-        run = holder.current.run  # this request's model, whatever reloads happen meanwhile
+        served = holder.current  # this request's model, whatever reloads happen meanwhile
+        run = served.run
         call = partial(run.recommend, user_id, min(k, len(run.items)),
                        exclude_seen=exclude_seen, cold_start=cold_start)  # fmt: skip
         rec = call() if k <= INLINE_K else await offload(call)
-        return FastJSON(_answer(rec))
+        return FastJSON(_answer(rec, served.items_json))
 
     @app.post("/v1/recommendations", tags=["recommend"], operation_id="recommend_batch",
               response_model=BatchResponse, dependencies=secured,
@@ -332,7 +325,7 @@ def create_app(
     async def recommend_batch(request: Request):
         """Top-k for a batch of users, or for one anonymous user given by a history."""
         raw = await request.body()  # parsed, validated and scored off the event loop
-        return FastJSON(await offload(_batch, holder.current.run, raw))
+        return FastJSON(await offload(_batch, holder.current, raw))
 
     @app.get("/v1/items/{item_id:path}/similar", tags=["recommend"], operation_id="similar_items",
              response_model=SimilarItems, dependencies=secured,
@@ -342,10 +335,11 @@ def create_app(
         k: int = Query(10, ge=1, le=MAX_K, description="at most the catalogue's size - 1"),
     ):
         """The items closest to one item (the item itself excluded)."""
-        run = holder.current.run
+        served = holder.current
+        run = served.run
         call = partial(run.similar_items, item_id, max(1, min(k, len(run.items) - 1)))
         rec = call() if k <= INLINE_K else await offload(call)
-        return FastJSON({"item": item_id, "items": rec.to_records()})
+        return FastJSON(b'{"item":' + dumps(item_id) + b',"items":' + served.items_json(rec) + b"}")
 
     mount_ui(app, holder, secured, auth)  # GET /ui (explorer), /docs, /v1/users, /v1/items
     _document_batch_body(app)
@@ -365,7 +359,7 @@ def create_app(
 _BATCH = TypeAdapter(BatchRequest)
 
 
-def _batch(run, raw: bytes) -> bytes:
+def _batch(served: ServedModel, raw: bytes) -> bytes:
     """Parse, validate and answer a batch request, then encode the answer (in a scoring
     thread: a 4 MiB body of ids costs tens of milliseconds just to parse)."""
     try:
@@ -379,6 +373,7 @@ def _batch(run, raw: bytes) -> bytes:
     except ValidationError as exc:
         errors = exc.errors(include_url=False, include_input=False, include_context=False)
         raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors]) from None
+    run = served.run
     options = {"exclude_seen": body.exclude_seen, "filter_items": body.deny, "items": body.allow}
     k = min(body.k, len(run.items))
     if isinstance(body, HistoryRequest):
@@ -387,8 +382,9 @@ def _batch(run, raw: bytes) -> bytes:
         results = run.recommend_many(body.users, k, cold_start=body.cold_start, **options)
     # One answer at a time: the GIL is held for one user's items per call, not for the whole
     # answer (up to 256 x 1000 items, ~25 MB: hundreds of ms in a single call), so the event
-    # loop gets it back within a few ms and /healthz keeps answering.
-    return b'{"results":[' + b",".join(_dumps(_answer(r)) for r in results) + b"]}"
+    # loop gets it back within a few ms and /healthz keeps answering; and no dict per item (see
+    # ItemsJSON), so the garbage collector does not stop every thread.
+    return b'{"results":[' + b",".join(_answer(r, served.items_json) for r in results) + b"]}"
 
 
 def _document_batch_body(app: FastAPI) -> None:
@@ -456,6 +452,14 @@ def _add_reload(app: FastAPI, holder: ModelHolder, root: FsPath, secured, offloa
         return FastJSON({"status": "reloaded", "model": served.describe()})
 
 
+def settle_heap() -> None:
+    """Take everything loaded so far (modules, the app, the model) out of the cyclic garbage
+    collector's sight (``gc.freeze``), so its full passes -- which stop every thread, the event
+    loop's included -- walk only what requests allocate, not the ~10^5 start-up objects."""
+    gc.collect()
+    gc.freeze()
+
+
 def app_from_env() -> FastAPI:
     """App factory for uvicorn worker processes: settings come from the environment."""
     import sys
@@ -464,10 +468,12 @@ def app_from_env() -> FastAPI:
 
     sys.setswitchinterval(SWITCH_INTERVAL)
     hosts = os.environ.get("RECFUNNEL_SERVE_ALLOWED_HOSTS")
-    return create_app(
+    app = create_app(
         os.environ["RECFUNNEL_SERVE_RUN_DIR"],
         token=os.environ.get("RECFUNNEL_TOKEN") or None,
         index=os.environ.get("RECFUNNEL_SERVE_INDEX", "auto"),
         runs_root=os.environ.get("RECFUNNEL_SERVE_RUNS_ROOT") or None,
         allowed_hosts=hosts.split(",") if hosts else None,
     )
+    settle_heap()
+    return app

@@ -8,6 +8,7 @@ flight: those finish on the old one, later requests see the new one, and none wa
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -16,9 +17,50 @@ from pathlib import Path
 
 import numpy as np
 
-from recfunnel.runs import Run
+from recfunnel.runs import Recommendations, Run
 
 log = logging.getLogger("recfunnel.serving")
+
+try:
+    import orjson
+
+    def dumps(data) -> bytes:
+        return orjson.dumps(data)
+
+except ImportError:  # pragma: no cover - orjson is in the serve extra
+
+    def dumps(data) -> bytes:
+        return json.dumps(data, allow_nan=False).encode()
+
+
+class ItemsJSON:
+    """The ``items`` array of an answer, as JSON, without a Python dict per item.
+
+    A batch answers up to 256 x 1000 items; one dict each was 256 000 tracked objects a request,
+    enough to set off the cyclic garbage collector's full passes, which stop every thread, the
+    event loop's included (one took 227 ms of CPU under the heavy load test). Here each item's
+    ``{"item": ..., "title": ..., "score":`` prefix is encoded once per served run and kept; an
+    answer joins the prefixes with its scores, all bytes (which the collector does not track).
+    The bytes are exactly what encoding :meth:`Recommendations.to_records` gives.
+    """
+
+    def __init__(self) -> None:
+        self._prefix: dict[str, bytes] = {}  # raw item id -> its prefix (a run's titles are fixed)
+        self._lock = threading.Lock()
+
+    def __call__(self, rec: Recommendations) -> bytes:
+        prefix = self._prefix
+        # orjson writes a float list as numbers joined by commas; a number holds no comma
+        scores = dumps(rec.scores)[1:-1].split(b",") if rec.scores else []
+        parts = []
+        for item, title, score in zip(rec.items, rec.titles, scores, strict=True):
+            head = prefix.get(item)
+            if head is None:
+                head = dumps({"item": item, "title": title})[:-1] + b',"score":'
+                with self._lock:  # bounded by the catalogue: one entry per item
+                    prefix[item] = head
+            parts.append(head + score + b"}")
+        return b"[" + b",".join(parts) + b"]"
 
 
 @dataclass
@@ -30,6 +72,7 @@ class ServedModel:
     generation: int
     loaded_at: float = field(default_factory=time.time)
     index: dict = field(default_factory=dict)
+    items_json: ItemsJSON = field(default_factory=ItemsJSON)  # this run's answer encoder
 
     def describe(self) -> dict:
         run = self.run

@@ -36,7 +36,13 @@ from uvicorn.supervisors import multiprocess
 from recfunnel.errors import RecfunnelError
 from recfunnel.runs import Run
 from recfunnel.serving import app as app_module
-from recfunnel.serving.app import LOOPBACK_HOSTS, SUPERVISOR_ENV, WORKERS_ENV, create_app
+from recfunnel.serving.app import (
+    LOOPBACK_HOSTS,
+    SUPERVISOR_ENV,
+    WORKERS_ENV,
+    create_app,
+    settle_heap,
+)
 
 log = logging.getLogger("recfunnel.serving")
 
@@ -181,6 +187,7 @@ def serve(
         app = create_app(run_dir, token=token, index=index, runs_root=runs_root,
                          allowed_hosts=allowed_hosts)  # fmt: skip
         holder = app.state.holder
+        settle_heap()
         config = uvicorn.Config(app, **options)
     else:
         Run.load(run_dir)  # fail here, once, with the artifact message
