@@ -20,7 +20,7 @@ a user's items alike. With ``window``, two items ``k`` places apart in her time 
 more than items years apart in a long history. The places are ranks in the user's own order,
 so the window is in items, whatever unit the timestamps have. The solution and scoring are
 EASE's; only ``G`` changes. On validation splits of ML-100k and of the ML-1M sequences a window
-of 50 with floor 0.3 raised NDCG@10 by 3-4% over the plain Gram (docs/quality.md); data without
+of 50 with floor 0.3 raised NDCG@10 by about 3% over the plain Gram (docs/quality.md); data without
 timestamps gets the plain Gram.
 
 As a :class:`~recfunnel.models.base.FactorizedRecommender`, a user's query vector is her binary
