@@ -14,6 +14,9 @@ RSS is that process's); the timed part is what the step reports (``fit_seconds``
   same threads in the same run (``benchmarks/peers/implicit_als.py``), its recall@10 on the same
   users; and recfunnel's WALS in implicit's harness (``child-wals``: the same npz, only the fit
   timed, the peak RSS up to the end of the fit), which the verdict compares;
+* evaluation, 10k sampled users: the ``train`` above reports it; ``eval-sample`` measures it
+  again on the saved run (``recfunnel evaluate RUN``: its process CPU and peak RSS include
+  reading and splitting the data);
 * evaluation, all users: ``recfunnel evaluate RUN --eval-users all`` (or a seeded sample of
   ``--all-users-cap`` users, the time scaled up linearly and marked so, where the full pass would
   not fit the session);
@@ -60,16 +63,36 @@ TARGETS = {  # step -> target at 20M rows (issue #11)
 
 
 # ------------------------------------------------------------------------------- children
-def timed(argv: list[str], env: dict, timeout: float | None = None) -> dict:
-    """Run ``argv`` under /usr/bin/time: wall seconds, peak RSS MB, stdout, return code."""
+def timed(argv: list[str], env: dict, timeout: float | None = None, stamp: bool = False) -> dict:
+    """Run ``argv`` under /usr/bin/time: wall seconds, peak RSS MB, stdout, return code.
+
+    ``stamp``: read stderr as it comes and time-stamp each line; adds ``stderr_gaps`` (the
+    seconds from the start to the first line, between lines, and from the last to the end)."""
     with tempfile.NamedTemporaryFile(suffix=".time") as report:
         started = time.perf_counter()
         # its own process group: a timeout ends the step's whole tree (torchrun's workers too)
         child = subprocess.Popen(["/usr/bin/time", "-f", "%U %S %M", "-o", report.name, *argv],
                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                  text=True, start_new_session=True)  # fmt: skip
+        arrivals: list[tuple[float, str]] = []
+        reader = None
+        if stamp:  # stderr is a pipe, as in a log: each line's arrival time
+            import threading
+
+            def read() -> None:
+                for line in child.stderr:
+                    arrivals.append((time.perf_counter(), line))
+
+            reader = threading.Thread(target=read, daemon=True)
+            reader.start()
         try:
-            stdout, stderr = child.communicate(timeout=timeout)
+            if reader is None:
+                stdout, stderr = child.communicate(timeout=timeout)
+            else:
+                stdout = child.stdout.read()  # ends when the child closes it
+                child.wait(timeout=timeout)
+                reader.join()
+                stderr = "".join(line for _, line in arrivals)
         except subprocess.TimeoutExpired:
             os.killpg(child.pid, signal.SIGKILL)
             child.communicate()
@@ -84,8 +107,23 @@ def timed(argv: list[str], env: dict, timeout: float | None = None) -> dict:
         cpu = None
     if done.returncode:
         print(done.stderr[-2000:], file=sys.stderr)
-    return {"wall_seconds": wall, "peak_rss_mb": rss, "cpu_seconds": cpu, "stdout": done.stdout,
-            "returncode": done.returncode}  # fmt: skip
+    out = {"wall_seconds": wall, "peak_rss_mb": rss, "cpu_seconds": cpu, "stdout": done.stdout,
+           "returncode": done.returncode}  # fmt: skip
+    if stamp:
+        times = [started] + [t for t, _ in arrivals] + [started + wall]
+        out["stderr_gaps"] = [b - a for a, b in zip(times, times[1:], strict=False)]
+        out["stderr_lines"] = len(arrivals)
+    return out
+
+
+def silence(out: dict) -> dict:
+    """The longest stretch a stamped step printed nothing on stderr (see :func:`timed`)."""
+    gaps = out.get("stderr_gaps")
+    if not gaps:
+        return {}
+    inner = gaps[:-1] if len(gaps) > 1 else gaps  # the last: the run ends with its JSON
+    return {"longest_silence_seconds": max(inner), "first_line_seconds": gaps[0],
+            "progress_lines": out["stderr_lines"]}  # fmt: skip
 
 
 def usage(out: dict) -> dict:
@@ -205,13 +243,13 @@ def run_size(name: str, args, env: dict, results: dict) -> None:
         record("ingest", {**info, "wall_seconds": out["wall_seconds"],
                           **usage(out)})  # fmt: skip
     run = work / "wals-run"
-    if "wals" in steps:
+    if "wals" in steps:  # progress on: stderr is a pipe, each line time-stamped on arrival
         argv = ["train", "--train", str(data), "--model", "wals", "--preset", "seed", "--json",
-                "--quiet", "--out", str(run), "--overwrite"]  # fmt: skip
-        out = timed([*recfunnel, *argv], env)
+                "--out", str(run), "--overwrite"]  # fmt: skip
+        out = timed([*recfunnel, *argv], env, stamp=True)
         metrics = json.loads(out["stdout"])
         record("WALS fit", {"seconds": metrics["fit_seconds"], "recall@10": metrics["recall@10"],
-                            **usage(out),
+                            **usage(out), **silence(out),
                             "wall_seconds": out["wall_seconds"]})  # fmt: skip
         record("evaluation, 10k sampled users", {"seconds": metrics["eval_seconds"],
                                                  "users": metrics["num_eval_users"]})  # fmt: skip
@@ -229,6 +267,13 @@ def run_size(name: str, args, env: dict, results: dict) -> None:
         out = timed([*me, "child-wals", "x", "--out", str(work)], env)
         record("WALS fit, implicit's harness", {**json.loads(out["stdout"]),
                                                 **usage(out)})  # fmt: skip
+    if "eval-sample" in steps:  # the default 10k sample on the saved WALS run, by itself
+        out = timed([*recfunnel, "evaluate", str(run), "--json"], env)
+        metrics = json.loads(out["stdout"])
+        record("evaluation, 10k sampled users", {"seconds": metrics["eval_seconds"],
+                                                 "users": metrics["num_eval_users"],
+                                                 "recall@10": metrics["recall@10"],
+                                                 **usage(out)})  # fmt: skip
     if "eval-all" in steps:
         cap = args.all_users_cap if name in args.cap_sizes.split(",") else 0
         out = timed([*recfunnel, "evaluate", str(run), "--json", "--eval-users",
@@ -318,6 +363,10 @@ def rows_of(results: dict) -> list[list]:
                 extra.append(f"process CPU {entry['process_cpu_seconds']:.0f} s")
             if entry.get("load_average") is not None:
                 extra.append(f"load {entry['load_average']}")
+            if "longest_silence_seconds" in entry:
+                longest = entry["longest_silence_seconds"]
+                extra.append(f"stderr piped: {entry['progress_lines']} progress lines, the "
+                             f"longest silence {longest:.1f} s")  # fmt: skip
             if "rows_per_second" in entry:
                 extra.append(f"{entry['rows_per_second']:,.0f} training rows/s")
             if "vocabulary_strings_seconds" in entry:

@@ -246,3 +246,102 @@ def test_memory_sizes():
     assert parse_memory(1000) == 1000
     with pytest.raises(RecfunnelError, match="512MB"):
         parse_memory("lots")
+
+
+# ------------------------------------------------------- the fused pass of factorized models
+def exact_factors(n_users, n_items, dim, seed):
+    """Factors whose float32 dot products are exact (multiples of 1/4 times powers of two):
+    the kernel's scores equal float64 ones, ties are frequent (equal scores, duplicated and
+    zero item vectors), and item norms fall off so the pruning by norm stops users early."""
+    rng = np.random.default_rng(seed)
+    users = rng.integers(-8, 9, (n_users, dim)) / 4.0
+    items = rng.integers(-8, 9, (n_items, dim)) / 4.0 * 2.0 ** -rng.integers(0, 7, (n_items, 1))
+    items[rng.choice(n_items, n_items // 20, replace=False)] = 0.0
+    items[1::97] = items[0]  # the same vector: the same score, ties broken by index
+    return torch.tensor(users, dtype=torch.float32), torch.tensor(items, dtype=torch.float32)
+
+
+@pytest.fixture(scope="module")
+def factor_case():
+    from recfunnel.data.splits import random_split
+    from recfunnel.data.synthetic import power_law
+
+    data = power_law(300, 1100, 9000, seed=5)  # more items than one tile (256)
+    train, test = random_split(data, 0.3, seed=2)
+    train = train.concat(test.subset(np.arange(0, len(test), 13)))  # seen test rows too
+    X, Y = exact_factors(300, 1100, 8, seed=1)
+    return train, test, X, Y
+
+
+@pytest.mark.parametrize("batch_size", [None, 1, 37])
+def test_fused_pass_matches_the_reference(factor_case, batch_size):
+    from recfunnel import eval_kernels
+    from recfunnel.metrics import DotScorer, dot_scorer
+
+    if not eval_kernels.AVAILABLE:
+        pytest.skip("numba is not installed")
+    train, test, X, Y = factor_case
+    scorer = dot_scorer(lambda u: X[torch.as_tensor(u)], Y)
+    assert isinstance(scorer, DotScorer) and scorer.fusable()
+    ks = (1, 5, 10, 50, 100)
+    got = evaluate_scores(scorer, train, test, factorized_ks=ks, ranking_ks=ks,
+                          batch_size=batch_size)  # fmt: skip
+    users = users_with_tests(test)
+    want = reference_metrics((X.double() @ Y.double().T).numpy(), train, test, users, ks, ks)
+    _check_same(got, want)
+
+
+def test_fused_pass_agrees_with_the_blocked_pass(factor_case, monkeypatch):
+    """The same metrics through the [B, N] blocks (torch's product) and the fused pass, on
+    random float factors (no ties, whose order the blocked pass leaves to torch.topk)."""
+    from recfunnel import eval_kernels
+    from recfunnel.metrics import dot_scorer
+
+    if not eval_kernels.AVAILABLE:
+        pytest.skip("numba is not installed")
+    train, test, _, _ = factor_case
+    g = torch.Generator().manual_seed(3)
+    X = torch.randn(300, 8, generator=g)
+    Y = torch.randn(1100, 8, generator=g) * 10.0 ** -(3 * torch.rand(1100, 1, generator=g))
+    fused = evaluate_scores(dot_scorer(lambda u: X[torch.as_tensor(u)], Y), train, test)
+    monkeypatch.setattr(eval_kernels, "AVAILABLE", False)
+    blocked = evaluate_scores(dot_scorer(lambda u: X[torch.as_tensor(u)], Y), train, test)
+    for key in ("recall@10", "ndcg@10", "mrr", factorized_key(10), "num_eval_users"):
+        assert fused[key] == pytest.approx(blocked[key], rel=1e-9), key
+
+
+def test_fused_top_k_prunes_and_stays_exact():
+    """Random float factors with norms over four orders of magnitude: the pruned pass gives
+    the top-k, the counts above each user's best and the test and seen cells' scores of a
+    brute-force float64 ranking (no exact ties with random floats)."""
+    from recfunnel import eval_kernels
+
+    if not eval_kernels.AVAILABLE:
+        pytest.skip("numba is not installed")
+    rng = np.random.default_rng(0)
+    B, N, D, K = 40, 3000, 16, 20
+    Q = rng.standard_normal((B, D)).astype(np.float32)
+    V = (rng.standard_normal((N, D)) * 10.0 ** rng.uniform(-4, 0, (N, 1))).astype(np.float32)
+    picks = [rng.choice(N, 28, replace=False) for _ in range(B)]  # 3 test, 25 seen each
+    seen_cols = [np.sort(p[3:]) for p in picks]
+    test_cols = [p[:3] for p in picks]
+    s_ptr = np.concatenate([[0], np.cumsum([len(c) for c in seen_cols])])
+    t_ptr = np.arange(B + 1) * 3
+    relevant = rng.random(3 * B) < 0.7
+    t_cols, s_cols = np.concatenate(test_cols), np.concatenate(seen_cols)
+    items = eval_kernels.sort_items(V)
+    ids, vals, counts, pos, seen = eval_kernels.fused_top_k(
+        Q, items, K, (t_ptr, t_cols, relevant), (s_ptr, s_cols)
+    )
+    S = Q.astype(np.float64) @ V.astype(np.float64).T
+    norms = np.linalg.norm(Q, axis=1)[:, None] * np.linalg.norm(V, axis=1)[None, :]
+    for got, count, cols in ((pos, 3, t_cols), (seen, 25, s_cols)):  # float32 rounding only
+        rows = np.repeat(np.arange(B), count)
+        assert (np.abs(got - S[rows, cols]) <= 1e-5 * norms[rows, cols]).all()
+    masked = S.copy()
+    masked[np.repeat(np.arange(B), 25), s_cols] = -np.inf
+    np.testing.assert_array_equal(ids, np.argsort(-masked, axis=1, kind="stable")[:, :K])
+    for u in range(B):
+        mine = t_cols[3 * u : 3 * u + 3][relevant[3 * u : 3 * u + 3]]
+        want = int((masked[u] > S[u, mine].max()).sum()) if len(mine) else 0
+        assert counts[u] == want, u

@@ -123,3 +123,95 @@ def test_a_budget_of_examples_is_the_total_progress_counts_to(monkeypatch, capsy
     totals = {re.search(r"rows \d+/(\d+)", line).group(1)
               for line in capsys.readouterr().err.splitlines()}  # fmt: skip
     assert totals == {str(len(data)), str(700 - len(data))}  # the last epoch stops at 700
+
+
+# ------------------------------------------------------------------------- the heartbeat
+class FakeClock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture(autouse=True)
+def no_earlier_lines(monkeypatch):
+    """Each test starts as if nothing had been printed yet (lines of earlier tests are not
+    on the fake clock's time line)."""
+    from recfunnel import progress
+
+    monkeypatch.setattr(progress, "_LAST_LINE", [None])
+
+
+def test_heartbeat_fills_silences_longer_than_the_interval():
+    from recfunnel.progress import Heartbeat
+
+    out, clock = io.StringIO(), FakeClock()
+    beat = Heartbeat("train", progress="lines", interval=10.0, stream=out, clock=clock)
+    beat.stage("reading the data")
+    clock.now += 5.0
+    assert not beat.beat()  # 5 s of silence: not yet
+    clock.now += 7.0
+    assert beat.beat()
+    assert out.getvalue() == "train: reading the data (12s)\n"
+    clock.now += 5.0
+    assert not beat.beat()  # the line just printed counts as output
+    beat.stage("splitting the data")
+    clock.now += 10.0
+    assert beat.beat()
+    assert out.getvalue().splitlines()[-1] == "train: splitting the data (10s)"
+
+
+def test_heartbeat_keeps_quiet_while_a_pass_prints_its_own_lines():
+    from recfunnel.progress import Heartbeat
+
+    out, clock = io.StringIO(), FakeClock()
+    beat = Heartbeat("train", progress="lines", interval=10.0, stream=out, clock=clock)
+    with beat:  # the thread's own beats are not relied on here: beat() is called by hand
+        beat.stage("setting up wals")
+        progress = Progress("lines", interval=3600.0, stream=out)
+        progress.start(100, epoch=1, epochs=2)
+        clock.now += 60.0
+        assert not beat.beat()  # the pass prints every interval itself
+        progress.finish()
+        assert beat.beat()  # between passes the heartbeat speaks again, naming the pass
+        assert out.getvalue().splitlines()[-1].startswith("train: train epoch 1/2 finished (")
+
+
+@pytest.mark.parametrize("mode", ["off", "bar"])
+def test_no_heartbeat_when_quiet_or_on_a_terminal(mode):
+    from recfunnel.progress import Heartbeat
+
+    out, clock = Tty() if mode == "bar" else io.StringIO(), FakeClock()
+    beat = Heartbeat("train", progress=mode, interval=10.0, stream=out, clock=clock)
+    beat.stage("reading the data")
+    clock.now += 60.0
+    assert not beat.beat() and out.getvalue() == ""
+
+
+def test_cli_train_prints_a_line_while_the_data_loads(train_csv, monkeypatch, capsys):
+    """Reading the data is held up until the heartbeat thread has printed (no timing)."""
+    import threading
+
+    from recfunnel import progress
+    from recfunnel.data import sources
+
+    monkeypatch.setenv("RECFUNNEL_PROGRESS_INTERVAL", "0.05")
+    real = sources.load_dataset
+    printed = threading.Event()
+
+    def slow_load(spec):
+        before = progress._LAST_LINE[0]
+        for _ in range(2000):  # until the heartbeat's line, at most ~20 s
+            if progress._LAST_LINE[0] != before:
+                printed.set()
+                break
+            threading.Event().wait(0.01)
+        return real(spec)
+
+    monkeypatch.setattr(sources, "load_dataset", slow_load)
+    argv = ["train", "--train", str(train_csv), "--model", "most-popular", "--json"]
+    assert main(argv) == 0
+    assert printed.is_set()
+    err = capsys.readouterr().err.splitlines()
+    assert any(re.fullmatch(r"train: reading the data \(\d+s\)", line) for line in err), err

@@ -158,6 +158,7 @@ def _value(config, path: str):
 def cmd_train(args) -> int:
     from recfunnel import distributed, experiment
     from recfunnel.models import model_class
+    from recfunnel.progress import Heartbeat
     from recfunnel.runs import check_run_target
 
     if args.model == "auto":
@@ -174,17 +175,20 @@ def cmd_train(args) -> int:
         check_run_target(out, overwrite=args.overwrite)  # fail before training, not after
     options = _eval_options(args)  # bad values fail before training
     checkpoint_dir = _checkpoint_dir(args, out)
-    with _checkpointing(args, checkpoint_dir):
+    # a line every 10 s while reading, splitting, setting up and saving (rank 0 only)
+    heartbeat = Heartbeat("train", progress=not args.quiet and distributed.rank() == 0)
+    with heartbeat, _checkpointing(args, checkpoint_dir):
         run, _, fit_rows, test_rows = experiment.train(
             spec, model, validation_fraction=args.validation_fraction,
             progress=not args.quiet, **options,
         )  # fmt: skip
-    if run is None:  # a distributed job's rank > 0: rank 0 evaluates and saves
-        return 0
-    _say_which_users(run.config["evaluation"])
-    run.config["preset"] = args.preset
-    if out is not None:
-        run.save(out, overwrite=args.overwrite)
+        if run is None:  # a distributed job's rank > 0: rank 0 evaluates and saves
+            return 0
+        _say_which_users(run.config["evaluation"])
+        run.config["preset"] = args.preset
+        if out is not None:
+            heartbeat.stage("saving the run")
+            run.save(out, overwrite=args.overwrite)
     if checkpoint_dir is not None and out is not None:
         shutil.rmtree(checkpoint_dir, ignore_errors=True)  # the run is saved: no longer needed
     metrics = {k: v for k, v in run.metrics.items() if k != "training_log"}
@@ -485,13 +489,22 @@ def _add_eval_options(parser) -> None:
 
 
 def cmd_evaluate(args) -> int:
+    from recfunnel.progress import Heartbeat
+
+    with Heartbeat("evaluate", progress=not args.quiet) as heartbeat:
+        return _evaluate_run(args, heartbeat)
+
+
+def _evaluate_run(args, heartbeat) -> int:
     from recfunnel.data import Dataset, sources
     from recfunnel.data.sources import DataSpec
     from recfunnel.experiment import evaluate
     from recfunnel.runs import Run
 
+    heartbeat.stage("loading the run")
     run = Run.load(args.run_dir)
     spec = DataSpec.from_dict(run.config.get("data", {}))
+    heartbeat.stage("reading the data")
     if args.test:
         dataset = Dataset(interactions=run.train_interactions(), users=run.users, items=run.items)
         report: dict = {}
@@ -504,11 +517,14 @@ def cmd_evaluate(args) -> int:
             raise RecfunnelError(
                 "the run's data has changed since training (vocabularies differ); pass --test FILE"
             )
+        heartbeat.stage("splitting the data")
         _, test = sources.split(dataset, spec)
     options = _eval_options(args)
+    heartbeat.stage("evaluating")
     started = time.perf_counter()
     metrics = evaluate(run.model, run.train_interactions(), test, eval_users=options["eval_users"],
-                       eval_seed=spec.seed, memory=options["eval_memory"])  # fmt: skip
+                       eval_seed=spec.seed, memory=options["eval_memory"],
+                       progress=not args.quiet)  # fmt: skip
     metrics["eval_seconds"] = time.perf_counter() - started
     _say_which_users(metrics["evaluation"])
     if args.test:
@@ -856,6 +872,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("run_dir", help="run folder written by train --out")
     p.add_argument("--test", help="test file (columns as at training); default: the run's split")
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr (default: a bar on "
+                   "a terminal, else a line every 10 s)")  # fmt: skip
     _add_threads(p)
     _add_eval_options(p)
     p.set_defaults(func=cmd_evaluate)

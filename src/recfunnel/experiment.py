@@ -18,6 +18,7 @@ from recfunnel.metrics import choose_users, dot_scorer, evaluate_scores, rating_
 from recfunnel.models import Recommender, model_class
 from recfunnel.models.base import FactorizedRecommender
 from recfunnel.presets import preset
+from recfunnel.progress import stage
 from recfunnel.runs import Run
 
 
@@ -103,11 +104,18 @@ def train(
     if spec.duplicates == "auto":  # the model says how repeated rows are merged
         spec = dataclasses.replace(spec, duplicates=model.default_duplicates())
     dropped: dict = {}  # test-file rows with ids unseen in training
-    dataset, train_rows, test_rows = sources.load(spec, report=dropped)
+    stage("reading the data")  # what a heartbeat line says while nothing else prints
+    dataset = sources.load_dataset(spec)
+    stage("splitting the data")
+    train_rows, test_rows = sources.split(dataset, spec, report=dropped)
     ordered = hasattr(model, "extend")  # a sequential model continues users' sequences
     fit_rows, validation = train_rows, None
     if validation_fraction > 0:
+        stage("carving the validation split")
         fit_rows, validation = _carve(train_rows, validation_fraction, spec, ordered)
+    stage(
+        f"setting up {getattr(model, 'kind', 'the model')}"
+    )  # a pass's own lines take over once training runs
     started = time.perf_counter()
     extra = {"dataset": dataset} if model.needs_dataset else {}
     context = sources.context(spec)  # the SASRec protocol's query items (not trained on)
@@ -127,6 +135,7 @@ def train(
                 if rows is validation:
                     model.extend(rows)
                 seen_rows = seen_rows.concat(rows)
+    stage("evaluating")
     started = time.perf_counter()
     metrics = evaluate(model, seen_rows, test_rows, eval_users=eval_users, eval_seed=spec.seed,
                        memory=eval_memory, progress=progress)  # fmt: skip

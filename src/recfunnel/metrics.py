@@ -24,8 +24,6 @@ Letters: B users in a batch, N catalogue size.
 from __future__ import annotations
 
 import re
-import sys
-import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -35,6 +33,7 @@ import torch
 from recfunnel import eval_kernels
 from recfunnel.data.interactions import Interactions
 from recfunnel.errors import RecfunnelError
+from recfunnel.progress import make_progress
 
 FACTORIZED_KS = (1, 5, 10, 50, 100)
 RANKING_KS = (5, 10, 20, 50, 100)
@@ -47,6 +46,8 @@ DEFAULT_EVAL_MEMORY = 512 * 2**20
 _BYTES_PER_CELL = 8
 
 Scorer = Callable[[np.ndarray], torch.Tensor]  # user indices [B] -> scores [B, N]
+#: users per call of the fused pass (it holds no [B, N] block; this paces progress)
+_FUSED_BLOCK = 2048
 
 
 def factorized_key(k: int) -> str:
@@ -122,58 +123,60 @@ def describe_choice(record: dict) -> str:
     )
 
 
-class _Progress:
-    """Evaluation progress on stderr: a tqdm bar on a terminal, else a line every 10 s."""
-
-    def __init__(self, total: int, enabled: bool) -> None:
-        self.total, self.done, self.enabled = total, 0, enabled
-        self.started = self.last = time.perf_counter()
-        self.bar = None
-        if enabled and sys.stderr.isatty():
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=total, desc="evaluate", unit="user", leave=False)
-
-    def update(self, n: int) -> None:
-        self.done += n
-        if not self.enabled:
-            return
-        if self.bar is not None:
-            self.bar.update(n)
-            return
-        now = time.perf_counter()
-        if now - self.last >= 10.0 or (self.done == self.total and self.last > self.started):
-            rate = self.done / max(now - self.started, 1e-9)
-            eta = (self.total - self.done) / max(rate, 1e-9)
-            print(
-                f"evaluate: {self.done}/{self.total} users, {rate:.0f} users/s, ETA {eta:.0f} s",
-                file=sys.stderr,
-                flush=True,
-            )
-            self.last = now
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
+#: the widest factors the fused pass takes (wider ones, e.g. EASE's item x item, go to BLAS)
+FUSED_MAX_DIM = 512
 
 
-def dot_scorer(user_vectors: Callable[[np.ndarray], torch.Tensor], items: torch.Tensor) -> Scorer:
-    """A scorer ``user_vectors(users) @ items.T`` that writes every block into one buffer.
+class DotScorer:
+    """A scorer ``user_vectors(users) @ items.T`` (see :func:`dot_scorer`).
 
-    A fresh [B, N] result per block costs the page faults of a new allocation, about as much
-    as the product itself; the buffer is reused instead (see :func:`evaluate_scores`).
+    Called, it writes every block into one buffer: a fresh [B, N] result per block costs the
+    page faults of a new allocation, about as much as the product itself. With numba, and
+    the factors on the CPU, :func:`evaluate_scores` does not call it but scores and ranks
+    tile by tile (:func:`recfunnel.eval_kernels.fused_top_k`) from ``user_vectors`` and
+    ``items``.
     """
-    items_t = items.detach().float().cpu().T.contiguous()  # [D, N]
-    state: dict[str, torch.Tensor] = {}
 
-    def score(users: np.ndarray) -> torch.Tensor:
-        queries = user_vectors(users).detach().float().cpu()
-        out = state.get("out")
+    def __init__(self, user_vectors: Callable[[np.ndarray], torch.Tensor], items: torch.Tensor):
+        self.user_vectors = user_vectors
+        self.items = items.detach()
+        self._items_t: torch.Tensor | None = None
+        self._sorted = None
+        self._out: torch.Tensor | None = None
+
+    def __call__(self, users: np.ndarray) -> torch.Tensor:
+        if self._items_t is None:
+            self._items_t = self.items.float().cpu().T.contiguous()  # [D, N]
+        queries = self.user_vectors(users).detach().float().cpu()
+        out = self._out
         if out is None or out.shape[0] < len(users):
-            out = state["out"] = torch.empty(len(users), items_t.shape[1])
-        return torch.mm(queries, items_t, out=out[: len(users)])
+            out = self._out = torch.empty(len(users), self._items_t.shape[1])
+        return torch.mm(queries, self._items_t, out=out[: len(users)])
 
-    return score
+    def fusable(self) -> bool:
+        """Whether :func:`evaluate_scores` can take the fused pass."""
+        return (
+            eval_kernels.AVAILABLE
+            and self.items.device.type == "cpu"
+            and self.items.dim() == 2
+            and 0 < self.items.shape[1] <= FUSED_MAX_DIM
+        )
+
+    def sorted_items(self):
+        """The items as :func:`recfunnel.eval_kernels.sort_items` lays them out (made once)."""
+        if self._sorted is None:
+            self._sorted = eval_kernels.sort_items(self.items.float().numpy())
+        return self._sorted
+
+    def queries(self, users: np.ndarray) -> np.ndarray:
+        return self.user_vectors(users).detach().float().cpu().numpy()
+
+
+def dot_scorer(
+    user_vectors: Callable[[np.ndarray], torch.Tensor], items: torch.Tensor
+) -> DotScorer:
+    """The scorer of a factorized model: ``user_vectors(users) @ items.T``."""
+    return DotScorer(user_vectors, items)
 
 
 def _rows(matrix: sp.csr_matrix, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -227,7 +230,11 @@ def evaluate_scores(
 
     Users are scored a block at a time; each block needs one top-k over its scores and one
     comparison pass (for ``mrr``), so the work is O(users x items) and the memory
-    O(block x items), bounded by ``memory``.
+    O(block x items), bounded by ``memory``. A factorized model's :func:`dot_scorer`, with
+    numba, takes the fused pass instead (:func:`recfunnel.eval_kernels.fused_top_k`): users
+    are scored against cache-sized tiles of items and ranked as they go, items by norm,
+    largest first, so a user stops as soon as no later item can change its metrics; no
+    [B, N] block is held and ``memory`` does not apply.
 
     * Factorized top-K: a test row's rank among all items is the number of unseen items above
       it (read off the block's top ``max(k)`` of unseen scores, exact below that) plus the number
@@ -258,6 +265,7 @@ def evaluate_scores(
     if users is None:
         users = users_with_tests(test)
     users = np.asarray(users, dtype=np.int64)
+    batch_size_given = batch_size
     if batch_size is None:
         budget = parse_memory(memory if memory is not None else DEFAULT_EVAL_MEMORY)
         batch_size = budget // (_BYTES_PER_CELL * max(1, n_items))
@@ -272,57 +280,71 @@ def evaluate_scores(
     covered = np.zeros((len(ranking_ks), n_items), dtype=bool)
     gains = 1.0 / np.log2(np.arange(top_k) + 2.0)
     ideal = np.concatenate([[0.0], np.cumsum(gains)])
-    bar = _Progress(len(users), progress)
+    bar = make_progress(progress, desc="evaluate", unit="users")
+    bar.start(len(users))
     compare = None  # reused bool buffer for the mrr comparison
+    fused = isinstance(scorer, DotScorer) and scorer.fusable()
+    if fused and batch_size_given is None:  # no [B, N] block: the block only paces progress
+        batch_size = _FUSED_BLOCK
+    width = min(top_k, n_items)
 
     for start in range(0, len(users), batch_size):
         batch = users[start : start + batch_size]
         B = len(batch)
-        with torch.no_grad():
-            scores = scorer(batch)
-        if scores.dtype != torch.float32 or scores.device.type != "cpu":
-            scores = scores.float().cpu()
-        if scores.shape != (B, n_items):
-            raise RecfunnelError(
-                f"scorer returned {tuple(scores.shape)}, expected ({B}, {n_items})"
-            )
         t_rows, t_cols = _rows(test_csr, batch)
         s_rows, s_cols = _rows(train_csr, batch)
-        t_rows_t, t_cols_t = torch.from_numpy(t_rows), torch.from_numpy(t_cols)
-        s_rows_t, s_cols_t = torch.from_numpy(s_rows), torch.from_numpy(s_cols)
-        pos = scores[t_rows_t, t_cols_t].numpy().astype(np.float64)
-        seen_scores = scores[s_rows_t, s_cols_t].numpy().astype(np.float64)
-        scores[s_rows_t, s_cols_t] = float("-inf")  # seen items leave the ranking
-        all_rows, all_pos = t_rows, pos
-
-        # Relevant = test items not in training; each user's best relevant score (for mrr).
+        # Relevant = test items not in training
         t_keys = t_rows * n_items + t_cols
         s_keys = s_rows * n_items + s_cols
+        relevant = np.ones(len(t_keys), dtype=bool)
         if len(s_keys):
             relevant = ~np.isin(t_keys, s_keys, assume_unique=True)
-            t_rows, t_keys, pos = t_rows[relevant], t_keys[relevant], pos[relevant]
+        if fused:  # scored and ranked tile by tile, never a [B, N] block
+            with torch.no_grad():
+                queries = scorer.queries(batch)
+            t_ptr = np.concatenate([[0], np.cumsum(np.bincount(t_rows, minlength=B))])
+            s_ptr = np.concatenate([[0], np.cumsum(np.bincount(s_rows, minlength=B))])
+            top_ids, top_scores, first_rank, pos, seen_scores = eval_kernels.fused_top_k(
+                queries, scorer.sorted_items(), width, (t_ptr, t_cols, relevant), (s_ptr, s_cols)
+            )
+            pos, seen_scores = pos.astype(np.float64), seen_scores.astype(np.float64)
+        else:
+            with torch.no_grad():
+                scores = scorer(batch)
+            if scores.dtype != torch.float32 or scores.device.type != "cpu":
+                scores = scores.float().cpu()
+            if scores.shape != (B, n_items):
+                raise RecfunnelError(
+                    f"scorer returned {tuple(scores.shape)}, expected ({B}, {n_items})"
+                )
+            t_rows_t, t_cols_t = torch.from_numpy(t_rows), torch.from_numpy(t_cols)
+            s_rows_t, s_cols_t = torch.from_numpy(s_rows), torch.from_numpy(s_cols)
+            pos = scores[t_rows_t, t_cols_t].numpy().astype(np.float64)
+            seen_scores = scores[s_rows_t, s_cols_t].numpy().astype(np.float64)
+            scores[s_rows_t, s_cols_t] = float("-inf")  # seen items leave the ranking
+        all_rows, all_pos = t_rows, pos
+        t_rows, t_keys, pos = t_rows[relevant], t_keys[relevant], pos[relevant]
         n_rel = np.bincount(t_rows, minlength=B)
         keep = n_rel > 0
-        best = np.full(B, np.inf)  # rows without a relevant item count nothing
-        best[keep] = -np.inf
-        np.maximum.at(best, t_rows, pos)
 
-        # One pass over the block: its top-k and, per row, the scores above the best relevant.
-        width = min(top_k, n_items)
-        if eval_kernels.AVAILABLE:
-            top_ids, top_scores, first_rank = eval_kernels.top_k_and_count(
-                scores.numpy(), width, best
-            )
-        else:
-            top = torch.topk(scores, width, dim=1)
-            top_scores, top_ids = top.values.numpy(), top.indices.numpy()
-            first_rank = (top_scores > best[:, None]).sum(1)
-            full = np.flatnonzero(keep & (first_rank >= width))
-            if len(full):  # ranked below the top-k: count over the whole row
-                if compare is None or compare.shape[1] != n_items or len(compare) < B:
-                    compare = np.empty((B, n_items), dtype=bool)
-                np.greater(scores.numpy(), best[:, None], out=compare[:B])
-                first_rank[full] = np.count_nonzero(compare[:B], axis=1)[full]
+        if not fused:  # one pass over the block: its top-k and the scores above the best
+            best = np.full(B, np.inf)  # rows without a relevant item count nothing
+            best[keep] = -np.inf
+            np.maximum.at(best, t_rows, pos)  # each user's best relevant score (for mrr)
+            if eval_kernels.AVAILABLE:
+                top_ids, top_scores, first_rank = eval_kernels.top_k_and_count(
+                    scores.numpy(), width, best
+                )
+            else:
+                top = torch.topk(scores, width, dim=1)
+                top_scores, top_ids = top.values.numpy(), top.indices.numpy()
+                first_rank = (top_scores > best[:, None]).sum(1)
+                full = np.flatnonzero(keep & (first_rank >= width))
+                if len(full):  # ranked below the top-k: count over the whole row
+                    if compare is None or compare.shape[1] != n_items or len(compare) < B:
+                        compare = np.empty((B, n_items), dtype=bool)
+                    np.greater(scores.numpy(), best[:, None], out=compare[:B])
+                    first_rank[full] = np.count_nonzero(compare[:B], axis=1)[full]
 
         # Factorized top-K: rank among all items, seen ones included; exact below top_k.
         test_rows += len(all_rows)
@@ -350,6 +372,7 @@ def evaluate_scores(
                 covered[j, top_ids[keep, :k].reshape(-1)] = True
             mrr += (1.0 / (first_rank[keep] + 1.0)).sum()  # rank of the best relevant item
         bar.update(B)
+    bar.finish()
     bar.close()
 
     metrics = {

@@ -21,6 +21,11 @@ Modes:
 
 ``make_progress(True)`` (``"auto"``) picks ``bar`` when stderr is a terminal, else ``lines``;
 ``False`` is ``off``.
+
+Between passes (reading and splitting the data, a model's set-up, saving) a
+:class:`Heartbeat` fills the silence in ``lines`` mode: whenever no pass is printing and no
+line has been printed for ``interval`` seconds, one line says what is running, e.g.
+``train: reading the data (20s)``; :func:`stage` names what runs next.
 """
 
 from __future__ import annotations
@@ -28,12 +33,21 @@ from __future__ import annotations
 import math
 import os
 import sys
+import threading
 import time
+import weakref
 from typing import TextIO
 
 from recfunnel.errors import RecfunnelError
 
 MODES = ("auto", "bar", "lines", "off")
+
+#: passes printing their own lines now (a heartbeat keeps quiet meanwhile), and when the last
+#: line of any kind was printed (time.monotonic)
+_PRINTING: weakref.WeakSet = weakref.WeakSet()
+_LAST_LINE: list[float | None] = [None]
+#: the heartbeat of the running command, if any (see :func:`stage`)
+_HEARTBEAT: list[Heartbeat | None] = [None]
 
 
 def _duration(seconds: float) -> str:
@@ -103,6 +117,9 @@ class Progress:
         self._started = time.monotonic()
         if self._last is None:
             self._last = self._started
+        if self.mode == "lines":
+            _PRINTING.add(self)
+            stage(self._label())
         if self.mode == "bar":
             from tqdm.auto import tqdm
 
@@ -126,7 +143,7 @@ class Progress:
             self._bar.update(n)
         elif self.mode == "lines":
             now = time.monotonic()
-            if now - self._last >= self.interval:
+            if now - max(self._last, _LAST_LINE[0] or self._last) >= self.interval:
                 self._last = now
                 self._line(now)
 
@@ -140,15 +157,23 @@ class Progress:
             self._bar.close()
             self._bar = None
         elif self.mode == "lines":
+            _PRINTING.discard(self)
+            stage(f"{self._label()} finished")  # what a heartbeat says until the next pass
             now = time.monotonic()
-            if now - self._last >= self.interval:
+            if now - max(self._last, _LAST_LINE[0] or self._last) >= self.interval:
                 self._last = now
                 self._line(now, done=True)
 
     def close(self) -> None:
+        _PRINTING.discard(self)
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+    def _label(self) -> str:
+        if self._epoch is None:
+            return self.desc
+        return f"{self.desc} epoch {self._epoch}/{self._epochs or '?'}"
 
     def _line(self, now: float, done: bool = False) -> None:
         elapsed = max(now - self._started, 1e-9)
@@ -168,6 +193,7 @@ class Progress:
         elif self._total and rate > 0:
             parts.append(f"eta {_duration((self._total - self._done) / rate)}")
         print(" ".join(parts), file=self.stream, flush=True)
+        _LAST_LINE[0] = now
 
 
 def make_progress(progress: bool | str | Progress | None, **kwargs) -> Progress:
@@ -180,3 +206,82 @@ def make_progress(progress: bool | str | Progress | None, **kwargs) -> Progress:
     if progress is True:
         return Progress("auto", **kwargs)
     return Progress(str(progress), **kwargs)
+
+
+class Heartbeat:
+    """A line on stderr whenever a command has printed nothing for ``interval`` seconds and
+    no pass (:class:`Progress`) is printing its own: what runs and for how long, e.g.
+    ``train: reading the data (20s)``. Only in ``lines`` mode; a thread checks every
+    ``interval / 4`` seconds (at most 1 s), so the gaps stay within ``interval``.
+
+        with Heartbeat("train", progress=True):
+            stage("reading the data")
+            ...
+
+    Args:
+        desc: the command, the first word of every line.
+        progress: as :func:`make_progress` takes it (``True``: lines unless on a terminal).
+        interval: seconds of silence before a line (default: 10, or
+            ``$RECFUNNEL_PROGRESS_INTERVAL``); 0 or less turns the heartbeat off.
+        clock: the time source (``time.monotonic``; tests pass a fake one).
+    """
+
+    def __init__(
+        self,
+        desc: str = "train",
+        *,
+        progress: bool | str = True,
+        interval: float | None = None,
+        stream: TextIO | None = None,
+        clock=time.monotonic,
+    ) -> None:
+        mode = make_progress(progress, stream=stream, interval=interval)
+        self.enabled = mode.mode == "lines" and mode.interval > 0
+        self.desc, self.interval, self.stream, self.clock = desc, mode.interval, mode.stream, clock
+        self.period = min(1.0, self.interval / 4)
+        self._stage: str | None = None
+        self._stage_started = self._started = clock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def stage(self, name: str) -> None:
+        """What runs from now on."""
+        self._stage, self._stage_started = name, self.clock()
+
+    def beat(self) -> bool:
+        """Print the line if it is due; whether it was."""
+        if not self.enabled or self._stage is None or len(_PRINTING):
+            return False
+        now = self.clock()
+        last = max(self._started, _LAST_LINE[0] or self._started)
+        if now - last < self.interval - self.period:
+            return False
+        print(f"{self.desc}: {self._stage} ({_duration(now - self._stage_started)})",
+              file=self.stream, flush=True)  # fmt: skip
+        _LAST_LINE[0] = now
+        return True
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period):
+            self.beat()
+
+    def __enter__(self) -> Heartbeat:
+        _HEARTBEAT[0] = self
+        if self.enabled:
+            self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        if _HEARTBEAT[0] is self:
+            _HEARTBEAT[0] = None
+
+
+def stage(name: str) -> None:
+    """Name what the running command does next, for its :class:`Heartbeat` (if any)."""
+    heartbeat = _HEARTBEAT[0]
+    if heartbeat is not None:
+        heartbeat.stage(name)

@@ -78,10 +78,13 @@ def power_law(
         u = rng.random(len(users))
         items = np.searchsorted(cdf, u, side="right")
         from_cluster = rng.random(len(users)) < 0.5
+        # a cluster with no items (more clusters than a small catalogue fills) has nothing
+        # to draw from: its users' draw stays the catalogue-wide one
+        from_cluster &= bounds[user_cluster[users] + 1] > bounds[user_cluster[users]]
         c = user_cluster[users[from_cluster]]
         target = lo_mass[c] + u[from_cluster] * (hi_mass[c] - lo_mass[c])
         pos = np.searchsorted(cluster_cdf, target, side="right") - 1
-        pos = np.clip(pos, bounds[c], np.maximum(bounds[c + 1] - 1, bounds[c]))
+        pos = np.clip(pos, bounds[c], bounds[c + 1] - 1)
         items[from_cluster] = order[pos]
         return np.minimum(items, num_items - 1)
 
