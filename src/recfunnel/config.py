@@ -610,6 +610,16 @@ class LargeCatalogueConfig(Config):
         None, "stop a fit after this many rows (none: the trainer's)", min=1
     )
     optimizer: str | None = option(None, "optimiser (none: the trainer's)", choices=OPTIMIZERS)
+    user_l2: float | None = option(None, "L2 on the batch's queries (none: the model's)", min=0.0)
+    item_l2: float | None = option(
+        None, "L2 on the batch's positive items (none: the model's)", min=0.0
+    )
+    history_sample: int | None = option(
+        None, "items pooled per training row at most (none: the model's)", min=1
+    )
+    user_embedding: bool | None = option(
+        None, "a learned vector per user in the query (none: the model's)"
+    )
 
     #: fields that belong to the trainer
     TRAINER: ClassVar[tuple[str, ...]] = (
@@ -650,6 +660,21 @@ class TwoTowerConfig(Config):
         False, "add the pooled embeddings of the user's training items to the query tower"
     )
     user_l2: float = option(0.0, "L2 penalty on each batch's query embeddings", min=0.0)
+    item_l2: float = option(
+        0.0, "L2 penalty on each batch's positive item embeddings (biases excluded)", min=0.0
+    )
+    user_embedding: bool = option(
+        True,
+        "with pool_seen_items: a learned vector per user added to the pooled history; "
+        "off: the query is the pooled history alone",
+    )
+    history_sample: int | None = option(
+        None,
+        "with pool_seen_items and sparse_updates: each training row pools at most this many of "
+        "its user's items, drawn at random and scaled so the query is unbiased (evaluation and "
+        "serving pool the whole history); none: every item",
+        min=1,
+    )
     item_bias: bool = option(False, "learn a per-item bias (popularity prior)")
     init: str = option("uniform", "embedding initialisation", choices=INITS)
     init_scale: float = option(0.05, "uniform half-width or normal std of the embeddings", gt=0.0)

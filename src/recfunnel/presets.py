@@ -49,7 +49,8 @@ _TWO_TOWER_DEFAULT = TwoTowerConfig(
     init="normal", init_scale=0.01,
     large=LargeCatalogueConfig(softmax="mixed", negatives=256, sampler="uniform",
                                logq_correction=True, sparse_updates=True, batch_size=1024,
-                               max_examples=8_000_000),
+                               max_examples=8_000_000, user_l2=0.1, item_l2=0.1,
+                               history_sample=32),
     trainer=TrainerConfig(optimizer="adam", learning_rate=0.02, batch_size=4096, epochs=5),
 )  # fmt: skip
 
