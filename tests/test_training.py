@@ -84,3 +84,27 @@ def test_early_stopping_restores_a_networks_weights():
     log = trainer.fit(net, DATA, validate=lambda: {"rmse": abs(float(net.w.detach()) - 3.0)})
     assert log.best_epoch == 3 and len(log.epochs) == 4
     assert float(net.w.detach()) == 3.0
+
+
+def test_lazy_adam_moves_the_rows_sparse_adam_moves_by_the_same_amounts():
+    from recfunnel.training import LazyAdam
+
+    torch.manual_seed(0)
+    ours = nn.Embedding(50, 4, sparse=True)
+    theirs = nn.Embedding(50, 4, sparse=True)
+    theirs.load_state_dict(ours.state_dict())
+    opt_ours = LazyAdam(ours.parameters(), lr=0.05)
+    opt_theirs = torch.optim.SparseAdam(theirs.parameters(), lr=0.05)
+    untouched = torch.arange(40, 50)  # never in a batch: must not move at all
+    start = ours.weight.detach()[untouched].clone()
+    for _ in range(12):
+        ids = torch.randint(0, 40, (16,))  # repeats: the sparse gradient is uncoalesced
+        target = torch.randn(16, 4)
+        for net, opt in ((ours, opt_ours), (theirs, opt_theirs)):
+            opt.zero_grad()
+            (net(ids) - target).pow(2).sum().backward()
+            opt.step()
+        torch.testing.assert_close(ours.weight, theirs.weight, rtol=1e-6, atol=1e-7)
+    assert torch.equal(ours.weight.detach()[untouched], start)
+    # the same state, so a checkpoint of one loads into the other
+    opt_theirs.load_state_dict(opt_ours.state_dict())

@@ -418,8 +418,10 @@ def _train_auto(args) -> int:
     from recfunnel import experiment
     from recfunnel.models import model_class
     from recfunnel.runs import check_run_target
+    from recfunnel.training import deadline
     from recfunnel.tuning import Metric, auto, check_fixed, leaderboard_text, parse_budget
 
+    started = time.perf_counter()  # the budget counts reading the data and the refit too
     budget = parse_budget(args.budget or "5m")
     metric = Metric.parse(args.metric or "ndcg@10").key
     for flag, given in (("--preset", args.preset != "default"),
@@ -441,10 +443,12 @@ def _train_auto(args) -> int:
     spec, dataset, fit, validation = _carved(args, "keep")
     kind, params, board = auto(
         fit, validation, budget=budget, metric=metric, seed=args.seed,
-        fixed=fixed, dataset=dataset, log=None if args.json else _log,
+        fixed=fixed, dataset=dataset, log=None if args.json else _log, started=started,
     )  # fmt: skip
     model = model_class(kind)(params)
-    run, _, _, _ = experiment.train(spec, model, progress=not args.quiet, **options)  # all rows
+    with deadline(started + budget):  # the refit stops at an epoch boundary if it runs over
+        run, _, _, _ = experiment.train(spec, model, progress=not args.quiet, **options)
+    run.metrics["auto_seconds"] = round(time.perf_counter() - started, 1)
     run.config["preset"] = "auto"
     run.config["auto"] = {"metric": metric, "budget_seconds": budget, "chosen": kind}
     run.metrics["leaderboard"] = board
@@ -832,7 +836,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     model.add_argument("--learning-rate", type=float, help="optimiser step (default: preset)")
     model.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: preset)")
     model.add_argument("--regularization", type=float, help="L2 strength (wals, sgd-mf, bpr, ease)")
-    model.add_argument("--alpha", type=float, help="wals: confidence = alpha * weight")
+    model.add_argument(
+        "--alpha", type=float, help="wals: confidence = alpha * weight; rp3beta: the walk's power"
+    )
     model.add_argument("--set", action="append", metavar="NAME=VALUE",
                        help="any hyper-parameter listed below, e.g. --set temperature=0.1 or "
                        "--set retrieval.epochs=3 (repeatable)")  # fmt: skip

@@ -35,6 +35,7 @@ __all__ = [
     "LargeCatalogueConfig",
     "MostPopularConfig",
     "MultitaskConfig",
+    "RP3betaConfig",
     "RankingConfig",
     "SGDMFConfig",
     "SequentialConfig",
@@ -609,6 +610,16 @@ class LargeCatalogueConfig(Config):
         None, "stop a fit after this many rows (none: the trainer's)", min=1
     )
     optimizer: str | None = option(None, "optimiser (none: the trainer's)", choices=OPTIMIZERS)
+    user_l2: float | None = option(None, "L2 on the batch's queries (none: the model's)", min=0.0)
+    item_l2: float | None = option(
+        None, "L2 on the batch's positive items (none: the model's)", min=0.0
+    )
+    history_sample: int | None = option(
+        None, "items pooled per training row at most (none: the model's)", min=1
+    )
+    user_embedding: bool | None = option(
+        None, "a learned vector per user in the query (none: the model's)"
+    )
 
     #: fields that belong to the trainer
     TRAINER: ClassVar[tuple[str, ...]] = (
@@ -649,6 +660,21 @@ class TwoTowerConfig(Config):
         False, "add the pooled embeddings of the user's training items to the query tower"
     )
     user_l2: float = option(0.0, "L2 penalty on each batch's query embeddings", min=0.0)
+    item_l2: float = option(
+        0.0, "L2 penalty on each batch's positive item embeddings (biases excluded)", min=0.0
+    )
+    user_embedding: bool = option(
+        True,
+        "with pool_seen_items: a learned vector per user added to the pooled history; "
+        "off: the query is the pooled history alone",
+    )
+    history_sample: int | None = option(
+        None,
+        "with pool_seen_items and sparse_updates: each training row pools at most this many of "
+        "its user's items, drawn at random and scaled so the query is unbiased (evaluation and "
+        "serving pool the whole history); none: every item",
+        min=1,
+    )
     item_bias: bool = option(False, "learn a per-item bias (popularity prior)")
     init: str = option("uniform", "embedding initialisation", choices=INITS)
     init_scale: float = option(0.05, "uniform half-width or normal std of the embeddings", gt=0.0)
@@ -742,10 +768,38 @@ class EASEConfig(Config):
     """EASE, the closed-form item-item autoencoder (:class:`~recfunnel.models.EASE`)."""
 
     regularization: float = option(300.0, "lambda, the L2 weight on the item-item matrix", gt=0.0)
+    window: float | None = option(
+        None,
+        "order-aware Gram: two items k places apart in a user's time order co-occur with weight "
+        "floor + (1 - floor) exp(-k / window); none = every pair weighs 1 (needs timestamps)",
+        gt=0.0,
+    )
+    floor: float = option(0.3, "the weight of a co-occurrence however far apart (with window)",
+                          min=0.0, max=1.0)  # fmt: skip
     max_memory_gb: float | None = option(
         None, "refuse to fit beyond this memory; none = 3/4 of the memory available", gt=0.0
     )
     device: str = option("cpu", "auto, cpu, cuda or cuda:N for the inversion")
+
+    def check(self) -> None:
+        _check_device(self.device)
+
+
+@dataclass(frozen=True)
+class RP3betaConfig(Config):
+    """RP3beta, the closed-form item-item random walk (:class:`~recfunnel.models.RP3beta`)."""
+
+    alpha: float = option(0.8, "power on the transition probabilities (1 = plain random walk)",
+                          gt=0.0)  # fmt: skip
+    beta: float = option(0.5, "popularity penalty: similarities to item j divided by count^beta",
+                         min=0.0)  # fmt: skip
+    neighbours: int | None = option(
+        None, "keep each item's strongest neighbours only; none = all", min=1
+    )
+    max_memory_gb: float | None = option(
+        None, "refuse to fit beyond this memory; none = 3/4 of the memory available", gt=0.0
+    )
+    device: str = option("cpu", "auto, cpu, cuda or cuda:N for the product")
 
     def check(self) -> None:
         _check_device(self.device)

@@ -143,11 +143,14 @@ class HistoryQueryTower(nn.Module):
 
     def __init__(
         self, num_users: int, num_items: int, dim: int, *, init="uniform", scale=0.05,
-        sparse=False,
+        sparse=False, own=True,
     ):  # fmt: skip
         super().__init__()
         self.sparse = sparse
-        self.users = EmbeddingTower(num_users, dim, init=init, scale=scale, sparse=sparse)
+        # own=False: no per-user table, the query is the pooled history alone
+        self.users = EmbeddingTower(num_users if own else 0, dim, init=init, scale=scale,
+                                    sparse=sparse)  # fmt: skip
+        self.own = own
         self.history = nn.Parameter(torch.empty(num_items, dim))
         init_embedding_(self.history, init, scale)
 
@@ -180,6 +183,41 @@ class HistoryQueryTower(nn.Module):
         left = None if leave_out is None else table[position[len(seen) :]]
         return pooled[inverse], left
 
+    def sample_rows(
+        self, user_ids: torch.Tensor, indptr: torch.Tensor, indices: torch.Tensor,
+        counts: torch.Tensor, leave_out: torch.Tensor | None, sample: int,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:  # fmt: skip
+        """[B, D]: each row's pooled history estimated from at most ``sample`` of its items.
+
+        A row whose user has ``n <= sample`` items pools them all, exactly as :meth:`pool_rows`
+        does (the ``leave_out`` item weighted 0). Above that, ``sample`` positions are drawn
+        uniformly with replacement and each draw weighted ``n / sample`` (draws of the
+        ``leave_out`` item weighted 0): the sum's expectation is the whole history's sum, so
+        the query's expectation is the query that evaluation and serving compute from the
+        whole history. A row then costs at most ``sample`` cells, whatever the user's activity
+        (a batch's rows come from active users in proportion to their activity, so the whole
+        histories average hundreds of cells a row on power-law data).
+        """
+        n = (indptr[user_ids + 1] - indptr[user_ids]).float()
+        take = n.clamp(max=float(sample)).long()
+        offsets = torch.cumsum(take, 0) - take
+        row = torch.repeat_interleave(torch.arange(len(user_ids), device=take.device), take)
+        k = torch.arange(len(row), device=take.device) - offsets[row]
+        n_cell = n[row]
+        drawn = (torch.rand(len(row), generator=generator).to(n.device) * n_cell).long()
+        whole = n_cell <= sample
+        position = torch.where(whole, k, torch.minimum(drawn, n_cell.long() - 1))
+        seen = indices[indptr[user_ids][row] + position]
+        weights = torch.where(whole, torch.ones_like(n_cell), n_cell / sample)
+        if leave_out is not None:
+            weights = weights.masked_fill(seen == leave_out[row], 0.0)
+            n = n - 1.0
+        weights = weights * n.clamp(min=1.0).rsqrt()[row]
+        local, position = torch.unique(seen, return_inverse=True)
+        table = F.embedding(local, self.history, sparse=self.sparse)
+        return _WeightedBagSum.apply(table, position, row, weights, offsets)
+
     def forward(
         self,
         user_ids: torch.Tensor,
@@ -187,24 +225,40 @@ class HistoryQueryTower(nn.Module):
         counts: torch.Tensor,
         leave_out: torch.Tensor | None = None,
         rows: tuple[torch.Tensor, torch.Tensor] | None = None,
+        sample: int | None = None,
+        generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """``rows = (indptr, indices)``: pool the batch's users only (:meth:`pool_rows`)."""
+        """``rows = (indptr, indices)``: pool the batch's users only (:meth:`pool_rows`);
+        with ``sample`` too, each row from at most that many of its items (:meth:`sample_rows`,
+        in training only)."""
+        if rows is not None and sample is not None and self.training:
+            history = self.sample_rows(user_ids, *rows, counts, leave_out, sample, generator)
+            return self._own(user_ids, distinct=True) + history
         if rows is not None:
             history, left = self.pool_rows(user_ids, *rows, counts, leave_out)
-            users, inverse = torch.unique(user_ids, return_inverse=True)
-            own = F.embedding(users, self.users.embedding.weight, sparse=self.sparse)[inverse]
         else:
             history = pooled(*pool, self.history)[user_ids]
             left = None if leave_out is None else self.history[leave_out]
-            own = self.users(user_ids)
         if leave_out is not None:
             n = counts[user_ids]
             history = (history * n.sqrt()[:, None] - left) * (
                 (n - 1.0).clamp(min=1.0).rsqrt()[:, None]
             )
-        return own + history
+        return self._own(user_ids, distinct=rows is not None) + history
+
+    def _own(self, user_ids: torch.Tensor, distinct: bool) -> torch.Tensor | float:
+        """The users' own embeddings [B, D] (0 without them); ``distinct``: one lookup of the
+        distinct users, so a sparse gradient holds each row once."""
+        if not self.own:
+            return 0.0
+        if not distinct:
+            return self.users(user_ids)
+        users, inverse = torch.unique(user_ids, return_inverse=True)
+        return F.embedding(users, self.users.embedding.weight, sparse=self.sparse)[inverse]
 
     def fold_in(self, items: torch.Tensor) -> torch.Tensor:
         """[1, D] query of an unknown user (the OOV row) with history ``items`` [n]."""
-        pooled = self.history[items].sum(0, keepdim=True) * len(items) ** -0.5
+        pooled = self.history[items].sum(0, keepdim=True) * max(len(items), 1) ** -0.5
+        if not self.own:
+            return pooled
         return self.users(torch.tensor([self.users.num])) + pooled

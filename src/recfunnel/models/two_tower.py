@@ -40,6 +40,9 @@ class TwoTowerNet(nn.Module):
         seen: sp.csr_matrix | None = None,
         item_log_probs: torch.Tensor | None = None,
         user_l2: float = 0.0,
+        item_l2: float = 0.0,
+        history_sample: int | None = None,
+        user_embedding: bool = True,
         item_bias: bool = False,
         init: str = "uniform",
         init_scale: float = 0.05,
@@ -49,6 +52,8 @@ class TwoTowerNet(nn.Module):
         super().__init__()
         self.task = task
         self.user_l2 = user_l2
+        self.item_l2 = item_l2
+        self.history_sample = history_sample
         self.sparse = sparse
         if seen is not None:
             # Buffers, not state: rebuilt from the saved training matrix on load.
@@ -66,8 +71,9 @@ class TwoTowerNet(nn.Module):
                 self.register_buffer("history_pool_t", pool_t, persistent=False)
                 self.register_buffer("history_counts", counts, persistent=False)
             self.query_tower = HistoryQueryTower(
-                num_users, num_items, dim, init=init, scale=init_scale, sparse=sparse
-            )
+                num_users, num_items, dim, init=init, scale=init_scale, sparse=sparse,
+                own=user_embedding,
+            )  # fmt: skip
         else:
             self.query_tower = EmbeddingTower(
                 num_users, dim, init=init, scale=init_scale, sparse=sparse
@@ -101,7 +107,9 @@ class TwoTowerNet(nn.Module):
         if isinstance(self.query_tower, HistoryQueryTower):
             if self.sparse:
                 rows = (self.history_indptr, self.history_indices)
-                return self.query_tower(users, None, self.history_counts, leave_out, rows=rows)
+                return self.query_tower(users, None, self.history_counts, leave_out, rows=rows,
+                                        sample=self.history_sample,
+                                        generator=self.generator)  # fmt: skip
             pool = (self.history_pool, self.history_pool_t)
             return self.query_tower(users, pool, self.history_counts, leave_out)
         return self.query_tower(users)
@@ -163,6 +171,9 @@ class TwoTowerNet(nn.Module):
         )
         if self.user_l2:
             loss = loss + self.user_l2 * queries.pow(2).sum(1).mean()
+        if self.item_l2:
+            dim = self.item_tower.embedding.embedding_dim  # the bias column is not penalised
+            loss = loss + self.item_l2 * positives[:, :dim].pow(2).sum(1).mean()
         return loss
 
 
@@ -238,6 +249,9 @@ class TwoTower(FactorizedRecommender):
             seen=self.seen_ if config.pool_seen_items else None,
             item_log_probs=log_probs,
             user_l2=config.user_l2,
+            item_l2=config.item_l2,
+            history_sample=config.history_sample,
+            user_embedding=config.user_embedding,
             item_bias=config.item_bias,
             init=config.init,
             init_scale=config.init_scale,
