@@ -48,14 +48,20 @@ from recfunnel.metrics import evaluate_scores, factorized_key, rating_metrics  #
 from recfunnel.models import model_class  # noqa: E402
 from recfunnel.models.ease import ease_fits  # noqa: E402
 from recfunnel.presets import preset  # noqa: E402
+from recfunnel.training import deadline  # noqa: E402
 from recfunnel.tuning import auto, tune  # noqa: E402
 
-RETRIEVAL = ("most-popular", "ease", "wals", "bpr", "two-tower")
+RETRIEVAL = ("most-popular", "rp3beta", "ease", "wals", "bpr", "two-tower", "sequential")
 PEER = Path(os.environ.get("RECFUNNEL_PEER_PYTHON", "/work/peers/implicit/bin/python"))
 
 
 def log(*args) -> None:
     print(*args, file=sys.stderr, flush=True)
+
+
+def load() -> str:
+    """The 1-, 5- and 15-minute load averages (the machine is shared)."""
+    return " / ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 # ------------------------------------------------------------------------------ datasets
@@ -122,10 +128,11 @@ def make_task(name: str) -> Task:
 # -------------------------------------------------------------------------------- runs
 def fit_and_score(task: Task, kind: str, params) -> dict:
     model = model_class(kind)(params)  # a config, or its dict
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     model.fit(task.train)
     seconds = time.perf_counter() - started
-    return {**task.score(model), "fit_s": seconds}
+    return {**task.score(model), "fit_s": seconds, "cpu_s": time.process_time() - cpu,
+            "load": load()}  # fmt: skip
 
 
 def run_implicit(task: Task, tmp: Path) -> dict | None:
@@ -144,7 +151,8 @@ def run_implicit(task: Task, tmp: Path) -> dict | None:
     result = json.loads((out / "result.json").read_text())
     metrics = task.score_factors(np.load(out / "user_factors.npy"),
                                  np.load(out / "item_factors.npy"))  # fmt: skip
-    return {**metrics, "fit_s": result["fit_seconds"], "version": result["versions"]["implicit"]}
+    return {**metrics, "fit_s": result["fit_seconds"], "version": result["versions"]["implicit"],
+            "load": load()}  # fmt: skip
 
 
 def bench_dataset(task: Task, args, tmp: Path, rows: list | None = None) -> list[dict]:
@@ -162,29 +170,47 @@ def bench_dataset(task: Task, args, tmp: Path, rows: list | None = None) -> list
                 rows.append({"model": f"implicit ALS {version}", "setting": "32 factors, 15 it",
                              **peer})  # fmt: skip
             continue
-        if kind == "ease" and not ease_fits(task.train.num_items):
+        if kind in ("ease", "rp3beta") and not ease_fits(task.train.num_items):
             continue
+        if kind == "sequential" and (task.sequential or task.train.timestamps is None):
+            continue  # ML-1M: docs/sequential.md (bench_sequential.py) measures it
         params = preset(kind, "default")
-        log(f"{task.name}: {kind} default")
-        rows.append({"model": kind, "setting": "default", **fit_and_score(task, kind, params)})
+        if kind not in args.tuned_only.split(","):
+            log(f"{task.name}: {kind} default")
+            rows.append({"model": kind, "setting": "default", **fit_and_score(task, kind, params)})
         if args.tune_budget > 0 and model_class(kind).search_space:
             log(f"{task.name}: {kind} tuned ({args.tune_budget:.0f} s)")
             result = tune(kind, fit, validation, budget=args.tune_budget, metric=args.metric,
-                          seed=0)  # fmt: skip
+                          seed=0, log=log)  # fmt: skip
             scored = fit_and_score(task, kind, result.best_params)
             trials = sum(1 for t in result.trials if t["state"] == "complete")
-            rows.append({"model": kind, "setting": f"tuned ({trials} trials)", **scored,
+            pruned = sum(1 for t in result.trials if t["state"] == "pruned")
+            note = f", {pruned} pruned" if pruned else ""
+            rows.append({"model": kind, "setting": f"tuned ({trials} trials{note}, "
+                         f"{result.seconds:.0f} s)", **scored,
                          "params": result.best_params})  # fmt: skip
     if args.auto_budget > 0:
         log(f"{task.name}: auto ({args.auto_budget:.0f} s)")
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         kind, params, board = auto(fit, validation, budget=args.auto_budget, metric=args.metric,
-                                   candidates=kinds)  # fmt: skip
+                                   candidates=kinds, log=log, started=started)  # fmt: skip
         search = time.perf_counter() - started
-        scored = fit_and_score(task, kind, params)
-        rows.append({"model": "auto", "setting": f"{kind}, search {search:.0f} s", **scored,
+        with deadline(started + args.auto_budget):  # the refit is inside the budget too
+            scored = fit_and_score(task, kind, params)
+        total = time.perf_counter() - started
+        rows.append({"model": "auto", "setting": f"{_describe(kind, params)}; search {search:.0f}"
+                     f" s + refit = {total:.0f} s wall of {args.auto_budget:.0f}", **scored,
+                     "cpu_s": time.process_time() - cpu, "auto_s": total,
                      "params": {"chosen": kind, **params}, "leaderboard": board})  # fmt: skip
     return rows
+
+
+def _describe(kind: str, params: dict) -> str:
+    if kind != "blend":
+        return kind
+    parts = [f"{m['model']} {w:.2f}" for m, w in zip(params["members"], params["weights"],
+                                                     strict=True)]  # fmt: skip
+    return "blend of " + " + ".join(parts)
 
 
 def bench_folds(args) -> list[dict]:
@@ -211,7 +237,8 @@ def bench_folds(args) -> list[dict]:
 
 COLUMNS = [("model", "model", ""), ("setting", "setting", ""), ("Recall@10", "recall@10", ".4f"),
            ("NDCG@10", "ndcg@10", ".4f"), ("FactorizedTopK@100", "top100", ".4f"),
-           ("fit s", "fit_s", ".1f")]  # fmt: skip
+           ("fit s", "fit_s", ".1f"), ("fit CPU s", "cpu_s", ".1f"),
+           ("load 1/5/15 min", "load", "")]  # fmt: skip
 SEQ_COLUMNS = [c for c in COLUMNS if c[1] != "top100"]
 FOLD_COLUMNS = [("model", "model", ""), ("setting", "setting", ""), ("RMSE", "rmse", ".4f"),
                 ("MAE", "mae", ".4f"), ("fit s (per fold)", "fit_s", ".1f")]  # fmt: skip
@@ -223,6 +250,11 @@ def main() -> None:
     parser.add_argument("--models", default=",".join([*RETRIEVAL, "implicit"]))
     parser.add_argument("--tune-budget", type=float, default=60.0, help="seconds per model")
     parser.add_argument("--auto-budget", type=float, default=300.0)
+    parser.add_argument(
+        "--tuned-only",
+        default="",
+        help="models measured tuned only (their budget bounds them), no default",
+    )
     parser.add_argument("--metric", default="ndcg@10")
     parser.add_argument("--json", type=Path, help="also write every row here")
     parser.add_argument("--no-docs", action="store_true")

@@ -227,6 +227,7 @@ def run_size(name: str, args, env: dict, results: dict) -> None:
     def record(step: str, entry: dict) -> None:
         entry = {k: v for k, v in entry.items() if k != "stdout"}
         entry["load_average"] = round(os.getloadavg()[0], 1)  # how busy the shared machine was
+        entry.setdefault("threads", args.threads)
         results.setdefault(name, {})[step] = entry
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
@@ -337,7 +338,7 @@ def tower_entry(out: dict, run: Path) -> dict:
 
 
 # ------------------------------------------------------------------------- table and plot
-def rows_of(results: dict) -> list[list]:
+def rows_of(results: dict, threads: int = 2) -> list[list]:
     order = ["synth", "ingest", "WALS fit", "implicit ALS fit", "WALS fit, implicit's harness",
              "evaluation, 10k sampled users",
              "evaluation, all users", "two-tower default fit", "two-tower default fit, 1 thread",
@@ -366,6 +367,8 @@ def rows_of(results: dict) -> list[list]:
                              "users, time scaled linearly")  # fmt: skip
             elif "users" in entry:
                 extra.append(f"{entry['users']} users")
+            if entry.get("threads", threads) != threads and "thread" not in step:
+                extra.append(f"{entry['threads']} thread{'s' if entry['threads'] > 1 else ''}")
             if entry.get("process_cpu_seconds"):
                 extra.append(f"process CPU {entry['process_cpu_seconds']:.0f} s")
             if entry.get("load_average") is not None:
@@ -506,7 +509,7 @@ def plot(results: dict, path: Path) -> None:
 
 def write_docs(results: dict, args) -> None:
     table = markdown_table(["rows", "step", "seconds", "peak RSS MB", "notes", "target at 20M"],
-                           rows_of(results))  # fmt: skip
+                           rows_of(results, args.threads))  # fmt: skip
     text = (
         f"{table}\n\n{args.threads} threads for every step whose name does not say otherwise "
         "(`OMP_NUM_THREADS` for torch and "

@@ -1,4 +1,4 @@
-"""How the EASE and BPR defaults were chosen (#12): validation splits of several datasets.
+"""How the EASE, RP3beta and BPR defaults were chosen (#12): validation splits of several datasets.
 
     python benchmarks/derive_defaults.py --datasets ml100k,synthetic,ml1m
 
@@ -7,6 +7,9 @@ a seeded random 10% for ML-100k and the synthetic set, each user's last training
 ML-1M sequences); the test rows are never read. Two tables go to docs/quality.md:
 
 * EASE: validation Recall@10 / NDCG@10 over ``lambda`` per dataset.
+* RP3beta: validation NDCG@10 over ``alpha`` x ``beta`` per dataset (``--rp3beta``).
+* EASE's order-aware Gram: validation Recall@10 / NDCG@10 over ``window`` (floor 0.3, lambda
+  300) on the datasets with timestamps (``--ease-window``).
 * BPR: most-popular, the old BPR (one uniform negative, L2 1e-4, 30 epochs = the ``seed`` preset)
   and the new ``default`` preset (8 uniform negatives, L2 1e-2, 20 epochs).
 
@@ -35,9 +38,13 @@ from common import markdown_table, write_with_command  # noqa: E402
 from recfunnel.metrics import evaluate_scores  # noqa: E402
 from recfunnel.models import model_class  # noqa: E402
 from recfunnel.models.ease import ease_weights  # noqa: E402
+from recfunnel.models.rp3beta import rp3beta_weights  # noqa: E402
 from recfunnel.presets import preset  # noqa: E402
 
 LAMBDAS = (30, 100, 300, 1000, 3000)
+ALPHAS = (0.5, 0.8, 1.0)
+WINDOWS = (None, 10.0, 20.0, 50.0, 100.0)
+BETAS = (0.0, 0.3, 0.5, 0.7)
 
 
 def split(name: str):
@@ -67,6 +74,32 @@ def ease_sweep(fit, validation) -> list[str]:
     return cells
 
 
+def rp3beta_sweep(name, fit, validation) -> list[list]:
+    X = fit.to_csr().astype(np.float32)
+    X.data[:] = 1.0
+    dense = torch.as_tensor(X.toarray())
+    rows = []
+    for alpha in ALPHAS:
+        cells = []
+        for beta in BETAS:
+            scores = dense @ rp3beta_weights(X, alpha, beta).T
+            m = validate(lambda u, s=scores: s[torch.as_tensor(u)], fit, validation)
+            cells.append(f"{m['recall@10']:.4f} / {m['ndcg@10']:.4f}")
+        rows.append([name, alpha, *cells])
+        print(rows[-1], file=sys.stderr, flush=True)
+    return rows
+
+
+def window_sweep(name, fit, validation) -> list:
+    cells = []
+    for window in WINDOWS:
+        model = model_class("ease")(regularization=300.0, window=window, floor=0.3).fit(fit)
+        m = validate(model.score, fit, validation)
+        cells.append(f"{m['recall@10']:.4f} / {m['ndcg@10']:.4f}")
+        print(name, window, cells[-1], file=sys.stderr, flush=True)
+    return [name, *cells]
+
+
 def bpr_rows(name, fit, validation) -> list[list]:
     rows = []
     for label, kind, params in (
@@ -93,8 +126,30 @@ def main() -> None:
         help="datasets that also get the BPR comparison (slow on ml1m)",
     )
     parser.add_argument("--no-docs", action="store_true")
+    parser.add_argument("--rp3beta", action="store_true", help="only the RP3beta sweep")
+    parser.add_argument("--ease-window", action="store_true", help="only EASE's window sweep")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.ease_window:
+        rows = [window_sweep(name, *split(name)) for name in args.datasets.split(",")]
+        header = ["dataset", *["plain Gram" if w is None else f"window {w:g}" for w in WINDOWS]]
+        text = markdown_table(header, rows)
+        print(text)
+        if not args.no_docs:
+            write_with_command("quality.md", "derive-window",
+                               "Validation Recall@10 / NDCG@10 (λ = 300, floor 0.3).\n\n"
+                               + text)  # fmt: skip
+        return
+    if args.rp3beta:
+        rows = []
+        for name in args.datasets.split(","):
+            rows += rp3beta_sweep(name, *split(name))
+        text = markdown_table(["dataset", "alpha", *[f"β={b}" for b in BETAS]], rows)
+        print(text)
+        if not args.no_docs:
+            write_with_command("quality.md", "derive-rp3beta",
+                               "Validation Recall@10 / NDCG@10.\n\n" + text)  # fmt: skip
+        return
     ease, bpr = [], []
     for name in args.datasets.split(","):
         fit, validation = split(name)

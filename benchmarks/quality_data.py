@@ -98,7 +98,7 @@ def history_scores(model, histories: sp.csr_matrix, users: np.ndarray) -> torch.
     (EASE: the row times B; WALS: a least-squares solve), else the trained user's vector."""
     if hasattr(model, "score_history"):
         return model.score_history(histories)
-    if model.kind == "wals" and model.feedback == "implicit":
+    if model.kind == "wals" and model.config.feedback == "implicit":
         rows = [model.fold_in(histories.indices[a:b]) for a, b in
                 zip(histories.indptr[:-1], histories.indptr[1:], strict=True)]  # fmt: skip
         return torch.cat(rows) @ model.item_vectors().T

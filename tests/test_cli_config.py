@@ -140,7 +140,7 @@ def test_history_errors_name_the_key_kind(titled_run, tmp_path, capsys):
 
 # ------------------------------------------------ every option on every model, before any work
 #: models not trained in epochs: no checkpoint, process group, validation split or trainer flag
-NO_EPOCHS = {"most-popular", "ease", "blend"}
+NO_EPOCHS = {"most-popular", "ease", "rp3beta", "blend"}
 #: each train option, its arguments, and the models that refuse it (all others accept it)
 OPTIONS = {
     "--dim": (["--dim", "8"], NO_EPOCHS),
@@ -150,9 +150,18 @@ OPTIONS = {
     "--device": (["--device", "cpu"], {"most-popular", "blend"}),
     "--regularization": (
         ["--regularization", "1.0"],
-        {"most-popular", "blend", "two-tower", "ranking", "multitask", "two-stage", "sequential"},
+        {
+            "most-popular",
+            "blend",
+            "two-tower",
+            "ranking",
+            "multitask",
+            "two-stage",
+            "sequential",
+            "rp3beta",
+        },
     ),
-    "--alpha": (["--alpha", "2.0"], "all but wals"),
+    "--alpha": (["--alpha", "2.0"], "all but wals, rp3beta"),
     "--patience": (["--patience", "1", "--validation-fraction", "0.1"], NO_EPOCHS),
     "--validation-fraction": (["--validation-fraction", "0.1"], NO_EPOCHS),
     "--checkpoint-every": (["--checkpoint-every", "1", "--checkpoint-dir", "CKPT"], NO_EPOCHS),
@@ -171,8 +180,8 @@ OPTIONS = {
 def _refused_by(spec, models):
     if spec == "all":
         return set(models)
-    if spec == "all but wals":
-        return set(models) - {"wals"}
+    if spec == "all but wals, rp3beta":
+        return set(models) - {"wals", "rp3beta"}
     if spec == "all but ranking, two-stage":
         return set(models) - {"ranking", "two-stage"}
     return spec

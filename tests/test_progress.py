@@ -162,20 +162,21 @@ def test_heartbeat_fills_silences_longer_than_the_interval():
     assert out.getvalue().splitlines()[-1] == "train: splitting the data (10s)"
 
 
-def test_heartbeat_keeps_quiet_while_a_pass_prints_its_own_lines():
+def test_heartbeat_keeps_quiet_while_a_pass_prints_its_own_lines(monkeypatch):
+    from recfunnel import progress as module
     from recfunnel.progress import Heartbeat
 
     out, clock = io.StringIO(), FakeClock()
     beat = Heartbeat("train", progress="lines", interval=10.0, stream=out, clock=clock)
-    with beat:  # the thread's own beats are not relied on here: beat() is called by hand
-        beat.stage("setting up wals")
-        progress = Progress("lines", interval=3600.0, stream=out)
-        progress.start(100, epoch=1, epochs=2)
-        clock.now += 60.0
-        assert not beat.beat()  # the pass prints every interval itself
-        progress.finish()
-        assert beat.beat()  # between passes the heartbeat speaks again, naming the pass
-        assert out.getvalue().splitlines()[-1].startswith("train: train epoch 1/2 finished (")
+    monkeypatch.setattr(module, "_HEARTBEAT", [beat])  # the running one, without its thread
+    beat.stage("setting up wals")
+    progress = Progress("lines", interval=3600.0, stream=out)
+    progress.start(100, epoch=1, epochs=2)
+    clock.now += 10.0
+    assert not beat.beat()  # the pass prints every interval itself (not late yet)
+    progress.finish()
+    assert beat.beat()  # between passes the heartbeat speaks again, naming the pass
+    assert out.getvalue().splitlines()[-1].startswith("train: train epoch 1/2 finished (")
 
 
 @pytest.mark.parametrize("mode", ["off", "bar"])
@@ -215,3 +216,23 @@ def test_cli_train_prints_a_line_while_the_data_loads(train_csv, monkeypatch, ca
     assert printed.is_set()
     err = capsys.readouterr().err.splitlines()
     assert any(re.fullmatch(r"train: reading the data \(\d+s\)", line) for line in err), err
+
+
+def test_heartbeat_speaks_for_a_pass_that_is_late(monkeypatch):
+    from recfunnel import progress as module
+    from recfunnel.progress import Heartbeat
+
+    out, clock = io.StringIO(), FakeClock()
+    beat = Heartbeat("train", progress="lines", interval=10.0, stream=out, clock=clock)
+    monkeypatch.setattr(module, "_HEARTBEAT", [beat])  # the running one, without its thread
+    progress = Progress("lines", interval=10.0, stream=out)
+    progress.start(100, epoch=1, epochs=2)  # its updates come seldom: none for 10.5 s
+    clock.now += 10.0
+    assert not beat.beat()  # the pass's own line is due now: give it a moment
+    clock.now += 0.5
+    assert beat.beat()
+    assert out.getvalue().splitlines()[-1] == "train: train epoch 1/2 (10s)"
+    progress.close()
+    beat.stage(None)
+    clock.now += 60.0
+    assert not beat.beat()  # nothing to report

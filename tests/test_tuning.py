@@ -215,3 +215,102 @@ def test_the_first_trial_is_the_preset_with_constructor_defaults(small):
     result = tune("wals", fit, validation, trials=1, fixed={"epochs": 2})
     assert result.trials[0]["param:reg_exponent"] == 0.0
     assert result.trials[0]["param:dim"] == 32
+
+
+# ------------------------------------------------------------------- the budget is a limit
+def test_deadline_stops_a_fit_at_an_epoch_boundary(small):
+    import time
+
+    from recfunnel.training import deadline
+
+    fit, validation = small
+
+    def slow(record):  # every epoch takes at least 0.2 s
+        time.sleep(0.2)
+
+    with epoch_hook(slow), deadline(time.perf_counter() + 0.5):
+        model = BPR(dim=4, epochs=50, batch_size=256).fit(fit, validation=validation)
+    log = model.training_log_
+    assert log.out_of_time and 1 <= len(log.epochs) <= 3
+    with deadline(time.perf_counter() - 1.0):  # already past: the first epoch still runs
+        model = BPR(dim=4, epochs=50, batch_size=256).fit(fit)
+    assert len(model.training_log_.epochs) == 1 and model.training_log_.out_of_time
+    model = BPR(dim=4, epochs=3, batch_size=256).fit(fit)  # no deadline: every epoch
+    assert len(model.training_log_.epochs) == 3 and not model.training_log_.out_of_time
+
+
+def test_nested_deadlines_keep_the_earlier():
+    import time
+
+    from recfunnel.training import deadline, time_left
+
+    assert time_left() is None
+    now = time.perf_counter()
+    with deadline(now + 100):
+        with deadline(now + 1000):
+            assert time_left() < 101
+        with deadline(None):
+            assert 0 < time_left() < 101
+        with deadline(now + 10):
+            assert time_left() < 11
+    assert time_left() is None
+
+
+def test_a_trial_cut_by_the_budget_keeps_the_epochs_it_trained(small):
+    import time
+
+    fit, validation = small
+
+    def slow(record):
+        time.sleep(0.3)
+
+    BPR(dim=4, epochs=1, batch_size=256).fit(fit)  # the first optimiser imports torch._dynamo
+    started = time.perf_counter()
+    with epoch_hook(slow):
+        result = tune("bpr", fit, validation, budget=1.0, metric="ndcg@10",
+                      base={"dim": 4, "batch_size": 256, "epochs": 40})  # fmt: skip
+    took = time.perf_counter() - started
+    assert took < 1.0 + 3.0  # 40 epochs take > 12 s: cut after about one epoch past 1 s
+    assert result.trials[0]["state"] == "complete"
+    assert 1 <= result.best_params["trainer"]["epochs"] < 40  # the epochs it had time for
+
+
+def test_estimates_are_positive_and_grow_with_epochs(small):
+    from recfunnel.tuning import estimate_fit_seconds
+
+    fit, validation = small
+    base = preset("bpr", "default").override(dim=4)
+    short = estimate_fit_seconds("bpr", base.override(epochs=1), fit, validation)
+    long = estimate_fit_seconds("bpr", base.override(epochs=100), fit, validation)
+    assert 0 < short < long
+    assert estimate_fit_seconds("ease", EASEConfig(), fit) > 0
+    assert estimate_fit_seconds("most-popular", preset("most-popular", "default"), fit) == 0
+
+
+def test_auto_skips_what_cannot_fit_and_finishes_near_its_budget(small):
+    import time
+
+    fit, validation = small
+    started = time.perf_counter()
+    kind, _, board = auto(
+        fit, validation, budget=4, metric="ndcg@10",
+        candidates=["most-popular", "ease", "bpr"], fixed={"epochs": 100000},
+    )  # fmt: skip
+    assert time.perf_counter() - started < 4 + 2
+    bpr = next(row for row in board if row["model"] == "bpr")
+    assert bpr["value"] is None and bpr["note"].startswith("skipped: one fit takes about")
+    assert kind in ("ease", "most-popular")
+
+
+def test_auto_blends_up_to_four_models_with_weights_from_validation(small):
+    fit, validation = small
+    kind, params, board = auto(
+        fit, validation, budget=20, metric="ndcg@10",
+        candidates=["ease", "rp3beta", "wals"], fixed={"epochs": 3},
+    )  # fmt: skip
+    values = [row["value"] for row in board if row["value"] is not None]
+    assert values == sorted(values, reverse=True)
+    if kind == "blend":  # only when it beats every member on validation
+        assert 2 <= len(params["members"]) <= 3
+        assert sum(params["weights"]) == pytest.approx(1.0, abs=1e-3)
+        assert board[0]["value"] > board[1]["value"]

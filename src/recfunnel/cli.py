@@ -156,16 +156,30 @@ def _value(config, path: str):
 
 
 def cmd_train(args) -> int:
+    from recfunnel.progress import Heartbeat, running_heartbeat
+
+    # a line every 10 s through reading, splitting, setting up and saving (main's, from the
+    # start of the process, or one of its own)
+    running = running_heartbeat()
+    if running is not None:
+        return _train_with(args, running)
+    rank0 = os.environ.get("RANK", "0") == "0"
+    with Heartbeat("train", progress=not args.quiet and rank0) as heartbeat:
+        return _train_with(args, heartbeat)
+
+
+def _train_with(args, heartbeat) -> int:
     from recfunnel import distributed, experiment
     from recfunnel.models import model_class
-    from recfunnel.progress import Heartbeat
     from recfunnel.runs import check_run_target
 
     if args.model == "auto":
+        heartbeat.stage("choosing a model (--model auto)")
         return _train_auto(args)
     config = train_config(args)  # a bad option stops here, before any process or data
     _check_train_flags(args, config)
     if args.nproc is not None:
+        heartbeat.stage(None)  # the launched processes report (rank 0)
         return _launch(args)
     distributed.init(args.device or "auto")
     spec = _data_spec(args)
@@ -175,9 +189,7 @@ def cmd_train(args) -> int:
         check_run_target(out, overwrite=args.overwrite)  # fail before training, not after
     options = _eval_options(args)  # bad values fail before training
     checkpoint_dir = _checkpoint_dir(args, out)
-    # a line every 10 s while reading, splitting, setting up and saving (rank 0 only)
-    heartbeat = Heartbeat("train", progress=not args.quiet and distributed.rank() == 0)
-    with heartbeat, _checkpointing(args, checkpoint_dir):
+    with _checkpointing(args, checkpoint_dir):
         run, _, fit_rows, test_rows = experiment.train(
             spec, model, validation_fraction=args.validation_fraction,
             progress=not args.quiet, **options,
@@ -406,8 +418,10 @@ def _train_auto(args) -> int:
     from recfunnel import experiment
     from recfunnel.models import model_class
     from recfunnel.runs import check_run_target
+    from recfunnel.training import deadline
     from recfunnel.tuning import Metric, auto, check_fixed, leaderboard_text, parse_budget
 
+    started = time.perf_counter()  # the budget counts reading the data and the refit too
     budget = parse_budget(args.budget or "5m")
     metric = Metric.parse(args.metric or "ndcg@10").key
     for flag, given in (("--preset", args.preset != "default"),
@@ -429,10 +443,12 @@ def _train_auto(args) -> int:
     spec, dataset, fit, validation = _carved(args, "keep")
     kind, params, board = auto(
         fit, validation, budget=budget, metric=metric, seed=args.seed,
-        fixed=fixed, dataset=dataset, log=None if args.json else _log,
+        fixed=fixed, dataset=dataset, log=None if args.json else _log, started=started,
     )  # fmt: skip
     model = model_class(kind)(params)
-    run, _, _, _ = experiment.train(spec, model, progress=not args.quiet, **options)  # all rows
+    with deadline(started + budget):  # the refit stops at an epoch boundary if it runs over
+        run, _, _, _ = experiment.train(spec, model, progress=not args.quiet, **options)
+    run.metrics["auto_seconds"] = round(time.perf_counter() - started, 1)
     run.config["preset"] = "auto"
     run.config["auto"] = {"metric": metric, "budget_seconds": budget, "chosen": kind}
     run.metrics["leaderboard"] = board
@@ -485,8 +501,11 @@ def _add_eval_options(parser) -> None:
 
 
 def cmd_evaluate(args) -> int:
-    from recfunnel.progress import Heartbeat
+    from recfunnel.progress import Heartbeat, running_heartbeat
 
+    running = running_heartbeat()
+    if running is not None:
+        return _evaluate_run(args, running)
     with Heartbeat("evaluate", progress=not args.quiet) as heartbeat:
         return _evaluate_run(args, heartbeat)
 
@@ -817,7 +836,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     model.add_argument("--learning-rate", type=float, help="optimiser step (default: preset)")
     model.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: preset)")
     model.add_argument("--regularization", type=float, help="L2 strength (wals, sgd-mf, bpr, ease)")
-    model.add_argument("--alpha", type=float, help="wals: confidence = alpha * weight")
+    model.add_argument(
+        "--alpha", type=float, help="wals: confidence = alpha * weight; rp3beta: the walk's power"
+    )
     model.add_argument("--set", action="append", metavar="NAME=VALUE",
                        help="any hyper-parameter listed below, e.g. --set temperature=0.1 or "
                        "--set retrieval.epochs=3 (repeatable)")  # fmt: skip
@@ -974,6 +995,21 @@ def _add_tune_parser(sub, data_group, model_group) -> None:
     p.set_defaults(func=cmd_tune)
 
 
+@contextlib.contextmanager
+def _early_heartbeat(argv: list[str]):
+    """``train`` / ``evaluate``'s heartbeat from the start: building the parser imports torch
+    (seconds on a busy machine); the command then reports its stages to it."""
+    command = argv[0] if argv else ""
+    if command not in ("train", "evaluate") or "--quiet" in argv or "--help" in argv:
+        yield
+        return
+    from recfunnel.progress import Heartbeat
+
+    with Heartbeat(command, progress=os.environ.get("RANK", "0") == "0") as heartbeat:
+        heartbeat.stage("starting")
+        yield
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
@@ -985,25 +1021,26 @@ def main(argv: list[str] | None = None) -> int:
     except RecfunnelError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    parser = build_parser(argv)
-    args = parser.parse_args(argv)
-    args.argv = argv  # --nproc relaunches the same command
-    try:
-        return args.func(args)
-    except (RecfunnelError, TrainingError) as exc:
-        message = exc.for_cli() if isinstance(exc, RecfunnelError) else str(exc)
-        print(f"error: {message}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        return 0
-    except OSError as exc:  # a user's file or folder: missing, unreadable, a folder, disk full
-        where = f" ({exc.filename})" if exc.filename else ""
-        print(f"error: {exc.strerror or exc}{where}; check the path and its permissions",
-              file=sys.stderr)  # fmt: skip
-        return 2
+    with _early_heartbeat(argv):  # building the parser imports torch: seconds on a busy machine
+        parser = build_parser(argv)
+        args = parser.parse_args(argv)
+        args.argv = argv  # --nproc relaunches the same command
+        try:
+            return args.func(args)
+        except (RecfunnelError, TrainingError) as exc:
+            message = exc.for_cli() if isinstance(exc, RecfunnelError) else str(exc)
+            print(f"error: {message}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+        except BrokenPipeError:
+            return 0
+        except OSError as exc:  # a user's file or folder: missing, unreadable, a folder, disk full
+            where = f" ({exc.filename})" if exc.filename else ""
+            print(f"error: {exc.strerror or exc}{where}; check the path and its permissions",
+                  file=sys.stderr)  # fmt: skip
+            return 2
 
 
 if __name__ == "__main__":

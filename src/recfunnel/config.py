@@ -35,6 +35,7 @@ __all__ = [
     "LargeCatalogueConfig",
     "MostPopularConfig",
     "MultitaskConfig",
+    "RP3betaConfig",
     "RankingConfig",
     "SGDMFConfig",
     "SequentialConfig",
@@ -767,10 +768,38 @@ class EASEConfig(Config):
     """EASE, the closed-form item-item autoencoder (:class:`~recfunnel.models.EASE`)."""
 
     regularization: float = option(300.0, "lambda, the L2 weight on the item-item matrix", gt=0.0)
+    window: float | None = option(
+        None,
+        "order-aware Gram: two items k places apart in a user's time order co-occur with weight "
+        "floor + (1 - floor) exp(-k / window); none = every pair weighs 1 (needs timestamps)",
+        gt=0.0,
+    )
+    floor: float = option(0.3, "the weight of a co-occurrence however far apart (with window)",
+                          min=0.0, max=1.0)  # fmt: skip
     max_memory_gb: float | None = option(
         None, "refuse to fit beyond this memory; none = 3/4 of the memory available", gt=0.0
     )
     device: str = option("cpu", "auto, cpu, cuda or cuda:N for the inversion")
+
+    def check(self) -> None:
+        _check_device(self.device)
+
+
+@dataclass(frozen=True)
+class RP3betaConfig(Config):
+    """RP3beta, the closed-form item-item random walk (:class:`~recfunnel.models.RP3beta`)."""
+
+    alpha: float = option(0.8, "power on the transition probabilities (1 = plain random walk)",
+                          gt=0.0)  # fmt: skip
+    beta: float = option(0.5, "popularity penalty: similarities to item j divided by count^beta",
+                         min=0.0)  # fmt: skip
+    neighbours: int | None = option(
+        None, "keep each item's strongest neighbours only; none = all", min=1
+    )
+    max_memory_gb: float | None = option(
+        None, "refuse to fit beyond this memory; none = 3/4 of the memory available", gt=0.0
+    )
+    device: str = option("cpu", "auto, cpu, cuda or cuda:N for the product")
 
     def check(self) -> None:
         _check_device(self.device)

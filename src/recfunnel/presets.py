@@ -25,6 +25,7 @@ from recfunnel.config import (
     MostPopularConfig,
     MultitaskConfig,
     RankingConfig,
+    RP3betaConfig,
     SequentialConfig,
     SGDMFConfig,
     TrainerConfig,
@@ -75,11 +76,19 @@ PRESETS: dict[str, dict[str, Config]] = {
         "seed": WALSConfig(dim=32, regularization=0.01, alpha=1.0, solver="cg"),
         "default": WALSConfig(dim=32, regularization=30.0, alpha=4.0, solver="cg"),
     },
-    # EASE (#12): lambda chosen on validation splits carved from the training data of several
-    # datasets (benchmarks/bench_quality.py, docs/quality.md); "seed" is Steck's ML-20M value.
+    # EASE (#12): lambda and the order-aware Gram's window chosen on validation splits carved
+    # from the training data of several datasets (benchmarks/derive_defaults.py,
+    # docs/quality.md; the window applies where rows have timestamps); "seed" is Steck's
+    # ML-20M value, plain Gram.
     "ease": {
         "seed": EASEConfig(regularization=500.0),
-        "default": EASEConfig(regularization=300.0),
+        "default": EASEConfig(regularization=300.0, window=50.0, floor=0.3),
+    },
+    # RP3beta (#12): alpha and beta chosen on validation splits of several datasets
+    # (benchmarks/derive_defaults.py, docs/quality.md); "seed" is the plain random walk P^3.
+    "rp3beta": {
+        "seed": RP3betaConfig(alpha=1.0, beta=0.0),
+        "default": RP3betaConfig(alpha=0.8, beta=0.5),
     },
     "sgd-mf": {
         "seed": SGDMFConfig(dim=32, regularization=0.02, trainer=TrainerConfig(

@@ -210,9 +210,9 @@ def make_progress(progress: bool | str | Progress | None, **kwargs) -> Progress:
 
 class Heartbeat:
     """A line on stderr whenever a command has printed nothing for ``interval`` seconds and
-    no pass (:class:`Progress`) is printing its own: what runs and for how long, e.g.
-    ``train: reading the data (20s)``. Only in ``lines`` mode; a thread checks every
-    ``interval / 4`` seconds (at most 1 s), so the gaps stay within ``interval``.
+    no pass (:class:`Progress`) is printing its own (or that pass is late): what runs and for
+    how long, e.g. ``train: reading the data (20s)``. Only in ``lines`` mode; a thread checks
+    every ``interval / 4`` seconds (at most 0.25 s).
 
         with Heartbeat("train", progress=True):
             stage("reading the data")
@@ -238,23 +238,26 @@ class Heartbeat:
         mode = make_progress(progress, stream=stream, interval=interval)
         self.enabled = mode.mode == "lines" and mode.interval > 0
         self.desc, self.interval, self.stream, self.clock = desc, mode.interval, mode.stream, clock
-        self.period = min(1.0, self.interval / 4)
+        self.period = min(0.25, self.interval / 4)
         self._stage: str | None = None
         self._stage_started = self._started = clock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def stage(self, name: str) -> None:
-        """What runs from now on."""
+    def stage(self, name: str | None) -> None:
+        """What runs from now on (``None``: nothing to report; the heartbeat keeps quiet)."""
         self._stage, self._stage_started = name, self.clock()
 
     def beat(self) -> bool:
-        """Print the line if it is due; whether it was."""
-        if not self.enabled or self._stage is None or len(_PRINTING):
+        """Print the line if it is due; whether it was. Due after ``interval`` seconds of
+        silence; while a pass is printing its own lines, only once that pass is late by
+        ``period`` too (its updates come too seldom: a long first chunk, a slow machine)."""
+        if not self.enabled or self._stage is None:
             return False
         now = self.clock()
         last = max(self._started, _LAST_LINE[0] or self._started)
-        if now - last < self.interval - self.period:
+        late = self.interval + self.period if len(_PRINTING) else self.interval - self.period
+        if now - last < late:
             return False
         print(f"{self.desc}: {self._stage} ({_duration(now - self._stage_started)})",
               file=self.stream, flush=True)  # fmt: skip
@@ -278,6 +281,11 @@ class Heartbeat:
             self._thread.join()
         if _HEARTBEAT[0] is self:
             _HEARTBEAT[0] = None
+
+
+def running_heartbeat() -> Heartbeat | None:
+    """The heartbeat of the running command, if any."""
+    return _HEARTBEAT[0]
 
 
 def stage(name: str) -> None:

@@ -48,6 +48,30 @@ def epoch_hook(hook: Callable[[dict], None]):
         _EPOCH_HOOKS.reset(token)
 
 
+#: the wall-clock deadline (``time.perf_counter()`` seconds) of the fits inside :func:`deadline`
+_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("deadline", default=None)
+
+
+@contextlib.contextmanager
+def deadline(at: float | None):
+    """Within the block, every :meth:`Trainer.fit` stops at an epoch boundary rather than start
+    an epoch that would end past ``at`` (a ``time.perf_counter()`` time; judged by the epoch just
+    done, validation included). The first epoch always runs, so the model is usable; the log
+    says ``out_of_time``. Nested deadlines keep the earlier one; ``None`` adds none."""
+    current = _DEADLINE.get()
+    token = _DEADLINE.set(at if current is None else current if at is None else min(at, current))
+    try:
+        yield
+    finally:
+        _DEADLINE.reset(token)
+
+
+def time_left() -> float | None:
+    """Seconds until the current :func:`deadline` (negative past it), ``None`` without one."""
+    at = _DEADLINE.get()
+    return None if at is None else at - time.perf_counter()
+
+
 def resolve_device(device: str = "auto") -> torch.device:
     """``"auto"`` picks CUDA when present, else the CPU; in a distributed job each process
     takes its own GPU."""
@@ -190,6 +214,8 @@ class TrainingLog:
     epochs: list[dict] = field(default_factory=list)
     best_epoch: int | None = None
     stopped_early: bool = False
+    #: stopped at an epoch boundary by :func:`deadline`
+    out_of_time: bool = False
 
 
 class Trainer:
@@ -246,9 +272,15 @@ class Trainer:
                                  unit="iterations" if closed_form and not per_epoch
                                  else "rows")  # fmt: skip
         self._seen = sum(e.get("rows", rows) for e in log.epochs)
+        last_took = None  # the last epoch's seconds, validation included (for the deadline)
         for epoch in range(first_epoch, cfg.epochs):
             if cfg.max_examples is not None and self._seen >= cfg.max_examples:
                 break
+            left = time_left()
+            if last_took is not None and left is not None and last_took > left:
+                log.stopped_early = log.out_of_time = True
+                break
+            epoch_began = time.perf_counter()
             seen_before = self._seen
             started = time.perf_counter()
             if closed_form:
@@ -266,6 +298,7 @@ class Trainer:
             record = {"epoch": epoch + 1, "loss": loss, "seconds": time.perf_counter() - started}
             if not closed_form:
                 record["rows"] = self._seen - seen_before
+                record["epoch_rows"] = rows  # a whole epoch's rows (``max_examples`` may cut it)
             if validate is not None:
                 if not closed_form:
                     model.eval()
@@ -307,6 +340,7 @@ class Trainer:
                         "bad_epochs": bad_epochs,
                     },
                 )  # fmt: skip
+            last_took = time.perf_counter() - epoch_began
             if log.stopped_early:
                 break
         progress.close()

@@ -122,3 +122,66 @@ def test_cli_refusal_is_one_line(tmp_path, capsys):
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("error: EASE needs")
     assert "wals" in err
+
+
+# ------------------------------------------------------------------ the order-aware Gram
+def timed_data(users=25, items=20, density=0.3, seed=0) -> Interactions:
+    rng = np.random.default_rng(seed)
+    mask = rng.random((users, items)) < density
+    mask[np.arange(users), rng.integers(0, items, users)] = True
+    u, i = np.nonzero(mask)
+    stamps = rng.integers(0, 50, len(u))  # ties included: broken by row order
+    return Interactions(u, i, users, items, timestamps=stamps)
+
+
+def ordered_reference(data: Interactions, window: float, floor: float) -> np.ndarray:
+    """The definition, one user at a time: her items in (time, row) order, each pair k places
+    apart weighs floor + (1 - floor) exp(-k / window) up to REACH x window places, else floor."""
+    from recfunnel.models.ease import REACH
+
+    G = np.zeros((data.num_items, data.num_items))
+    for user in range(data.num_users):
+        rows = np.flatnonzero(data.users == user)
+        rows = rows[np.lexsort((rows, data.timestamps[rows]))]
+        items = data.items[rows]
+        for a in range(len(items)):
+            for b in range(len(items)):
+                k = abs(a - b)
+                near = np.exp(-k / window) if k <= REACH * window else 0.0
+                G[items[a], items[b]] += floor + (1 - floor) * near
+    return G
+
+
+@pytest.mark.parametrize("window, floor", [(2.0, 0.3), (0.5, 0.0), (10.0, 0.7)])
+def test_ordered_gram_matches_the_definition(window, floor):
+    from recfunnel.models.ease import ordered_gram
+
+    data = timed_data()
+    G = ordered_gram(data, window, floor).numpy()
+    np.testing.assert_allclose(G, ordered_reference(data, window, floor), rtol=1e-5, atol=1e-5)
+
+
+def test_ordered_gram_with_floor_one_is_the_plain_gram_and_repeats_count_once():
+    from recfunnel.models.ease import ordered_gram
+
+    data = timed_data(seed=2)
+    X = data.to_csr().toarray()
+    np.testing.assert_allclose(ordered_gram(data, 3.0, 1.0).numpy(), X.T @ X, atol=1e-5)
+    again = Interactions(np.concatenate([data.users, data.users[:7]]),
+                         np.concatenate([data.items, data.items[:7]]), data.num_users,
+                         data.num_items, timestamps=np.concatenate(
+                             [data.timestamps, data.timestamps[:7] + 100]))  # fmt: skip
+    torch.testing.assert_close(ordered_gram(again, 3.0, 0.3), ordered_gram(data, 3.0, 0.3))
+
+
+def test_window_uses_the_order_and_needs_timestamps():
+    data = timed_data(seed=4)
+    ordered = EASE(regularization=5.0, window=2.0).fit(data)
+    assert ordered.ordered_
+    X = data.to_csr().toarray().astype(np.float64)
+    B = dense_reference(X, 5.0)
+    assert not np.allclose(ordered.item_weights_.numpy().T, B, atol=1e-3)
+    plain = Interactions(data.users, data.items, data.num_users, data.num_items)
+    unordered = EASE(regularization=5.0, window=2.0).fit(plain)  # no timestamps: plain Gram
+    assert not unordered.ordered_
+    np.testing.assert_allclose(unordered.item_weights_.numpy().T, B, rtol=2e-3, atol=2e-5)

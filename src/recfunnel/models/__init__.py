@@ -8,6 +8,7 @@ from recfunnel.models.ease import EASE
 from recfunnel.models.multitask import Multitask
 from recfunnel.models.popularity import MostPopular
 from recfunnel.models.ranking import RankingModel
+from recfunnel.models.rp3beta import RP3beta
 from recfunnel.models.sequential import Sequential
 from recfunnel.models.sgd_mf import BPR, SGDMF
 from recfunnel.models.two_stage import TwoStage
@@ -22,6 +23,7 @@ MODELS: dict[str, type[Recommender]] = {
         SGDMF,
         BPR,
         EASE,
+        RP3beta,
         RankingModel,
         TwoStage,
         Multitask,
@@ -48,6 +50,7 @@ __all__ = [
     "WALS",
     "FactorizedRecommender",
     "MostPopular",
+    "RP3beta",
     "Multitask",
     "RankingModel",
     "Recommender",

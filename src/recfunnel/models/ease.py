@@ -14,6 +14,15 @@ with a Cholesky factorization (``G`` is symmetric positive definite for ``lambda
 is a few ``N x N`` float32 matrices, so a catalogue of 30k items needs ~11 GiB; :class:`EASE`
 refuses before allocating when that would not fit, and points to WALS or two-tower.
 
+**Order-aware Gram** (``window``, where the rows have timestamps): ``X^T X`` counts every pair of
+a user's items alike. With ``window``, two items ``k`` places apart in her time order count
+``floor + (1 - floor) exp(-k / window)`` (:func:`ordered_gram`): items taken up together weigh
+more than items years apart in a long history. The places are ranks in the user's own order,
+so the window is in items, whatever unit the timestamps have. The solution and scoring are
+EASE's; only ``G`` changes. On validation splits of ML-100k and of the ML-1M sequences a window
+of 50 with floor 0.3 raised NDCG@10 by about 3% over the plain Gram (docs/quality.md); data without
+timestamps gets the plain Gram.
+
 As a :class:`~recfunnel.models.base.FactorizedRecommender`, a user's query vector is her binary
 history row [N] and the item vectors are the columns of ``B`` (``B^T`` [N, N]), so recommending,
 exclusions, allow/deny lists and saved runs use the shared contract unchanged.
@@ -23,6 +32,8 @@ Letters: U users, N items, B users in a batch.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -31,11 +42,13 @@ from recfunnel.config import EASEConfig
 from recfunnel.data.interactions import Interactions
 from recfunnel.errors import RecfunnelError
 from recfunnel.models.base import FactorizedRecommender, available_memory
-from recfunnel.search_space import Float
+from recfunnel.search_space import Choice, Float
 from recfunnel.training import resolve_device
 
 #: N x N float32 matrices alive at the peak of a fit (Gram/inverse in place, B, a workspace)
 PEAK_MATRICES = 3
+#: the order-aware Gram weighs pairs up to ``REACH x window`` places apart above the floor
+REACH = 3.0
 
 
 def ease_memory_bytes(num_items: int) -> int:
@@ -54,6 +67,42 @@ def _budget_bytes(max_memory_gb: float | None) -> float:
         return max_memory_gb * 2**30
     available = available_memory()
     return float("inf") if available is None else 0.75 * available
+
+
+def ordered_gram(train: Interactions, window: float, floor: float, device="cpu") -> torch.Tensor:
+    """The order-aware Gram matrix [N, N] of ``train`` (which has timestamps).
+
+    Each user's distinct items in time order (ties in row order; a repeat keeps its first
+    place); two of them ``k`` places apart co-occur with weight ``floor + (1 - floor) *
+    exp(-k / window)`` instead of 1, so items a user took up together count more than items
+    far apart in her history. The diagonal is the item counts, as in ``X^T X``; with
+    ``floor = 1`` this is ``X^T X``. Pairs further apart than ``3 window`` places get
+    ``floor`` only (:data:`REACH`: the exponential has fallen below 5%).
+    """
+    n = train.num_items
+    order = np.lexsort((np.arange(len(train)), train.timestamps, train.users))
+    users, items = train.users[order], train.items[order]
+    _, first = np.unique(users * np.int64(n) + items, return_index=True)
+    first.sort()  # each (user, item) once, at its first place, still in time order
+    users, items = users[first], items[first]
+    X = sp.csr_matrix((np.ones(len(users), np.float32), (users, items)),
+                      shape=(train.num_users, n))  # fmt: skip
+    gram = torch.as_tensor(np.ascontiguousarray((X.T @ X).toarray()), dtype=torch.float32,
+                           device=device)  # fmt: skip
+    gram *= floor
+    flat = gram.view(-1)
+    u = torch.as_tensor(users, device=device)
+    i = torch.as_tensor(items, device=device)
+    longest = int(np.bincount(users).max()) if len(users) else 0
+    for k in range(1, min(int(REACH * window), longest - 1) + 1):
+        same = u[k:] == u[:-k]
+        a, b = i[:-k][same], i[k:][same]
+        weight = torch.full((len(a),), (1.0 - floor) * math.exp(-k / window), device=device)
+        flat.index_add_(0, a * n + b, weight)
+        flat.index_add_(0, b * n + a, weight)
+    gram.diagonal().add_(torch.as_tensor(np.bincount(items, minlength=n), dtype=torch.float32,
+                                         device=device) * (1.0 - floor))  # fmt: skip
+    return gram
 
 
 def ease_weights(gram: torch.Tensor, regularization: float) -> torch.Tensor:
@@ -86,10 +135,16 @@ class EASE(FactorizedRecommender):
 
     kind = "ease"
     #: what ``recfunnel tune`` searches
-    search_space = {"regularization": Float(10.0, 20000.0, log=True)}
+    search_space = {
+        "regularization": Float(10.0, 20000.0, log=True),
+        "window": Choice((None, 10.0, 20.0, 50.0, 100.0)),
+    }
     duplicates = "sum"  # repeats merge into one row; EASE counts a cell once
     config_class = EASEConfig
     config: EASEConfig
+
+    #: the model's name in messages
+    label = "EASE"
 
     def _check_data(self, train: Interactions, **context) -> Interactions:
         n = train.num_items
@@ -97,8 +152,8 @@ class EASE(FactorizedRecommender):
         budget = _budget_bytes(self.config.max_memory_gb)
         if need > budget:
             problem = (
-                f"EASE needs {need / 2**30:.1f} GiB for {n} items (items x items), more than the "
-                f"{budget / 2**30:.1f} GiB available"
+                f"{self.label} needs {need / 2**30:.1f} GiB for {n} items (items x items), more "
+                f"than the {budget / 2**30:.1f} GiB available"
             )
             raise RecfunnelError(
                 f"{problem}; use WALS or TwoTower",
@@ -108,15 +163,21 @@ class EASE(FactorizedRecommender):
 
     def _train(self, train: Interactions, validation, *, progress=False, **context) -> None:
         device = resolve_device(self.config.device)
-        X = self.seen_.astype(np.float32)
-        X.data[:] = 1.0  # binary: a repeated interaction counts once
         # no name keeps the Gram matrix alive: ease_weights frees it once factorized
-        weights = ease_weights(
-            torch.as_tensor((X.T @ X).toarray(), dtype=torch.float32, device=device),
-            float(self.config.regularization),
-        )
+        weights = ease_weights(self._gram(train, device), float(self.config.regularization))
         self.item_weights_ = weights.cpu().contiguous()
         self._index = None
+
+    def _gram(self, train: Interactions, device) -> torch.Tensor:
+        """``X^T X`` [N, N], or the order-aware Gram (:func:`ordered_gram`) with ``window``
+        when the rows have timestamps (``ordered_`` says which)."""
+        c = self.config
+        self.ordered_ = c.window is not None and train.timestamps is not None
+        if self.ordered_:
+            return ordered_gram(train, c.window, c.floor, device)
+        X = self.seen_.astype(np.float32)
+        X.data[:] = 1.0  # binary: a repeated interaction counts once
+        return torch.as_tensor((X.T @ X).toarray(), dtype=torch.float32, device=device)
 
     # --------------------------------------------------------------- vectors
     def _rows(self, rows: sp.csr_matrix) -> torch.Tensor:
