@@ -1,8 +1,13 @@
 import io
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
+import recfunnel
 from recfunnel.cli import main
 from recfunnel.data import Interactions
 from recfunnel.errors import RecfunnelError
@@ -236,3 +241,56 @@ def test_heartbeat_speaks_for_a_pass_that_is_late(monkeypatch):
     beat.stage(None)
     clock.now += 60.0
     assert not beat.beat()  # nothing to report
+
+
+# ------------------------------------------------------------- the heartbeat's watcher process
+HOLDS_THE_LOCK = """
+import sys, time
+from recfunnel.progress import Heartbeat, _last_line
+
+with Heartbeat("train", progress="lines", interval=0.3) as heartbeat:
+    heartbeat.stage("holding the interpreter lock")
+    sys.setswitchinterval(1000.0)  # no other thread of this process runs meanwhile
+    end = time.monotonic() + 3.0
+    while time.monotonic() < end:
+        pass
+    sys.setswitchinterval(0.005)
+    before = time.monotonic()
+    time.sleep(0.5)
+    heard = _last_line()
+    print("heard", int(heard is not None and heard > before - 1.0), file=sys.stderr)
+"""
+
+
+def test_heartbeat_speaks_while_the_interpreter_lock_is_held():
+    """The watcher process prints while this interpreter cannot (a thread would not: it needs
+    the lock), and the command hears of the watcher's lines (a pass then waits its turn)."""
+    env = dict(os.environ, PYTHONPATH=str(Path(recfunnel.__file__).parents[1]))
+    out = subprocess.run([sys.executable, "-c", HOLDS_THE_LOCK], env=env, capture_output=True,
+                         text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    lines = out.stderr.splitlines()
+    beats = [line for line in lines if line.startswith("train: holding the interpreter lock (")]
+    # 3 s of a held lock at a 0.3 s interval: ~10 lines; a thread would print one, afterwards
+    assert len(beats) >= 3, lines
+    assert "heard 1" in lines
+
+
+def test_heartbeat_watcher_ends_with_the_command():
+    from recfunnel.progress import Heartbeat
+
+    with Heartbeat("train", progress="lines", interval=0.3, stream=sys.__stderr__) as beat:
+        watcher = beat._watcher
+        assert watcher is not None and watcher.poll() is None
+    assert watcher.poll() == 0 and beat._watcher is None
+
+
+def test_heartbeat_watcher_follows_the_rule():
+    """The watcher's rule is the thread's: quiet for ``interval`` after any line, later still
+    while a pass prints its own."""
+    from recfunnel.heartbeat_child import due
+
+    assert not due(109.5, 100.0, 10.0, 0.25, printing=False)
+    assert due(109.8, 100.0, 10.0, 0.25, printing=False)
+    assert not due(110.1, 100.0, 10.0, 0.25, printing=True)
+    assert due(110.3, 100.0, 10.0, 0.25, printing=True)

@@ -30,15 +30,19 @@ line has been printed for ``interval`` seconds, one line says what is running, e
 
 from __future__ import annotations
 
-import math
+import contextlib
+import io
 import os
+import subprocess
 import sys
 import threading
 import time
 import weakref
+from pathlib import Path
 from typing import TextIO
 
 from recfunnel.errors import RecfunnelError
+from recfunnel.heartbeat_child import due, duration
 
 MODES = ("auto", "bar", "lines", "off")
 
@@ -48,17 +52,6 @@ _PRINTING: weakref.WeakSet = weakref.WeakSet()
 _LAST_LINE: list[float | None] = [None]
 #: the heartbeat of the running command, if any (see :func:`stage`)
 _HEARTBEAT: list[Heartbeat | None] = [None]
-
-
-def _duration(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "?"
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 def _value(value) -> str:
@@ -119,6 +112,7 @@ class Progress:
             self._last = self._started
         if self.mode == "lines":
             _PRINTING.add(self)
+            _printing_changed()
             stage(self._label())
         if self.mode == "bar":
             from tqdm.auto import tqdm
@@ -143,7 +137,7 @@ class Progress:
             self._bar.update(n)
         elif self.mode == "lines":
             now = time.monotonic()
-            if now - max(self._last, _LAST_LINE[0] or self._last) >= self.interval:
+            if now - max(self._last, _last_line() or self._last) >= self.interval:
                 self._last = now
                 self._line(now)
 
@@ -158,14 +152,17 @@ class Progress:
             self._bar = None
         elif self.mode == "lines":
             _PRINTING.discard(self)
+            _printing_changed()
             stage(f"{self._label()} finished")  # what a heartbeat says until the next pass
             now = time.monotonic()
-            if now - max(self._last, _LAST_LINE[0] or self._last) >= self.interval:
+            if now - max(self._last, _last_line() or self._last) >= self.interval:
                 self._last = now
                 self._line(now, done=True)
 
     def close(self) -> None:
-        _PRINTING.discard(self)
+        if self in _PRINTING:
+            _PRINTING.discard(self)
+            _printing_changed()
         if self._bar is not None:
             self._bar.close()
             self._bar = None
@@ -189,11 +186,11 @@ class Progress:
         parts.append(f"{rate:.0f} {self.unit}/s")
         parts.extend(f"{k} {_value(v)}" for k, v in self._postfix.items())
         if done:
-            parts.append(f"done in {_duration(elapsed)}")
+            parts.append(f"done in {duration(elapsed)}")
         elif self._total and rate > 0:
-            parts.append(f"eta {_duration((self._total - self._done) / rate)}")
+            parts.append(f"eta {duration((self._total - self._done) / rate)}")
         print(" ".join(parts), file=self.stream, flush=True)
-        _LAST_LINE[0] = now
+        _printed(now)
 
 
 def make_progress(progress: bool | str | Progress | None, **kwargs) -> Progress:
@@ -211,12 +208,17 @@ def make_progress(progress: bool | str | Progress | None, **kwargs) -> Progress:
 class Heartbeat:
     """A line on stderr whenever a command has printed nothing for ``interval`` seconds and
     no pass (:class:`Progress`) is printing its own (or that pass is late): what runs and for
-    how long, e.g. ``train: reading the data (20s)``. Only in ``lines`` mode; a thread checks
-    every ``interval / 4`` seconds (at most 0.25 s).
+    how long, e.g. ``train: reading the data (20s)``. Only in ``lines`` mode.
 
         with Heartbeat("train", progress=True):
             stage("reading the data")
             ...
+
+    The clock runs in a watcher process (:mod:`recfunnel.heartbeat_child`) writing to the
+    same stderr, so the line comes on time even while this interpreter's lock is held for
+    seconds (importing torch, reading a Parquet column). Where the stream is not a file (a
+    test's buffer) or a fake ``clock`` is given, a thread checks every ``interval / 4``
+    seconds (at most 0.25 s) instead, by the same rule.
 
     Args:
         desc: the command, the first word of every line.
@@ -243,26 +245,77 @@ class Heartbeat:
         self._stage_started = self._started = clock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._watcher: subprocess.Popen | None = None
+        self._heard = b""  # an unfinished report of the watcher's
 
     def stage(self, name: str | None) -> None:
         """What runs from now on (``None``: nothing to report; the heartbeat keeps quiet)."""
         self._stage, self._stage_started = name, self.clock()
+        if name is not None:
+            name = " ".join(name.split())  # one line
+        self._tell(f"s {self._stage_started!r} {name or ''}")
 
     def beat(self) -> bool:
-        """Print the line if it is due; whether it was. Due after ``interval`` seconds of
-        silence; while a pass is printing its own lines, only once that pass is late by
-        ``period`` too (its updates come too seldom: a long first chunk, a slow machine)."""
+        """Print the line if it is due (by :func:`~recfunnel.heartbeat_child.due`); whether it
+        was. The thread's check; the watcher process applies the same rule."""
         if not self.enabled or self._stage is None:
             return False
         now = self.clock()
-        last = max(self._started, _LAST_LINE[0] or self._started)
-        late = self.interval + self.period if len(_PRINTING) else self.interval - self.period
-        if now - last < late:
+        if not due(now, max(self._started, _LAST_LINE[0] or self._started), self.interval,
+                   self.period, len(_PRINTING) > 0):  # fmt: skip
             return False
-        print(f"{self.desc}: {self._stage} ({_duration(now - self._stage_started)})",
+        print(f"{self.desc}: {self._stage} ({duration(now - self._stage_started)})",
               file=self.stream, flush=True)  # fmt: skip
         _LAST_LINE[0] = now
         return True
+
+    # -- the watcher process
+    def _start_watcher(self) -> bool:
+        if self.clock is not time.monotonic or not sys.executable:
+            return False
+        try:
+            fd = self.stream.fileno()
+        except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+            return False  # not a file: a test's buffer
+        script = Path(__file__).with_name("heartbeat_child.py")
+        try:
+            self._watcher = subprocess.Popen(
+                [sys.executable, "-I", "-S", str(script), self.desc, repr(self.interval),
+                 repr(self._started)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=fd,
+            )  # fmt: skip
+        except OSError:
+            return False
+        os.set_blocking(self._watcher.stdout.fileno(), False)
+        if self._stage is not None:
+            self._tell(f"s {self._stage_started!r} {' '.join(self._stage.split())}")
+        self._tell(f"p {len(_PRINTING)}")
+        if _LAST_LINE[0] is not None:
+            self._tell(f"l {_LAST_LINE[0]!r}")
+        return True
+
+    def _tell(self, message: str) -> None:
+        watcher = self._watcher
+        if watcher is None:
+            return
+        try:
+            watcher.stdin.write(message.encode() + b"\n")
+            watcher.stdin.flush()
+        except (OSError, ValueError):  # the watcher died: the command goes on without it
+            self._watcher = None
+
+    def _listen(self) -> None:
+        """Take in the times of the lines the watcher printed."""
+        watcher = self._watcher
+        if watcher is None:
+            return
+        with contextlib.suppress(BlockingIOError, OSError, ValueError):
+            while chunk := os.read(watcher.stdout.fileno(), 4096):
+                self._heard += chunk
+        *times, self._heard = self._heard.split(b"\n")
+        if times:
+            last = max(float(t) for t in times)
+            _LAST_LINE[0] = max(last, _LAST_LINE[0] or last)
 
     def _run(self) -> None:
         while not self._stop.wait(self.period):
@@ -270,7 +323,7 @@ class Heartbeat:
 
     def __enter__(self) -> Heartbeat:
         _HEARTBEAT[0] = self
-        if self.enabled:
+        if self.enabled and not self._start_watcher():
             self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
             self._thread.start()
         return self
@@ -279,8 +332,40 @@ class Heartbeat:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            with contextlib.suppress(OSError, ValueError):
+                watcher.stdin.close()  # the watcher's signal to end
+            try:
+                watcher.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                watcher.kill()
+                watcher.wait()
+            watcher.stdout.close()
         if _HEARTBEAT[0] is self:
             _HEARTBEAT[0] = None
+
+
+def _last_line() -> float | None:
+    """When the last line of any kind was printed (the watcher's included)."""
+    heartbeat = _HEARTBEAT[0]
+    if heartbeat is not None:
+        heartbeat._listen()
+    return _LAST_LINE[0]
+
+
+def _printed(now: float) -> None:
+    """A pass printed a line at ``now``."""
+    _LAST_LINE[0] = now
+    heartbeat = _HEARTBEAT[0]
+    if heartbeat is not None:
+        heartbeat._tell(f"l {now!r}")
+
+
+def _printing_changed() -> None:
+    heartbeat = _HEARTBEAT[0]
+    if heartbeat is not None:
+        heartbeat._tell(f"p {len(_PRINTING)}")
 
 
 def running_heartbeat() -> Heartbeat | None:

@@ -1,0 +1,93 @@
+"""The heartbeat's watcher: a small process that speaks while the command's interpreter cannot.
+
+A Python thread cannot print while another thread holds the interpreter lock, and importing
+torch or reading a Parquet column can hold it for seconds. :class:`recfunnel.progress.Heartbeat`
+therefore runs its clock here, in a process of its own started as
+``python -I -S heartbeat_child.py DESC INTERVAL STARTED``, and tells it, a line each, on stdin:
+
+    s <t> <name>   the stage from time t on (no name: nothing to report)
+    l <t>          the command printed a line at time t
+    p <n>          n passes are printing their own lines
+
+The watcher prints ``DESC: <stage> (<how long>)`` on its stderr (the command's own) whenever
+:func:`due` says so, writes the time of each line it printed on stdout (the command reads it
+back: a pass's next line comes ``interval`` after the last line of any kind), and exits when
+its stdin closes, the command's end or death. Times are ``time.monotonic()``: one clock for
+every process of the machine.
+
+Standard library only, run by its path (not imported through the package): it starts in
+milliseconds, before the command has imported anything heavy.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import threading
+import time
+
+
+def due(now: float, last: float, interval: float, period: float, printing: bool) -> bool:
+    """Whether a heartbeat line is due at ``now``: ``interval`` seconds after the ``last`` line
+    of any kind; while a pass is ``printing`` its own lines, only once that pass is late by
+    ``period`` too (its updates come too seldom: a long first chunk, a slow machine). The
+    watcher looks every ``period`` seconds, so the quiet case speaks ``period`` early."""
+    late = interval + period if printing else interval - period
+    return now - last >= late
+
+
+def duration(seconds: float) -> str:
+    """``42s``, ``3m05s``, ``2h01m``; ``?`` when not finite."""
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def main(argv: list[str]) -> int:
+    desc, interval, started = argv[0], float(argv[1]), float(argv[2])
+    period = min(0.25, interval / 4)
+    state = {"stage": None, "since": started, "last": started, "printing": 0}
+    lock, closed = threading.Lock(), threading.Event()
+
+    def listen() -> None:
+        try:
+            for message in sys.stdin:
+                kind, _, rest = message.rstrip("\n").partition(" ")
+                with lock:
+                    if kind == "s":
+                        when, _, name = rest.partition(" ")
+                        state["stage"], state["since"] = name or None, float(when)
+                    elif kind == "l":
+                        state["last"] = max(state["last"], float(rest))
+                    elif kind == "p":
+                        state["printing"] = int(rest)
+        finally:
+            closed.set()
+
+    threading.Thread(target=listen, daemon=True).start()
+    while not closed.wait(period):
+        with lock:
+            now = time.monotonic()
+            if state["stage"] is None or not due(
+                now, state["last"], interval, period, state["printing"] > 0
+            ):
+                continue
+            line = f"{desc}: {state['stage']} ({duration(now - state['since'])})\n"
+            state["last"] = now
+        try:
+            sys.stderr.write(line)
+            sys.stderr.flush()
+            sys.stdout.write(f"{now!r}\n")
+            sys.stdout.flush()
+        except OSError:  # the command is gone
+            return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
