@@ -166,6 +166,17 @@ def test_cli_tune_bad_input_is_one_line(tmp_path, capsys, extra, message):
     assert code == 2 and err.count("\n") == 1 and message in err
 
 
+def test_cli_tune_refuses_a_file_as_out_before_reading_the_data(tmp_path, capsys):
+    out = tmp_path / "taken.txt"
+    out.write_text("a user's file")
+    missing = tmp_path / "no-such-data.csv"  # never read: --out is refused first
+    code = main(["tune", "--train", str(missing), "--model", "ease", "--trials", "2",
+                 "--out", str(out)])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "is a file; choose a folder" in err
+    assert out.read_text() == "a user's file"
+
+
 def test_cli_auto_saves_the_leaderboard(tmp_path, capsys):
     train = _train_file(tmp_path)
     out = tmp_path / "auto"

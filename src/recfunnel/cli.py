@@ -391,10 +391,10 @@ def cmd_tune(args) -> int:
     base = preset(args.model, args.preset)
     fixed = _fixed_options(args)
     duplicates = model_class(args.model)(apply_fixed(base, fixed)).default_duplicates()
-    _, dataset, fit, validation = _carved(args, duplicates)
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
+    if out.exists() and not out.is_dir():  # refused before any data is read
         raise RecfunnelError(f"{out} is a file; choose a folder for --out")
+    _, dataset, fit, validation = _carved(args, duplicates)
     result = tune(
         args.model, fit, validation, out=out, budget=budget, trials=args.trials,
         metric=args.metric, base=base, fixed=fixed, seed=args.seed,
