@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 import torch
 
 from recfunnel.data import Interactions, checkerboard
@@ -113,3 +114,22 @@ def test_every_model_round_trips_through_a_run_folder_on_disk(fitted, tmp_path):
     expected_ids, expected_scores = model.recommend(everyone, 5)
     np.testing.assert_array_equal(ids, expected_ids)
     np.testing.assert_array_equal(scores, expected_scores)
+
+
+@pytest.mark.parametrize("kind, params", [("ease", {"regularization": 20.0}), ("rp3beta", {})])
+def test_a_folded_in_history_scores_as_the_trained_user(kind, params):
+    """Item-to-item models score a history row times their item matrix, with no refit: a
+    user's training history folded in gives her trained top k and scores."""
+    rng = np.random.default_rng(1)
+    mask = rng.random((30, 25)) < 0.2
+    mask[np.arange(30), rng.integers(0, 25, 30)] = True  # every user has an item
+    data = Interactions(*np.nonzero(mask), 30, 25)
+    model = MODELS[kind](**params).fit(data)
+    for user in (0, 7, 29):
+        history = data.items[data.users == user]
+        ids, scores = model.recommend(user, 8)
+        fold_ids, fold_scores = model.recommend_history(history, 8)
+        np.testing.assert_array_equal(fold_ids, ids)
+        np.testing.assert_allclose(fold_scores, scores, rtol=1e-6, atol=1e-6)
+        row = sp.csr_matrix((np.ones(len(history)), history, [0, len(history)]), shape=(1, 25))
+        torch.testing.assert_close(model.score_history(row), model.score(np.array([user])))

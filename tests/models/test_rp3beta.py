@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-import scipy.sparse as sp
 import torch
 
 from recfunnel.data import Interactions, checkerboard
@@ -68,21 +67,6 @@ def test_checkerboard_structure_is_learned():
     model = RP3beta().fit(data)
     ids, _ = model.recommend(np.arange(20), 1)
     assert ((ids[:, 0] % 2) == (np.arange(20) % 2)).all()
-
-
-def test_fold_in_equals_the_trained_users_scores():
-    data = random_data(seed=1)
-    model = RP3beta().fit(data)
-    for user in (0, 7, 29):
-        history = data.items[data.users == user]
-        ids, scores = model.recommend(user, 8)
-        fold_ids, fold_scores = model.recommend_history(history, 8)
-        np.testing.assert_array_equal(fold_ids, ids)
-        np.testing.assert_allclose(fold_scores, scores, rtol=1e-6, atol=1e-6)
-        rows = sp.csr_matrix(
-            (np.ones(len(history)), history, [0, len(history)]), shape=(1, data.num_items)
-        )
-        torch.testing.assert_close(model.score_history(rows), model.score(np.array([user])))
 
 
 def test_refuses_when_items_squared_do_not_fit():
