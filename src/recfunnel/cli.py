@@ -1012,16 +1012,18 @@ def _early_heartbeat(argv: list[str]):
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    try:
-        # thread pools are sized when NumPy/PyTorch load: before the parser imports them
-        from recfunnel.threads import set_threads
+    # the heartbeat first: sizing the thread pools and building the parser import torch, which
+    # takes seconds on a busy machine
+    with _early_heartbeat(argv):
+        try:
+            # thread pools are sized when NumPy/PyTorch load: before the parser imports them
+            from recfunnel.threads import set_threads
 
-        threads = _flag_value(argv, "--threads")
-        set_threads(int(threads) if threads and threads.lstrip("-").isdigit() else None)
-    except RecfunnelError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    with _early_heartbeat(argv):  # building the parser imports torch: seconds on a busy machine
+            threads = _flag_value(argv, "--threads")
+            set_threads(int(threads) if threads and threads.lstrip("-").isdigit() else None)
+        except RecfunnelError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         parser = build_parser(argv)
         args = parser.parse_args(argv)
         args.argv = argv  # --nproc relaunches the same command
