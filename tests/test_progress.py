@@ -294,3 +294,14 @@ def test_heartbeat_watcher_follows_the_rule():
     assert due(109.8, 100.0, 10.0, 0.25, printing=False)
     assert not due(110.1, 100.0, 10.0, 0.25, printing=True)
     assert due(110.3, 100.0, 10.0, 0.25, printing=True)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="Linux /proc only")
+def test_process_started_is_the_start_of_the_process():
+    """The command line's silence counts from the process's start: its age is read, not 0."""
+    code = ("import time; from recfunnel.progress import process_started; "
+            "print(time.monotonic() - process_started())")  # fmt: skip
+    env = dict(os.environ, PYTHONPATH=str(Path(recfunnel.__file__).parents[1]))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=120, check=True)  # fmt: skip
+    assert 0.0 < float(out.stdout) < 60.0

@@ -996,25 +996,29 @@ def _add_tune_parser(sub, data_group, model_group) -> None:
 
 
 @contextlib.contextmanager
-def _early_heartbeat(argv: list[str]):
+def _early_heartbeat(argv: list[str], entry_point: bool = False):
     """``train`` / ``evaluate``'s heartbeat from the start: building the parser imports torch
-    (seconds on a busy machine); the command then reports its stages to it."""
+    (seconds on a busy machine); the command then reports its stages to it. As the process's
+    entry point, its silence counts from the process's start."""
     command = argv[0] if argv else ""
     if command not in ("train", "evaluate") or "--quiet" in argv or "--help" in argv:
         yield
         return
-    from recfunnel.progress import Heartbeat
+    from recfunnel.progress import Heartbeat, process_started
 
-    with Heartbeat(command, progress=os.environ.get("RANK", "0") == "0") as heartbeat:
-        heartbeat.stage("starting")
+    started = process_started() if entry_point else None  # the interpreter's start-up too
+    rank0 = os.environ.get("RANK", "0") == "0"
+    with Heartbeat(command, progress=rank0, started=started) as heartbeat:
+        heartbeat.stage("starting", since=started)
         yield
 
 
 def main(argv: list[str] | None = None) -> int:
+    entry_point = argv is None  # the process's command line, not a caller's list
     argv = sys.argv[1:] if argv is None else list(argv)
     # the heartbeat first: sizing the thread pools and building the parser import torch, which
     # takes seconds on a busy machine
-    with _early_heartbeat(argv):
+    with _early_heartbeat(argv, entry_point):
         try:
             # thread pools are sized when NumPy/PyTorch load: before the parser imports them
             from recfunnel.threads import set_threads

@@ -226,6 +226,9 @@ class Heartbeat:
         interval: seconds of silence before a line (default: 10, or
             ``$RECFUNNEL_PROGRESS_INTERVAL``); 0 or less turns the heartbeat off.
         clock: the time source (``time.monotonic``; tests pass a fake one).
+        started: when the silence began, on ``clock`` (default: now; the command line passes
+            :func:`process_started`, so the first line comes ``interval`` after the process
+            started, the interpreter's own start-up included).
     """
 
     def __init__(
@@ -236,21 +239,23 @@ class Heartbeat:
         interval: float | None = None,
         stream: TextIO | None = None,
         clock=time.monotonic,
+        started: float | None = None,
     ) -> None:
         mode = make_progress(progress, stream=stream, interval=interval)
         self.enabled = mode.mode == "lines" and mode.interval > 0
         self.desc, self.interval, self.stream, self.clock = desc, mode.interval, mode.stream, clock
         self.period = min(0.25, self.interval / 4)
         self._stage: str | None = None
-        self._stage_started = self._started = clock()
+        self._stage_started = self._started = clock() if started is None else started
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._watcher: subprocess.Popen | None = None
         self._heard = b""  # an unfinished report of the watcher's
 
-    def stage(self, name: str | None) -> None:
-        """What runs from now on (``None``: nothing to report; the heartbeat keeps quiet)."""
-        self._stage, self._stage_started = name, self.clock()
+    def stage(self, name: str | None, since: float | None = None) -> None:
+        """What runs from now on, or from ``since`` (``None``: nothing to report; the
+        heartbeat keeps quiet)."""
+        self._stage, self._stage_started = name, self.clock() if since is None else since
         if name is not None:
             name = " ".join(name.split())  # one line
         self._tell(f"s {self._stage_started!r} {name or ''}")
@@ -344,6 +349,20 @@ class Heartbeat:
             watcher.stdout.close()
         if _HEARTBEAT[0] is self:
             _HEARTBEAT[0] = None
+
+
+def process_started() -> float:
+    """When this process started, on ``time.monotonic``'s clock (Linux: from
+    ``/proc/self/stat``; elsewhere, or if that cannot be read: now)."""
+    now = time.monotonic()
+    try:
+        with open("/proc/self/stat", encoding="ascii") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        ticks = int(fields[19])  # field 22, starttime: clock ticks after boot
+        age = time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return now
+    return now - min(max(age, 0.0), 60.0)  # a sane age: a process still starting
 
 
 def _last_line() -> float | None:
