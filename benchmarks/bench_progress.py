@@ -9,8 +9,9 @@ stdout to /dev/null and stderr to a pipe, as a log file or CI would see it; ever
 stamped when it arrives. After ``--seconds`` the process is interrupted (SIGINT, then killed),
 unless it ended before (a model that refuses this catalogue ends with its one-line error).
 Silences are measured from the start of the process to the first line, between lines, and
-from the last line to the end (or to the interruption). Thread settings: ``--threads`` for torch
-and numba, OpenMP/MKL/OpenBLAS pinned to the same.
+from the last line to the end (or to the interruption). Results accumulate in
+``benchmarks/results/progress.json`` (a model measured again replaces its entry). Thread
+settings: ``--threads`` for torch and numba, OpenMP/MKL/OpenBLAS pinned to the same.
 """
 
 from __future__ import annotations
@@ -95,15 +96,22 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-docs", action="store_true")
     args = parser.parse_args()
-    results = []
+    # results accumulate: a model measured again replaces its entry
+    saved = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    by_model = {
+        r["model"]: r for r in saved.get("results", []) if saved.get("data") == str(args.data)
+    }
     for model in args.models.split(","):
         result = watch(model, args.data, args.seconds, args.threads)
         print(json.dumps(result), flush=True)
-        results.append(result)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"data": str(args.data), "results": results}, indent=1))
+        by_model[model] = result
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(
+            json.dumps({"data": str(args.data), "results": list(by_model.values())}, indent=1)
+        )
     if not args.no_docs:
-        write_docs(results, args)
+        order = {m: i for i, m in enumerate(MODELS)}
+        write_docs(sorted(by_model.values(), key=lambda r: order.get(r["model"], len(order))), args)
 
 
 if __name__ == "__main__":
