@@ -2,7 +2,11 @@
 its longest silence, for every model, on the 20M-row synthetic data.
 
     PYTHONPATH=src python benchmarks/bench_progress.py \
-        --data /tmp/recfunnel-scale/20M/data.parquet --seconds 90
+        --data /tmp/recfunnel-scale/20M/data-rt.parquet --seconds 90
+
+DATA is ``recfunnel synth``'s 20M-row file with a ``rating`` column (1-5) and a ``timestamp``
+(the row's index) added, so that the rating and sequential models train on it too
+(``MODEL_ARGS``).
 
 Each model runs ``recfunnel train --train DATA --model M --json --out TMP`` in its own process,
 stdout to /dev/null and stderr to a pipe, as a log file or CI would see it; every stderr line is
@@ -30,6 +34,13 @@ from pathlib import Path
 from common import REPO, machine, markdown_table, write_section
 
 RESULTS = REPO / "benchmarks" / "results" / "progress.json"
+#: what a model needs from the data beyond user and item (the bench's file has both columns)
+MODEL_ARGS = {
+    "sgd-mf": ["--rating-col", "rating"],
+    "ranking": ["--rating-col", "rating"],
+    "multitask": ["--rating-col", "rating"],
+    "sequential": ["--time-col", "timestamp"],
+}
 MODELS = ("wals", "two-tower", "bpr", "sgd-mf", "ranking", "multitask", "two-stage",
           "sequential", "most-popular", "rp3beta", "ease", "auto")  # fmt: skip
 
@@ -40,7 +51,8 @@ def watch(model: str, data: Path, seconds: float, threads: int) -> dict:
                OPENBLAS_NUM_THREADS=str(threads), NUMBA_NUM_THREADS=str(threads))  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="bench-progress-") as work:
         command = [sys.executable, "-m", "recfunnel", "train", "--train", str(data), "--model",
-                   model, "--json", "--out", str(Path(work) / "run")]  # fmt: skip
+                   model, "--json", "--out", str(Path(work) / "run"),
+                   *MODEL_ARGS.get(model, [])]  # fmt: skip
         started = time.monotonic()
         proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True)  # fmt: skip

@@ -167,7 +167,7 @@ def test_heartbeat_fills_silences_longer_than_the_interval():
     assert out.getvalue().splitlines()[-1] == "train: splitting the data (10s)"
 
 
-def test_heartbeat_keeps_quiet_while_a_pass_prints_its_own_lines(monkeypatch):
+def test_heartbeat_stays_quiet_after_a_pass_line_and_names_the_pass(monkeypatch):
     from recfunnel import progress as module
     from recfunnel.progress import Heartbeat
 
@@ -175,11 +175,15 @@ def test_heartbeat_keeps_quiet_while_a_pass_prints_its_own_lines(monkeypatch):
     beat = Heartbeat("train", progress="lines", interval=10.0, stream=out, clock=clock)
     monkeypatch.setattr(module, "_HEARTBEAT", [beat])  # the running one, without its thread
     beat.stage("setting up wals")
-    progress = Progress("lines", interval=3600.0, stream=out)
+    progress = Progress("lines", interval=0.0, stream=out)
     progress.start(100, epoch=1, epochs=2)
+    progress.update(10)  # its own line (interval 0: at once) counts as output
+    module._LAST_LINE[0] = clock.now  # on the fake clock
+    clock.now += 9.5
+    assert not beat.beat()
+    progress.finish()  # its summary line
+    module._LAST_LINE[0] = clock.now
     clock.now += 10.0
-    assert not beat.beat()  # the pass prints every interval itself (not late yet)
-    progress.finish()
     assert beat.beat()  # between passes the heartbeat speaks again, naming the pass
     assert out.getvalue().splitlines()[-1].startswith("train: train epoch 1/2 finished (")
 
@@ -223,7 +227,7 @@ def test_cli_train_prints_a_line_while_the_data_loads(train_csv, monkeypatch, ca
     assert any(re.fullmatch(r"train: reading the data \(\d+s\)", line) for line in err), err
 
 
-def test_heartbeat_speaks_for_a_pass_that_is_late(monkeypatch):
+def test_heartbeat_speaks_for_a_pass_whose_updates_come_seldom(monkeypatch):
     from recfunnel import progress as module
     from recfunnel.progress import Heartbeat
 
@@ -231,11 +235,11 @@ def test_heartbeat_speaks_for_a_pass_that_is_late(monkeypatch):
     beat = Heartbeat("train", progress="lines", interval=10.0, stream=out, clock=clock)
     monkeypatch.setattr(module, "_HEARTBEAT", [beat])  # the running one, without its thread
     progress = Progress("lines", interval=10.0, stream=out)
-    progress.start(100, epoch=1, epochs=2)  # its updates come seldom: none for 10.5 s
-    clock.now += 10.0
-    assert not beat.beat()  # the pass's own line is due now: give it a moment
-    clock.now += 0.5
-    assert beat.beat()
+    progress.start(100, epoch=1, epochs=2)  # its updates come seldom: none for 10 s
+    clock.now += 9.5
+    assert not beat.beat()
+    clock.now += 0.25
+    assert beat.beat()  # a quarter second before the interval: no silence is longer
     assert out.getvalue().splitlines()[-1] == "train: train epoch 1/2 (10s)"
     progress.close()
     beat.stage(None)
@@ -285,15 +289,14 @@ def test_heartbeat_watcher_ends_with_the_command():
     assert watcher.poll() == 0 and beat._watcher is None
 
 
-def test_heartbeat_watcher_follows_the_rule():
-    """The watcher's rule is the thread's: quiet for ``interval`` after any line, later still
-    while a pass prints its own."""
+def test_no_silence_longer_than_the_interval_and_a_pass_goes_first():
+    """The heartbeat (watcher or thread) speaks a quarter second before the interval and
+    looks every quarter second; a pass prints half a second before, so it goes first."""
     from recfunnel.heartbeat_child import due
 
-    assert not due(109.5, 100.0, 10.0, 0.25, printing=False)
-    assert due(109.8, 100.0, 10.0, 0.25, printing=False)
-    assert not due(110.1, 100.0, 10.0, 0.25, printing=True)
-    assert due(110.3, 100.0, 10.0, 0.25, printing=True)
+    assert not due(109.7, 100.0, 10.0, 0.25)
+    assert due(109.75, 100.0, 10.0, 0.25)
+    assert Progress("lines", interval=10.0)._due == 9.5
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="Linux /proc only")

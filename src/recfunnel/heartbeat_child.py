@@ -7,7 +7,6 @@ therefore runs its clock here, in a process of its own started as
 
     s <t> <name>   the stage from time t on (no name: nothing to report)
     l <t>          the command printed a line at time t
-    p <n>          n passes are printing their own lines
 
 The watcher prints ``DESC: <stage> (<how long>)`` on its stderr (the command's own) whenever
 :func:`due` says so, writes the time of each line it printed on stdout (the command reads it
@@ -27,13 +26,13 @@ import threading
 import time
 
 
-def due(now: float, last: float, interval: float, period: float, printing: bool) -> bool:
-    """Whether a heartbeat line is due at ``now``: ``interval`` seconds after the ``last`` line
-    of any kind; while a pass is ``printing`` its own lines, only once that pass is late by
-    ``period`` too (its updates come too seldom: a long first chunk, a slow machine). The
-    watcher looks every ``period`` seconds, so the quiet case speaks ``period`` early."""
-    late = interval + period if printing else interval - period
-    return now - last >= late
+def due(now: float, last: float, interval: float, period: float) -> bool:
+    """Whether a heartbeat line is due at ``now``: ``period`` before ``interval`` seconds have
+    passed since the ``last`` line of any kind. The heartbeat looks every ``period`` seconds,
+    so no silence lasts longer than ``interval``; a pass (``Progress``) prints its own line
+    ``2 * period`` early, so while its updates come often it speaks first.
+    """
+    return now - last >= interval - period
 
 
 def duration(seconds: float) -> str:
@@ -51,7 +50,7 @@ def duration(seconds: float) -> str:
 def main(argv: list[str]) -> int:
     desc, interval, started = argv[0], float(argv[1]), float(argv[2])
     period = min(0.25, interval / 4)
-    state = {"stage": None, "since": started, "last": started, "printing": 0}
+    state = {"stage": None, "since": started, "last": started}
     lock, closed = threading.Lock(), threading.Event()
 
     def listen() -> None:
@@ -64,8 +63,6 @@ def main(argv: list[str]) -> int:
                         state["stage"], state["since"] = name or None, float(when)
                     elif kind == "l":
                         state["last"] = max(state["last"], float(rest))
-                    elif kind == "p":
-                        state["printing"] = int(rest)
         finally:
             closed.set()
 
@@ -73,9 +70,7 @@ def main(argv: list[str]) -> int:
     while not closed.wait(period):
         with lock:
             now = time.monotonic()
-            if state["stage"] is None or not due(
-                now, state["last"], interval, period, state["printing"] > 0
-            ):
+            if state["stage"] is None or not due(now, state["last"], interval, period):
                 continue
             line = f"{desc}: {state['stage']} ({duration(now - state['since'])})\n"
             state["last"] = now

@@ -12,8 +12,9 @@
 Modes:
 
 * ``"bar"``: a tqdm bar per pass on stderr (rows/s, ETA, the latest loss).
-* ``"lines"``: one plain line on stderr every ``interval`` seconds (10 by default), in a
-  pass or at its end (a summary), so work that ends sooner prints nothing, e.g.
+* ``"lines"``: one plain line on stderr every ``interval`` seconds (10 by default; half a
+  second early, so it comes before a heartbeat's), in a pass or at its end (a summary), so
+  work that ends sooner prints nothing, e.g.
   ``train epoch 2/5 rows 491520/4000000 (12.3%) 40960 rows/s loss 3.214 eta 1m28s``:
   readable in a log file, a CI job or behind ``--json``, where a bar would be one endless
   line of carriage returns.
@@ -22,9 +23,9 @@ Modes:
 ``make_progress(True)`` (``"auto"``) picks ``bar`` when stderr is a terminal, else ``lines``;
 ``False`` is ``off``.
 
-Between passes (reading and splitting the data, a model's set-up, saving) a
-:class:`Heartbeat` fills the silence in ``lines`` mode: whenever no pass is printing and no
-line has been printed for ``interval`` seconds, one line says what is running, e.g.
+Between passes (reading and splitting the data, a model's set-up, saving), and in a pass
+whose updates come too seldom, a :class:`Heartbeat` fills the silence in ``lines`` mode:
+before ``interval`` seconds pass with no line, one line says what is running, e.g.
 ``train: reading the data (20s)``; :func:`stage` names what runs next.
 """
 
@@ -37,7 +38,6 @@ import subprocess
 import sys
 import threading
 import time
-import weakref
 from pathlib import Path
 from typing import TextIO
 
@@ -46,9 +46,7 @@ from recfunnel.heartbeat_child import due, duration
 
 MODES = ("auto", "bar", "lines", "off")
 
-#: passes printing their own lines now (a heartbeat keeps quiet meanwhile), and when the last
-#: line of any kind was printed (time.monotonic)
-_PRINTING: weakref.WeakSet = weakref.WeakSet()
+#: when the last line of any kind was printed (time.monotonic)
 _LAST_LINE: list[float | None] = [None]
 #: the heartbeat of the running command, if any (see :func:`stage`)
 _HEARTBEAT: list[Heartbeat | None] = [None]
@@ -91,6 +89,9 @@ class Progress:
         if interval is None:
             interval = float(os.environ.get("RECFUNNEL_PROGRESS_INTERVAL", 10.0))
         self.interval = interval
+        # a little early (a heartbeat speaks a quarter second before the interval), so a pass
+        # that updates often prints its own line, with its counts, rather than the heartbeat
+        self._due = interval - 2 * min(0.25, interval / 4)
         self._bar = None
         self._total = self._done = self._steps = 0
         self._epoch = self._epochs = None
@@ -111,8 +112,6 @@ class Progress:
         if self._last is None:
             self._last = self._started
         if self.mode == "lines":
-            _PRINTING.add(self)
-            _printing_changed()
             stage(self._label())
         if self.mode == "bar":
             from tqdm.auto import tqdm
@@ -137,7 +136,7 @@ class Progress:
             self._bar.update(n)
         elif self.mode == "lines":
             now = time.monotonic()
-            if now - max(self._last, _last_line() or self._last) >= self.interval:
+            if now - max(self._last, _last_line() or self._last) >= self._due:
                 self._last = now
                 self._line(now)
 
@@ -151,18 +150,13 @@ class Progress:
             self._bar.close()
             self._bar = None
         elif self.mode == "lines":
-            _PRINTING.discard(self)
-            _printing_changed()
             stage(f"{self._label()} finished")  # what a heartbeat says until the next pass
             now = time.monotonic()
-            if now - max(self._last, _last_line() or self._last) >= self.interval:
+            if now - max(self._last, _last_line() or self._last) >= self._due:
                 self._last = now
                 self._line(now, done=True)
 
     def close(self) -> None:
-        if self in _PRINTING:
-            _PRINTING.discard(self)
-            _printing_changed()
         if self._bar is not None:
             self._bar.close()
             self._bar = None
@@ -206,9 +200,10 @@ def make_progress(progress: bool | str | Progress | None, **kwargs) -> Progress:
 
 
 class Heartbeat:
-    """A line on stderr whenever a command has printed nothing for ``interval`` seconds and
-    no pass (:class:`Progress`) is printing its own (or that pass is late): what runs and for
-    how long, e.g. ``train: reading the data (20s)``. Only in ``lines`` mode.
+    """A line on stderr before a command has printed nothing for ``interval`` seconds (a
+    quarter second before; a pass, :class:`Progress`, prints its own line half a second
+    before, so while its updates come often it goes first): what runs and for how long,
+    e.g. ``train: reading the data (20s)``. Only in ``lines`` mode.
 
         with Heartbeat("train", progress=True):
             stage("reading the data")
@@ -267,7 +262,7 @@ class Heartbeat:
             return False
         now = self.clock()
         if not due(now, max(self._started, _LAST_LINE[0] or self._started), self.interval,
-                   self.period, len(_PRINTING) > 0):  # fmt: skip
+                   self.period):  # fmt: skip
             return False
         print(f"{self.desc}: {self._stage} ({duration(now - self._stage_started)})",
               file=self.stream, flush=True)  # fmt: skip
@@ -294,7 +289,6 @@ class Heartbeat:
         os.set_blocking(self._watcher.stdout.fileno(), False)
         if self._stage is not None:
             self._tell(f"s {self._stage_started!r} {' '.join(self._stage.split())}")
-        self._tell(f"p {len(_PRINTING)}")
         if _LAST_LINE[0] is not None:
             self._tell(f"l {_LAST_LINE[0]!r}")
         return True
@@ -379,12 +373,6 @@ def _printed(now: float) -> None:
     heartbeat = _HEARTBEAT[0]
     if heartbeat is not None:
         heartbeat._tell(f"l {now!r}")
-
-
-def _printing_changed() -> None:
-    heartbeat = _HEARTBEAT[0]
-    if heartbeat is not None:
-        heartbeat._tell(f"p {len(_PRINTING)}")
 
 
 def running_heartbeat() -> Heartbeat | None:
