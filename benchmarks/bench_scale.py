@@ -82,6 +82,7 @@ def timed(argv: list[str], env: dict, timeout: float | None = None, stamp: bool 
             def read() -> None:
                 for line in child.stderr:
                     arrivals.append((time.perf_counter(), line))
+                    print(f"  | {line.rstrip()}", file=sys.stderr, flush=True)  # watch it live
 
             reader = threading.Thread(target=read, daemon=True)
             reader.start()
@@ -295,8 +296,9 @@ def run_size(name: str, args, env: dict, results: dict) -> None:
         budget = []  # a shorter fit than the preset's 8M rows, labelled so
         if args.two_tower_max_examples:
             budget = ["--set", f"large.max_examples={args.two_tower_max_examples}"]
-        out = timed([*recfunnel, *tower, "--out", str(work / "tower-run"), *budget], env,
-                    timeout=args.two_tower_timeout)  # fmt: skip
+        loud = [a for a in tower if a != "--quiet"]  # its progress lines, stamped
+        out = timed([*recfunnel, *loud, "--out", str(work / "tower-run"), *budget], env,
+                    timeout=args.two_tower_timeout, stamp=True)  # fmt: skip
         label = "two-tower default fit" + (", 1 thread" if args.threads == 1 else "")
         if args.two_tower_max_examples:
             label += f", {args.two_tower_max_examples / 1e6:g}M-row budget"
@@ -334,7 +336,7 @@ def tower_entry(out: dict, run: Path) -> dict:
     return {"seconds": metrics["fit_seconds"], "recall@10": metrics["recall@10"],
             **usage(out), "rows_trained": rows,
             "rows_per_second": rows / metrics["fit_seconds"],
-            "wall_seconds": out["wall_seconds"]}  # fmt: skip
+            "wall_seconds": out["wall_seconds"], **silence(out)}  # fmt: skip
 
 
 # ------------------------------------------------------------------------- table and plot
