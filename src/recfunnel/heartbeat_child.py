@@ -25,14 +25,18 @@ import sys
 import threading
 import time
 
+#: when, as a share of the interval since the last line, the heartbeat speaks and a pass
+#: prints its own line: early enough that a late wake-up on a loaded machine (the heartbeat
+#: looks every quarter second) still keeps every silence under the interval, and the pass
+#: first, so while its updates come often its line (with its counts) is the one printed
+HEARTBEAT_AT = 0.9
+PASS_AT = 0.85
 
-def due(now: float, last: float, interval: float, period: float) -> bool:
-    """Whether a heartbeat line is due at ``now``: ``period`` before ``interval`` seconds have
-    passed since the ``last`` line of any kind. The heartbeat looks every ``period`` seconds,
-    so no silence lasts longer than ``interval``; a pass (``Progress``) prints its own line
-    ``2 * period`` early, so while its updates come often it speaks first.
-    """
-    return now - last >= interval - period
+
+def due(now: float, last: float, interval: float) -> bool:
+    """Whether a heartbeat line is due at ``now``, the ``last`` line of any kind having been
+    printed at ``last``."""
+    return now - last >= HEARTBEAT_AT * interval
 
 
 def duration(seconds: float) -> str:
@@ -70,7 +74,7 @@ def main(argv: list[str]) -> int:
     while not closed.wait(period):
         with lock:
             now = time.monotonic()
-            if state["stage"] is None or not due(now, state["last"], interval, period):
+            if state["stage"] is None or not due(now, state["last"], interval):
                 continue
             line = f"{desc}: {state['stage']} ({duration(now - state['since'])})\n"
             state["last"] = now

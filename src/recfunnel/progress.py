@@ -12,9 +12,9 @@
 Modes:
 
 * ``"bar"``: a tqdm bar per pass on stderr (rows/s, ETA, the latest loss).
-* ``"lines"``: one plain line on stderr every ``interval`` seconds (10 by default; half a
-  second early, so it comes before a heartbeat's), in a pass or at its end (a summary), so
-  work that ends sooner prints nothing, e.g.
+* ``"lines"``: one plain line on stderr about every ``interval`` seconds (10 by default; at
+  85% of it, so it comes before a heartbeat's), in a pass or at its end (a summary), so work
+  that ends sooner prints nothing, e.g.
   ``train epoch 2/5 rows 491520/4000000 (12.3%) 40960 rows/s loss 3.214 eta 1m28s``:
   readable in a log file, a CI job or behind ``--json``, where a bar would be one endless
   line of carriage returns.
@@ -25,7 +25,7 @@ Modes:
 
 Between passes (reading and splitting the data, a model's set-up, saving), and in a pass
 whose updates come too seldom, a :class:`Heartbeat` fills the silence in ``lines`` mode:
-before ``interval`` seconds pass with no line, one line says what is running, e.g.
+at 90% of ``interval`` seconds with no line, one line says what is running, e.g.
 ``train: reading the data (20s)``; :func:`stage` names what runs next.
 """
 
@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import TextIO
 
 from recfunnel.errors import RecfunnelError
-from recfunnel.heartbeat_child import due, duration
+from recfunnel.heartbeat_child import PASS_AT, due, duration
 
 MODES = ("auto", "bar", "lines", "off")
 
@@ -89,9 +89,8 @@ class Progress:
         if interval is None:
             interval = float(os.environ.get("RECFUNNEL_PROGRESS_INTERVAL", 10.0))
         self.interval = interval
-        # a little early (a heartbeat speaks a quarter second before the interval), so a pass
-        # that updates often prints its own line, with its counts, rather than the heartbeat
-        self._due = interval - 2 * min(0.25, interval / 4)
+        # a little early, and before a heartbeat would (see heartbeat_child.PASS_AT)
+        self._due = PASS_AT * interval
         self._bar = None
         self._total = self._done = self._steps = 0
         self._epoch = self._epochs = None
@@ -200,10 +199,10 @@ def make_progress(progress: bool | str | Progress | None, **kwargs) -> Progress:
 
 
 class Heartbeat:
-    """A line on stderr before a command has printed nothing for ``interval`` seconds (a
-    quarter second before; a pass, :class:`Progress`, prints its own line half a second
-    before, so while its updates come often it goes first): what runs and for how long,
-    e.g. ``train: reading the data (20s)``. Only in ``lines`` mode.
+    """A line on stderr before a command has printed nothing for ``interval`` seconds (at
+    90% of it; a pass, :class:`Progress`, prints its own line at 85%, so while its updates
+    come often it goes first): what runs and for how long, e.g.
+    ``train: reading the data (20s)``. Only in ``lines`` mode.
 
         with Heartbeat("train", progress=True):
             stage("reading the data")
@@ -261,8 +260,7 @@ class Heartbeat:
         if not self.enabled or self._stage is None:
             return False
         now = self.clock()
-        if not due(now, max(self._started, _LAST_LINE[0] or self._started), self.interval,
-                   self.period):  # fmt: skip
+        if not due(now, max(self._started, _LAST_LINE[0] or self._started), self.interval):
             return False
         print(f"{self.desc}: {self._stage} ({duration(now - self._stage_started)})",
               file=self.stream, flush=True)  # fmt: skip
