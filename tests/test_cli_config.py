@@ -1,6 +1,7 @@
 """The command line's config surface: help, presets, --set, --threads, history input."""
 
 import json
+import os
 
 import pytest
 
@@ -239,3 +240,22 @@ def test_argument_errors_are_one_line(capsys):
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: argument --epochs") and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("given, expected", [("1", 1), ("3", 3), ("", None), ("zero", None)])
+def test_threads_default_to_omp_num_threads_where_set(monkeypatch, given, expected):
+    """``OMP_NUM_THREADS=1 recfunnel train ...`` runs one thread, as PyTorch itself would;
+    unset (or not a number), the physical cores."""
+    import torch
+
+    from recfunnel.threads import THREAD_VARIABLES, physical_cores, set_threads
+
+    before = torch.get_num_threads()
+    for name in THREAD_VARIABLES:  # set_threads writes them all: put them back afterwards
+        monkeypatch.setenv(name, os.environ.get(name, ""))
+    monkeypatch.setenv("OMP_NUM_THREADS", given)
+    try:
+        assert set_threads() == (expected or physical_cores())
+        assert torch.get_num_threads() == (expected or physical_cores())
+    finally:
+        torch.set_num_threads(before)

@@ -959,8 +959,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
 def _add_threads(p) -> None:
     p.add_argument("--threads", type=int, metavar="N",
-                   help="CPU threads for PyTorch, OpenMP and BLAS together (default: the "
-                   "physical cores available)")  # fmt: skip
+                   help="CPU threads for PyTorch, OpenMP and BLAS together (default: "
+                   "$OMP_NUM_THREADS where set, else the physical cores available)")  # fmt: skip
 
 
 def _add_tune_parser(sub, data_group, model_group) -> None:

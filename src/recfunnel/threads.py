@@ -45,13 +45,16 @@ def physical_cores() -> int:
 
 
 def set_threads(threads: int | None = None) -> int:
-    """Use ``threads`` threads (default: :func:`physical_cores`) in every pool; returns it.
+    """Use ``threads`` threads in every pool; returns it. Default: ``$OMP_NUM_THREADS`` where
+    it is set to a positive number (the caller's explicit choice, as PyTorch itself reads
+    it), else :func:`physical_cores`.
 
     Call before NumPy/SciPy/PyTorch do any work: the OpenMP and BLAS variables are read when
     those libraries load, so the CLI calls this before importing them.
     """
     if threads is None:
-        threads = physical_cores()
+        given = os.environ.get("OMP_NUM_THREADS", "").strip()
+        threads = int(given) if given.isdigit() and int(given) > 0 else physical_cores()
     if threads < 1:
         raise RecfunnelError(f"--threads must be at least 1, not {threads}")
     for name in THREAD_VARIABLES:
