@@ -35,6 +35,14 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def no_heartbeat_in_tests(monkeypatch):
+    """Progress lines every hour: on a slow machine a command that runs 9 s before its
+    one-line error would otherwise print a heartbeat line first, and the tests that check
+    the one-line contract would read two. Tests of progress set their own interval."""
+    monkeypatch.setenv("RECFUNNEL_PROGRESS_INTERVAL", "3600")
+
+
 def ml100k_folder() -> Path | None:
     for base in (os.environ.get("RECFUNNEL_DATA_DIR"), REPO.parent / "shared" / "data"):
         if base and (Path(base) / "ml-100k" / "u.data").is_file():
