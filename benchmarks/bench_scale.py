@@ -255,7 +255,8 @@ def run_size(name: str, args, env: dict, results: dict) -> None:
         record("evaluation, 10k sampled users", {"seconds": metrics["eval_seconds"],
                                                  "users": metrics["num_eval_users"]})  # fmt: skip
     if "implicit" in steps:
-        timed([*me, "child-split", str(data), "--out", str(work)], env)
+        if not (work / "train.npz").exists() or not (work / "test.npz").exists():
+            timed([*me, "child-split", str(data), "--out", str(work)], env)  # seeded: reused
         out = timed([str(PEER_PYTHON), str(REPO / "benchmarks" / "peers" / "implicit_als.py"),
                      "--train-npz", str(work / "train.npz"), "--out", str(work / "implicit"),
                      "--factors", "32", "--regularization", "0.01", "--iterations", "15",
