@@ -3,13 +3,13 @@
     OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1 PYTHONPATH=src python benchmarks/wals_memory.py \\
         /tmp/recfunnel-scale/20M [--iterations 1]
 
-Reads the split bench_scale.py saves (``train.npz``, ``test.npz``) as ``child-wals`` does
-(both before the fit), fits WALS ``seed`` and prints the RSS after each stage -- imports, the
-two ``Interactions``, the model's user x item CSR, the solver (the item side, the factors),
-each iteration, the end of the fit -- with the highest RSS sampled (every 20 ms, by a thread)
-since the stage before: what a stage makes and drops again. The last line is the process's
-peak (``ru_maxrss``), what bench_scale.py's ``child-wals`` reports. docs/scale.md's RSS table
-in "WALS at 20M rows" comes from it.
+Reads the split bench_scale.py saves (``train.npz``, ``test.npz``; both before the fit, as
+``child-wals`` did until session 4: it now reads the test split after the fit), fits WALS
+``seed`` and prints the RSS after each stage -- imports, the two ``Interactions``, the model's
+user x item CSR, the solver (the item side, the factors), each iteration, the end of the fit
+-- with the highest RSS sampled (every 20 ms, by a thread) since the stage before: what a
+stage makes and drops again. The last line is the process's peak (``ru_maxrss``).
+docs/scale.md's RSS table in "WALS at 20M rows" comes from it.
 """
 
 from __future__ import annotations
