@@ -16,6 +16,12 @@ after every choice is made.
   tuning looks at each training user's last training item only.
 * ``synthetic``: power-law data with cluster structure (3,000 users, 2,000 items, 90k rows),
   seeded 80/20.
+* ``ml1m-small`` and ``synthetic-small``: look-alikes of the set #12 is checked on (a few hundred
+  users, several times ML-100k's catalogue, many items with 1-3 rows; seeded 80/20, all rows as
+  interactions, filtered Recall@10): 600 seeded random ML-1M users with the items they touched,
+  and 600 x ~9,300 synthetic power-law data (``quality_data.ml1m_small`` / ``synthetic_small``).
+  Model ``ease-200`` is #12's baseline (EASE, lambda 200, plain Gram); with it in the run, the
+  table is followed by #12's three targets read against it.
 * ``folds``: ML-100k u1..u5 for rating models (RMSE, mean over the five folds).
 
 Threads: torch 1 thread, OMP/MKL/OpenBLAS 1 (set before imports). The machine is shared with
@@ -44,6 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import quality_data as qd  # noqa: E402
 from common import REPO, machine, table, write_section  # noqa: E402
+from recfunnel.config import EASEConfig  # noqa: E402
 from recfunnel.metrics import evaluate_scores, factorized_key, rating_metrics  # noqa: E402
 from recfunnel.models import model_class  # noqa: E402
 from recfunnel.models.ease import ease_fits  # noqa: E402
@@ -51,6 +58,7 @@ from recfunnel.presets import preset  # noqa: E402
 from recfunnel.training import deadline  # noqa: E402
 from recfunnel.tuning import auto, tune  # noqa: E402
 
+BASELINE = "ease-200"  # #12's EASE (lambda 200, plain Gram): the targets are read against it
 RETRIEVAL = ("most-popular", "rp3beta", "ease", "wals", "bpr", "two-tower", "sequential")
 PEER = Path(os.environ.get("RECFUNNEL_PEER_PYTHON", "/work/peers/implicit/bin/python"))
 
@@ -122,6 +130,10 @@ def make_task(name: str) -> Task:
         return RandomSplit("synthetic", *qd.synthetic())
     if name == "ml1m":
         return SequenceTask()
+    if name == "ml1m-small":
+        return RandomSplit(name, *qd.ml1m_small())
+    if name == "synthetic-small":
+        return RandomSplit(name, *qd.synthetic_small())
     raise SystemExit(f"unknown dataset {name!r}")
 
 
@@ -170,7 +182,12 @@ def bench_dataset(task: Task, args, tmp: Path, rows: list | None = None) -> list
                 rows.append({"model": f"implicit ALS {version}", "setting": "32 factors, 15 it",
                              **peer})  # fmt: skip
             continue
-        if kind in ("ease", "rp3beta") and not ease_fits(task.train.num_items):
+        if kind in ("ease", "rp3beta", BASELINE) and not ease_fits(task.train.num_items):
+            continue
+        if kind == BASELINE:  # #12's reference: Steck's closed form, lambda 200, plain Gram
+            log(f"{task.name}: EASE lambda=200")
+            scored = fit_and_score(task, "ease", EASEConfig(regularization=200.0))
+            rows.append({"model": "EASE λ=200", "setting": "plain Gram (#12's baseline)", **scored})
             continue
         if kind == "sequential" and (task.sequential or task.train.timestamps is None):
             continue  # ML-1M: docs/sequential.md (bench_sequential.py) measures it
@@ -313,10 +330,46 @@ def render(name: str, rows: list[dict], docs: bool, command=None, machine_line=N
     docs/quality.md."""
     columns = {"folds": FOLD_COLUMNS, "ml1m": SEQ_COLUMNS}.get(name, COLUMNS)
     text = table(rows, columns)
+    if any(r["model"] == "EASE λ=200" for r in rows):
+        text += "\n\n" + targets(rows)
     print(f"\n## {name}\n\n{text}\n", flush=True)
     if docs:
         where = f"`{command}` ({machine_line})" if command else "(command not recorded)"
         write_section("quality.md", f"quality-{name}", f"{where}\n\n{text}")
+
+
+def targets(rows: list[dict], metric: str = "recall@10") -> str:
+    """#12's three targets on this table: the best default within 5% of EASE (lambda 200),
+    ``auto`` above it, BPR at least most-popular."""
+
+    def score(model, setting="default"):
+        found = [r[metric] for r in rows if r["model"] == model and r["setting"] == setting]
+        return found[0] if found else None
+
+    base = score("EASE λ=200", "plain Gram (#12's baseline)")
+    defaults = {r["model"]: r[metric] for r in rows if r["setting"] == "default"}
+    lines = [f"#12's targets (filtered Recall@10, baseline EASE λ=200 = {base:.4f}):", ""]
+    if defaults:
+        best = max(defaults, key=defaults.get)
+        others = {k: v for k, v in defaults.items() if k != "ease"}
+        rest = max(others, key=others.get) if others else None
+        verdict = "holds" if defaults[best] >= 0.95 * base else "fails"
+        line = (f"- best default within 5% of EASE: **{verdict}** ({best} {defaults[best]:.4f},"
+                f" {defaults[best] / base - 1:+.1%})")  # fmt: skip
+        if rest and rest != best:
+            line += f"; best default other than EASE: {rest} {others[rest]:.4f} "
+            line += f"({others[rest] / base - 1:+.1%})"
+        lines.append(line)
+    chosen = [r for r in rows if r["model"] == "auto"]
+    if chosen:
+        a = chosen[0][metric]
+        lines.append(f"- auto beats EASE: **{'holds' if a > base else 'fails'}** ({a:.4f}, "
+                     f"{a / base - 1:+.1%})")  # fmt: skip
+    bpr, popular = score("bpr"), score("most-popular")
+    if bpr is not None and popular is not None:
+        lines.append(f"- BPR >= most popular: **{'holds' if bpr >= popular else 'fails'}** "
+                     f"({bpr:.4f} vs {popular:.4f})")  # fmt: skip
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -85,6 +85,33 @@ def synthetic(seed: int = 0, users: int = 3000, items: int = 2000, rows: int = 9
     return random_split(data, 0.2, seed=seed + 42)
 
 
+def compact(data: Interactions) -> Interactions:
+    """The same rows with the catalogue cut down to the items that occur (ids renumbered)."""
+    touched, items = np.unique(data.items, return_inverse=True)
+    return Interactions(data.users, items, data.num_users, len(touched),
+                        timestamps=data.timestamps)  # fmt: skip
+
+
+def ml1m_small(users: int = 600, seed: int = 0):
+    """A look-alike of #12's held-back set from real data: ``users`` seeded random ML-1M users
+    (their ``train/input.txt`` lines, positions as timestamps), the catalogue the items they
+    touched, every row an interaction; split 80/20 at random (seeded)."""
+    train = ml1m_sequences().train
+    chosen = np.sort(np.random.default_rng(seed).choice(train.num_users, users, replace=False))
+    rows = np.isin(train.users, chosen)
+    data = Interactions(np.searchsorted(chosen, train.users[rows]), train.items[rows], users,
+                        train.num_items, timestamps=train.timestamps[rows])  # fmt: skip
+    return random_split(compact(data), 0.2, seed=seed + 42)
+
+
+def synthetic_small(seed: int = 0, users: int = 600, items: int = 10_000, rows: int = 105_000):
+    """The held-back set's shape from synthetic data: few users, a catalogue several times
+    ML-100k's where half the items have three rows or fewer (Zipf exponent 1.1), cluster
+    structure as :func:`synthetic`; the catalogue is the items drawn; split 80/20 (seeded)."""
+    data = compact(power_law(users, items, rows, seed=seed, item_exponent=1.1))
+    return random_split(data, 0.2, seed=seed + 42)
+
+
 def tuning_split(train: Interactions, *, sequential: bool = False, seed: int = 43):
     """(fit, validation) carved from ``train``: the last item per user for sequences, else a
     seeded random 10% of the rows."""
