@@ -162,15 +162,21 @@ def child_split(args) -> None:
     np.savez(args.out / "test.npz", users=test.users, items=test.items)
 
 
-def _split(folder: Path):
+def _split(folder: Path, test: bool = True, train: bool = True):
+    """The saved split's training and test ``Interactions`` (or the one asked for alone)."""
     import numpy as np
 
     from recfunnel.data import Interactions
 
-    raw, held = np.load(folder / "train.npz"), np.load(folder / "test.npz")
+    raw = np.load(folder / "train.npz")
     shape = int(raw["num_users"]), int(raw["num_items"])
-    return (Interactions(raw["users"], raw["items"], *shape),
-            Interactions(held["users"], held["items"], *shape))  # fmt: skip
+    parts = []
+    if train:
+        parts.append(Interactions(raw["users"], raw["items"], *shape))
+    if test:
+        held = np.load(folder / "test.npz")
+        parts.append(Interactions(held["users"], held["items"], *shape))
+    return tuple(parts) if len(parts) > 1 else parts[0]
 
 
 def _recall(X, Y, train, test) -> float:
@@ -198,19 +204,22 @@ def child_recall(args) -> None:
 
 def child_wals(args) -> None:
     """recfunnel's WALS in implicit's harness: the same training split from the npz, the same
-    settings (the ``seed`` preset), only the fit timed; then recall@10 on the same users."""
+    settings (the ``seed`` preset), only the fit timed; then recall@10 on the same users. The
+    test split is read after the fit, as implicit's fit process never reads it (its recall is
+    computed by ``child-recall``); the training ``Interactions`` stay alive through the fit."""
     import resource
 
     from recfunnel.models import WALS
     from recfunnel.presets import preset
 
-    train, test = _split(args.out)
+    train = _split(args.out, test=False)
     model = WALS(preset("wals", "seed"))
     started = time.perf_counter()
     model.fit(train)
     seconds = time.perf_counter() - started
     # the peak so far (imports, the npz, the fit), as implicit's process ends after its fit
     fit_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    test = _split(args.out, test=True, train=False)
     recall = _recall(model.user_factors_, model.item_factors_, train, test)
     print(json.dumps({"seconds": seconds, "recall@10": recall, "fit_peak_rss_mb": fit_peak}))
 
@@ -256,7 +265,8 @@ def run_size(name: str, args, env: dict, results: dict) -> None:
         record("evaluation, 10k sampled users", {"seconds": metrics["eval_seconds"],
                                                  "users": metrics["num_eval_users"]})  # fmt: skip
     if "implicit" in steps:
-        timed([*me, "child-split", str(data), "--out", str(work)], env)
+        if not (work / "train.npz").exists() or not (work / "test.npz").exists():
+            timed([*me, "child-split", str(data), "--out", str(work)], env)  # seeded: reused
         out = timed([str(PEER_PYTHON), str(REPO / "benchmarks" / "peers" / "implicit_als.py"),
                      "--train-npz", str(work / "train.npz"), "--out", str(work / "implicit"),
                      "--factors", "32", "--regularization", "0.01", "--iterations", "15",

@@ -742,6 +742,7 @@ class SGDMFConfig(Config):
 
 #: how BPR draws its negative items
 BPR_SAMPLING = ("uniform", "popularity")
+BPR_WEIGHTING = ("mean", "hardest")
 
 
 @dataclass(frozen=True)
@@ -756,6 +757,11 @@ class BPRConfig(Config):
     sampling: str = option(
         "uniform", "negatives drawn uniformly or by popularity (count ** 0.75)",
         choices=BPR_SAMPLING,
+    )  # fmt: skip
+    weighting: str = option(
+        "mean", "the loss averages the sampled negatives' terms (mean) or keeps only the highest "
+        "scored one (hardest: dynamic negative sampling, Zhang et al. 2013)",
+        choices=BPR_WEIGHTING,
     )  # fmt: skip
     init_scale: float = option(0.1, "std of the initial factors", gt=0.0)
     trainer: TrainerConfig = trainer(

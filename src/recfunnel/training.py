@@ -371,18 +371,27 @@ class Trainer:
         return total
 
 
+def _batch(tensors: dict[str, torch.Tensor], rows: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The batch ``rows`` of every column; int32 columns (the user and item indices of
+    :class:`Interactions`, kept at half the memory) widened to int64, as the models take."""
+    return {
+        name: column[rows].long() if column.dtype == torch.int32 else column[rows]
+        for name, column in tensors.items()
+    }
+
+
 def train_step(model, tensors: dict[str, torch.Tensor], rows: torch.Tensor) -> float:
     """Forward and backward of the global batch ``rows``: in a distributed job this process
     takes its own range of them and the gradients are averaged over the processes (see
     :mod:`recfunnel.distributed`). Returns this process's loss."""
     if not distributed.active():
-        loss = model.compute_loss({name: column[rows] for name, column in tensors.items()})
+        loss = model.compute_loss(_batch(tensors, rows))
         loss.backward()
         return float(loss.detach())
     mine, sizes = distributed.split(rows)
     distributed.set_step_sizes(sizes)
     try:
-        loss = model.compute_loss({name: column[mine] for name, column in tensors.items()})
+        loss = model.compute_loss(_batch(tensors, mine))
         reduction = getattr(getattr(model, "task", None), "reduction", "mean")
         (loss * distributed.loss_scale(len(mine), sizes, reduction)).backward()
     finally:

@@ -24,6 +24,22 @@ def test_loss_is_the_mean_over_negatives_worked_by_hand():
     assert value.item() == pytest.approx((0.3132617 + 0.1269280) / 2, abs=1e-6)
 
 
+def test_hardest_weighting_keeps_only_the_highest_scored_negative_by_hand():
+    net = BiasedMFNet(2, 4, 1, init_scale=0.1)
+    with torch.no_grad():
+        net.user.weight[:] = torch.tensor([[1.0], [2.0]])
+        net.item.weight[:] = torch.tensor([[1.0], [0.0], [-1.0], [0.5]])
+        net.item_bias.weight.zero_()
+    loss = BPRLoss(net, 0.1, np.ones(4), negatives=3, weighting="hardest")
+    loss.sample = lambda shape, device: torch.tensor([[2, 3, 1]])  # scores -1, 0.5, 0
+    value = loss.compute_loss({"user": torch.tensor([0]), "item": torch.tensor([0])})
+    # only item 3 counts: -log sigmoid(1 - 0.5) + 0.1 * (|p|^2 + |q_0|^2 + |q_3|^2) = 0.47408 +
+    # 0.1 * (1 + 1 + 0.25)
+    assert value.item() == pytest.approx(0.4740770 + 0.225, abs=1e-6)
+    value.backward()
+    assert net.item.weight.grad[[1, 2]].abs().sum() == 0  # the easier negatives get no gradient
+
+
 def test_popularity_sampling_follows_count_to_the_three_quarters():
     counts = np.array([1.0, 16.0, 81.0, 0.0])
     loss = BPRLoss(BiasedMFNet(1, 4, 2, 0.1), 0.0, counts, negatives=1, sampling="popularity")
@@ -46,7 +62,8 @@ def test_several_negatives_learn_the_checkerboard():
 @pytest.mark.parametrize(
     "options, message",
     [(dict(negatives=0), "negatives must be at least 1"),
-     (dict(sampling="hard"), "sampling must be one of uniform, popularity")],
+     (dict(sampling="hard"), "sampling must be one of uniform, popularity"),
+     (dict(weighting="max"), "weighting must be one of mean, hardest")],
 )  # fmt: skip
 def test_bad_options(options, message):
     with pytest.raises(RecfunnelError, match=message):

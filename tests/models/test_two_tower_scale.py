@@ -56,7 +56,8 @@ def test_sparse_updates_compute_the_dense_loss_and_gradients(softmax):
     task = RetrievalTask(softmax=softmax, negatives=16 if softmax == "mixed" else 0,
                          logq_correction=True, reduction="mean")  # fmt: skip
     dense, sparse = _net(False, data, task), _net(True, data, task)
-    batch = {"user": torch.as_tensor(data.users[::7]), "item": torch.as_tensor(data.items[::7])}
+    batch = {"user": torch.as_tensor(data.users[::7]).long(),  # int64, as train_step gives
+             "item": torch.as_tensor(data.items[::7]).long()}  # fmt: skip
     losses = []
     for net in (dense, sparse):
         loss = net.compute_loss(batch)
@@ -125,8 +126,8 @@ def test_sampled_history_is_unbiased_and_exact_for_short_histories():
     counts = torch.as_tensor(np.diff(seen.indptr).astype(np.float32))
     torch.manual_seed(0)
     tower = HistoryQueryTower(30, 40, 4, init="normal", sparse=True, own=False)
-    users = torch.as_tensor(data.users[::5])
-    left = torch.as_tensor(data.items[::5])
+    users = torch.as_tensor(data.users[::5]).long()
+    left = torch.as_tensor(data.items[::5]).long()
     exact, _ = tower.pool_rows(users, indptr, indices, counts, None)
     n = counts[users]
     exact_left = tower(users, None, counts, left, rows=(indptr, indices))

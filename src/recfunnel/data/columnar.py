@@ -3,7 +3,8 @@
 Nothing here makes a Python object per row. Columns are read one at a time (only the named
 ones), and each id column is dictionary-encoded by Arrow in one hashing pass: its distinct
 values in first-seen order (the order :class:`~recfunnel.data.vocab.Vocabulary` gives ids) and
-one integer code per row, written straight into one int64 array. The distinct ids stay an array
+one integer code per row, written straight into one int32 array (Arrow's own index type; the
+interactions keep it as it is). The distinct ids stay an array
 (NumPy for integer ids): the vocabulary turns them into Python strings only when a string is
 asked for (saving a run, looking up a raw id). Numeric columns go to NumPy in one conversion.
 Where a column holds something the fast path cannot take as it is (a null id, a rating that is
@@ -30,12 +31,14 @@ class IdColumn(Sequence[str]):
     Attributes:
         uniques: the U distinct raw ids in first-seen order: a list of strings, or an int64
             NumPy array [U] for integer ids (each reads as its decimal text).
-        codes: int64 [N] position of each row's id in ``uniques``.
+        codes: int32 [N] (int64 past 2**31 distinct ids) position of each row's id in
+            ``uniques``.
     """
 
     def __init__(self, uniques, codes: np.ndarray) -> None:
         self.uniques = uniques
-        self.codes = np.asarray(codes, dtype=np.int64)
+        wide = len(uniques) > np.iinfo(np.int32).max
+        self.codes = np.asarray(codes, dtype=np.int64 if wide else np.int32)
 
     @classmethod
     def from_arrow(cls, column) -> IdColumn:
@@ -47,7 +50,7 @@ class IdColumn(Sequence[str]):
         if isinstance(column, pa.Array):
             column = pa.chunked_array([column])
         encoded = pc.dictionary_encode(column)
-        codes = np.empty(len(column), dtype=np.int64)
+        codes = np.empty(len(column), dtype=np.int32)  # Arrow's dictionary indices are int32
         start, dictionary = 0, None
         for chunk in encoded.chunks:
             codes[start : start + len(chunk)] = chunk.indices.to_numpy()
@@ -72,8 +75,8 @@ class IdColumn(Sequence[str]):
         return vocabulary is getattr(self, "_vocabulary", None)
 
     def encode(self, vocabulary: Vocabulary) -> np.ndarray:
-        """int64 [N] indices in ``vocabulary`` (its OOV index for unknown ids): one lookup per
-        distinct id, then a gather."""
+        """[N] indices in ``vocabulary`` (its OOV index for unknown ids): one lookup per
+        distinct id, then a gather; the codes themselves for the vocabulary made from them."""
         if self.encodes_to(vocabulary):
             return self.codes
         return vocabulary.encode(self._texts())[self.codes]

@@ -18,6 +18,32 @@ from recfunnel.errors import DataError
 DUPLICATES = ("keep", "sum", "mean", "first", "last")
 
 
+def index_dtype(num_users: int, num_items: int) -> type:
+    """The integer type of the user and item indices: int32 while both vocabularies fit in it
+    (half the memory of int64: 8 bytes a row instead of 16), int64 beyond."""
+    return np.int32 if max(num_users, num_items) <= np.iinfo(np.int32).max else np.int64
+
+
+def pair_keys(users: np.ndarray, items: np.ndarray, num_items: int) -> np.ndarray:
+    """int64 ``user * num_items + item`` per row, one key per (user, item) pair.
+
+    Widened before the product: NumPy keeps ``int32 * int`` in int32, which wraps around
+    silently once ``num_users * num_items`` passes 2**31 (a million users by 2,148 items)."""
+    return np.asarray(users, dtype=np.int64) * np.int64(max(1, num_items)) + items
+
+
+def _indices(values, index: type) -> np.ndarray:
+    """``values`` as a flat contiguous array of ``index`` (no copy where it already is one);
+    refuses indices that the type cannot hold instead of wrapping them around."""
+    arr = np.asarray(values)
+    if arr.dtype != index and arr.size and np.issubdtype(arr.dtype, np.integer):
+        info = np.iinfo(index)
+        if arr.min() < info.min or arr.max() > info.max:  # out of range: refused below
+            arr = arr.astype(np.int64)
+            index = np.int64
+    return np.ascontiguousarray(arr, dtype=index).reshape(-1)
+
+
 def _optional(values, dtype, name: str, n: int) -> np.ndarray | None:
     if values is None:
         return None
@@ -32,8 +58,10 @@ class Interactions:
     """Interactions between ``num_users`` users and ``num_items`` items.
 
     Attributes:
-        users: int64 [N] dense user indices in ``[0, num_users)``.
-        items: int64 [N] dense item indices in ``[0, num_items)``.
+        users: [N] dense user indices in ``[0, num_users)``.
+        items: [N] dense item indices in ``[0, num_items)``; both int32 while the vocabularies
+            fit in it, else int64 (:func:`index_dtype`). Widen before combining them into one
+            number (:func:`pair_keys`): int32 arithmetic wraps around silently.
         ratings: float32 [N] explicit feedback, or ``None``.
         timestamps: int64 [N] seconds, or ``None``.
         weights: float32 [N] non-negative confidence / sample weights, or ``None``.
@@ -51,8 +79,8 @@ class Interactions:
     _csr: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        users = np.ascontiguousarray(self.users, dtype=np.int64).reshape(-1)
-        items = np.ascontiguousarray(self.items, dtype=np.int64).reshape(-1)
+        index = index_dtype(int(self.num_users), int(self.num_items))
+        users, items = (_indices(values, index) for values in (self.users, self.items))
         n = users.shape[0]
         if items.shape[0] != n:
             raise DataError(f"{n} user ids but {items.shape[0]} item ids; give one of each per row")
@@ -147,7 +175,7 @@ class Interactions:
 
     def duplicate_pairs(self) -> int:
         """Number of rows whose (user, item) pair appeared in an earlier row."""
-        keys = self.users * max(1, self.num_items) + self.items
+        keys = pair_keys(self.users, self.items, self.num_items)
         if not (keys[1:] >= keys[:-1]).all():  # data sorted by (user, item) needs no sort
             keys.sort()  # in place; a sort, not np.unique: NumPy 2.4's hashed unique takes
             # ~14 s per million such keys
@@ -174,7 +202,7 @@ class Interactions:
         )
         if keep in ("last", "sum"):
             order = order[::-1]
-        keys = self.users[order] * max(1, self.num_items) + self.items[order]
+        keys = pair_keys(self.users[order], self.items[order], self.num_items)
         _, first_pos, inverse = np.unique(keys, return_index=True, return_inverse=True)
         rows = order[first_pos]
         out = self.subset(np.sort(rows))
@@ -248,10 +276,15 @@ class Interactions:
             if (step < 0).any() or (i[1:][step == 0] <= i[:-1][step == 0]).any():
                 return None  # not sorted by (user, item), or a pair repeated
         index = np.int32 if max(self.num_users, self.num_items, len(users)) < 2**31 else np.int64
+        counts = np.zeros(self.num_users, dtype=np.int64)
+        for lo in range(0, len(users), 1 << 20):  # no [N] int64 copy of int32 indices
+            counts += np.bincount(users[lo : lo + (1 << 20)], minlength=self.num_users)
         indptr = np.zeros(self.num_users + 1, dtype=index)
-        np.cumsum(np.bincount(users, minlength=self.num_users), out=indptr[1:])
+        np.cumsum(counts, out=indptr[1:])
+        # the column indices are the items array itself where the types agree (no copy)
+        cols = items.astype(index, copy=False)
         matrix = sp.csr_matrix(
-            (np.array(data, dtype=np.float32, copy=copy or None), items.astype(index), indptr),
+            (np.array(data, dtype=np.float32, copy=copy or None), cols, indptr),
             shape=(self.num_users, self.num_items),
             copy=False,
         )

@@ -92,7 +92,7 @@ def ordered_gram(train: Interactions, window: float, floor: float, device="cpu")
     gram *= floor
     flat = gram.view(-1)
     u = torch.as_tensor(users, device=device)
-    i = torch.as_tensor(items, device=device)
+    i = torch.as_tensor(items, dtype=torch.int64, device=device)  # a * n + b: past int32
     longest = int(np.bincount(users).max()) if len(users) else 0
     for k in range(1, min(int(REACH * window), longest - 1) + 1):
         same = u[k:] == u[:-k]

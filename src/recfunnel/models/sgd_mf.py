@@ -67,7 +67,9 @@ class RatingLoss(nn.Module):
 
 
 class BPRLoss(nn.Module):
-    """BPR with ``negatives`` sampled items per positive row, averaged.
+    """BPR with ``negatives`` sampled items per positive row, averaged, or only the highest
+    scored of them (``weighting="hardest"``: dynamic negative sampling, Zhang et al. 2013,
+    "Optimizing Top-N Collaborative Filtering via Dynamic Negative Item Sampling").
 
     Negatives are drawn uniformly or in proportion to ``count ** 0.75`` (``sampling``; the
     word2vec smoothing, so popular items are seen as negatives as often as they are positives
@@ -82,12 +84,14 @@ class BPRLoss(nn.Module):
         item_counts: np.ndarray,
         negatives: int = 1,
         sampling: str = "uniform",
+        weighting: str = "mean",
     ) -> None:
         super().__init__()
         self.net = net
         self.regularization = regularization
         self.num_items = len(item_counts)
         self.negatives = negatives
+        self.hardest = weighting == "hardest"
         cdf = None
         if sampling == "popularity":
             weights = torch.as_tensor(item_counts, dtype=torch.float64).clamp_min(0) ** 0.75
@@ -104,6 +108,11 @@ class BPRLoss(nn.Module):
     def compute_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         u, i = batch["user"], batch["item"]
         j = self.sample((len(i), self.negatives), i.device)  # [B, K]
+        if self.hardest:  # only the highest scored negative counts (and is regularized)
+            with torch.no_grad():
+                scores = torch.einsum("bd,bkd->bk", self.net.user(u), self.net.item(j))
+                scores += self.net.item_bias(j)[..., 0]
+            j = j.gather(1, scores.argmax(1, keepdim=True))  # [B, 1]
         p, qi, qj = self.net.user(u), self.net.item(i), self.net.item(j)  # [B,D] [B,D] [B,K,D]
         bi, bj = self.net.item_bias(i)[:, 0], self.net.item_bias(j)[..., 0]  # [B] [B, K]
         positive = (p * qi).sum(1) + bi  # [B]
@@ -193,7 +202,7 @@ class BPR(_GradientMF):
     def _loss_module(self, net, train):
         config = self.config
         return BPRLoss(net, config.regularization, train.item_counts(), config.negatives,
-                       config.sampling)  # fmt: skip
+                       config.sampling, config.weighting)  # fmt: skip
 
     @torch.no_grad()
     def fold_in(self, items: np.ndarray) -> torch.Tensor:
