@@ -76,42 +76,37 @@ def _heap_push(hv, hi, m, K, v, j):  # pragma: no cover - compiled
             i = p
         hv[i] = v
         hi[i] = j
-    elif _worse(hv[0], hi[0], v, j):  # replace the worst, sift down
-        i = 0
-        while True:
-            c = 2 * i + 1
-            if c >= K:
-                break
-            if c + 1 < K and _worse(hv[c + 1], hi[c + 1], hv[c], hi[c]):
-                c += 1
-            if not _worse(hv[c], hi[c], v, j):
-                break
-            hv[i] = hv[c]
-            hi[i] = hi[c]
-            i = c
-        hv[i] = v
-        hi[i] = j
+    elif _worse(hv[0], hi[0], v, j):  # replace the worst
+        _sift_down(hv, hi, K, v, j)
     return m
 
 
+def _sift_down(hv, hi, n, v, j):  # pragma: no cover - compiled
+    """Put ``(v, j)`` into the root's place of the heap ``hv[:n]``/``hi[:n]`` (worst on top),
+    moving the worse child up until ``(v, j)`` fits."""
+    i = 0
+    while True:
+        c = 2 * i + 1
+        if c >= n:
+            break
+        if c + 1 < n and _worse(hv[c + 1], hi[c + 1], hv[c], hi[c]):
+            c += 1
+        if not _worse(hv[c], hi[c], v, j):
+            break
+        hv[i] = hv[c]
+        hi[i] = hi[c]
+        i = c
+    hv[i] = v
+    hi[i] = j
+
+
 def _heap_sort(hv, hi, K):  # pragma: no cover - compiled
-    """A full heap of ``K`` (worst on top) -> best first: pop the worst to the back, K times."""
+    """A full heap of ``K`` (worst on top) -> best first: move the worst to the back, K times
+    (entries are distinct by index, so the order is the one sort of (value, index))."""
     for end in range(K - 1, 0, -1):
-        v, j = hv[0], hi[0]
-        hv[0], hi[0] = hv[end], hi[end]
-        hv[end], hi[end] = v, j
-        i = 0
-        while True:
-            c = 2 * i + 1
-            if c >= end:
-                break
-            if c + 1 < end and _worse(hv[c + 1], hi[c + 1], hv[c], hi[c]):
-                c += 1
-            if not _worse(hv[c], hi[c], hv[i], hi[i]):
-                break
-            hv[i], hv[c] = hv[c], hv[i]
-            hi[i], hi[c] = hi[c], hi[i]
-            i = c
+        v, j = hv[end], hi[end]
+        hv[end], hi[end] = hv[0], hi[0]
+        _sift_down(hv, hi, end, v, j)
 
 
 def _fused_top_k(Q, qnorm, Vt, order, tile_bound, K, t_ptr, t_cols, t_relevant, s_ptr, s_cols,
@@ -217,6 +212,7 @@ def _fused_top_k(Q, qnorm, Vt, order, tile_bound, K, t_ptr, t_cols, t_relevant, 
 if AVAILABLE:
     _score_tile = numba.njit(cache=True, nogil=True, fastmath={"contract"})(_score_tile)
     _worse = numba.njit(cache=True, nogil=True, inline="always")(_worse)
+    _sift_down = numba.njit(cache=True, nogil=True)(_sift_down)
     _heap_push = numba.njit(cache=True, nogil=True)(_heap_push)
     _heap_sort = numba.njit(cache=True, nogil=True)(_heap_sort)
     _fused_top_k = numba.njit(parallel=True, cache=True, nogil=True)(_fused_top_k)
