@@ -60,4 +60,4 @@ def test_an_answer_allocates_no_object_per_item():
             gc.enable()
 
     assert allocated(lambda: encode(rec)) < 50
-    assert allocated(rec.to_records) > 3 * n  # what the plain encoding's records cost
+    assert allocated(rec.to_records) >= 3 * n  # the plain records: one dict per item, at least
