@@ -464,7 +464,8 @@ def estimate_fit_seconds(
     """About how long one fit of ``config`` on ``fit`` (validated each epoch) takes, in seconds.
 
     * EASE / RP3beta: a flop count (the Gram matrix's sparse product, and for EASE a Cholesky
-      inverse: ~``4 N^3``) over this process's measured matrix-product speed.
+      inverse: ~``N^3`` flops, which run at about half the speed of a matrix product, so
+      ``2.2 N^3``) over this process's measured matrix-product speed.
     * Models trained in epochs: a probe. Two short fits (``max_examples`` = 128 rows, then 3%
       of an epoch's rows or 384) give the per-row cost and the fixed cost; one validation pass
       is timed; the estimate is ``fixed + epochs x (rows x per-row + validation)``. A
@@ -475,7 +476,7 @@ def estimate_fit_seconds(
         counts = np.bincount(fit.users, minlength=fit.num_users).astype(np.float64)
         gram = float(np.sum(counts**2)) * 10e-9  # scipy's sparse product, ~10 ns a pair
         n = float(fit.num_items)
-        dense = (4.0 * n**3 if kind == "ease" else 0.05 * n**3) / _flops_per_second()
+        dense = (2.2 * n**3 if kind == "ease" else 0.05 * n**3) / _flops_per_second()
         window = getattr(config, "window", None)
         if window is not None and fit.timestamps is not None:  # the order-aware Gram's pairs
             gram += len(fit) * min(3.0 * window, counts.max()) * 2 * 20e-9
