@@ -33,6 +33,17 @@ class ClosedForm:
         self.calls = state["calls"]
 
 
+class Drifting(nn.Module):
+    """w grows by the step size at every step (plain SGD on -w)."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(1))
+
+    def compute_loss(self, batch):
+        return -self.w.sum()
+
+
 DATA = Interactions([0, 1], [1, 0], 2, 2)
 
 
@@ -70,20 +81,29 @@ def test_early_stopping_restores_the_best_epochs_state():
 
 
 def test_early_stopping_restores_a_networks_weights():
-    class Drifting(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.w = nn.Parameter(torch.zeros(1))
-
-        def compute_loss(self, batch):
-            return -self.w.sum()  # w grows by the learning rate every step
-
     net = Drifting()
     trainer = Trainer(TrainerConfig(epochs=10, batch_size=2, optimizer="sgd", learning_rate=1.0,
                                     patience=1, monitor="rmse"))  # fmt: skip
     log = trainer.fit(net, DATA, validate=lambda: {"rmse": abs(float(net.w.detach()) - 3.0)})
     assert log.best_epoch == 3 and len(log.epochs) == 4
     assert float(net.w.detach()) == 3.0
+
+
+@pytest.mark.parametrize(("schedule", "moved"), [("constant", 4.0), ("linear", 2.5)])
+def test_the_learning_rate_schedule_sets_each_steps_size(schedule, moved):
+    """Four one-step epochs at learning rate 1: constant steps 1 + 1 + 1 + 1; linear steps
+    fall with the rows trained out of the 8 planned: 1 + 0.75 + 0.5 + 0.25."""
+    net = Drifting()
+    Trainer(epochs=4, batch_size=2, optimizer="sgd", learning_rate=1.0,
+            lr_schedule=schedule).fit(net, DATA)  # fmt: skip
+    assert float(net.w.detach()) == pytest.approx(moved)
+
+
+def test_a_linear_schedule_counts_max_examples_as_the_plan():
+    net = Drifting()  # 2 planned rows: the one step of 2 rows is at the full rate, then none
+    Trainer(epochs=4, batch_size=2, optimizer="sgd", learning_rate=1.0, lr_schedule="linear",
+            max_examples=2).fit(net, DATA)  # fmt: skip
+    assert float(net.w.detach()) == pytest.approx(1.0)
 
 
 def test_lazy_adam_moves_the_rows_sparse_adam_moves_by_the_same_amounts():

@@ -499,6 +499,7 @@ def parse_value(text: str, tp, name: str = "value"):
 # ============================================================================ the configs
 DEVICES = ("auto", "cpu", "cuda")
 OPTIMIZERS = ("adagrad", "adam", "adamw", "sgd")
+LR_SCHEDULES = ("constant", "linear")
 
 
 def _check_device(device: str) -> None:
@@ -532,6 +533,12 @@ class TrainerConfig(Config):
         "stop a fit once it has trained on this many rows (the last epoch may be partial); "
         "none trains every epoch",
         min=1,
+    )
+    lr_schedule: str = option(
+        "constant",
+        "constant, or linear: the step size falls linearly from learning_rate to 0 over the "
+        "planned rows (epochs x rows, or max_examples)",
+        choices=LR_SCHEDULES,
     )
 
     #: fields every closed-form model honours (the others are gradient settings)
@@ -765,7 +772,12 @@ class BPRConfig(Config):
     )  # fmt: skip
     init_scale: float = option(0.1, "std of the initial factors", gt=0.0)
     trainer: TrainerConfig = trainer(
-        optimizer="adam", learning_rate=0.01, batch_size=1024, epochs=20, device="cpu"
+        optimizer="adam",
+        learning_rate=0.02,
+        lr_schedule="linear",
+        batch_size=1024,
+        epochs=20,
+        device="cpu",
     )
 
 

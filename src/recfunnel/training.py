@@ -182,6 +182,12 @@ class Optimizers:
         for part in self.parts:
             part.step()
 
+    def scale_learning_rate(self, base: float, factor: float) -> None:
+        """Set every part's step size to ``base x factor`` (a schedule's step)."""
+        for part in self.parts:
+            for group in part.param_groups:
+                group["lr"] = base * factor
+
     def state_dict(self) -> list[dict]:
         return [part.state_dict() for part in self.parts]
 
@@ -353,6 +359,7 @@ class Trainer:
     def _epoch(self, model, tensors, n, optimizer, generator, device, progress) -> float:
         model.train()
         order = torch.randperm(n, generator=generator).to(device)
+        planned = self.config.max_examples or self.config.epochs * n  # rows (the schedule's)
         total = 0.0
         step = self.config.batch_size * distributed.world_size()  # the global batch
         if self.config.max_examples is not None:  # the budget left for this epoch
@@ -364,6 +371,9 @@ class Trainer:
                 break  # too few rows left to give every process one
             optimizer.zero_grad()
             value = train_step(model, tensors, rows)
+            if self.config.lr_schedule == "linear":  # by the rows trained so far, of all planned
+                optimizer.scale_learning_rate(self.config.learning_rate,
+                                              max(0.0, 1.0 - self._seen / planned))  # fmt: skip
             optimizer.step()
             total += value
             progress.update(len(rows), loss=value)
