@@ -67,6 +67,16 @@ def test_presets_round_trip_through_dict_and_toml(kind, tmp_path):
         assert read_config(path, kind) == config
 
 
+def test_a_hand_written_preset_sets_only_what_it_names(tmp_path):
+    """A partial [trainer] table keeps the model's other trainer settings (BPR: Adam 0.02,
+    linear), as --set does; the generic trainer defaults (Adagrad 0.1) would be wrong."""
+    path = tmp_path / "mine.toml"
+    path.write_text('model = "bpr"\ndim = 64\n\n[trainer]\nepochs = 5\n')
+    config = read_config(path, "bpr")
+    assert config == PRESETS["bpr"]["default"].override(dim=64, **{"trainer.epochs": 5})
+    assert config.trainer.optimizer == "adam" and config.trainer.lr_schedule == "linear"
+
+
 def test_configs_are_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         TwoTowerConfig().dim = 3
