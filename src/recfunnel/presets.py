@@ -197,23 +197,11 @@ def read_config(path: Path, model: str) -> Config:
     if "params" in data:  # a saved run's or `tune`'s config: every option, read as written
         return model_class(model).config_class.from_dict(data["params"])
     # a hand-written table of options (beside model = "..." and a comment): the model's default
-    # preset with these options set, as `--set` sets them; a partial [trainer] table keeps the
-    # model's other trainer settings
+    # preset with these options set as `--set` sets them (Config.override: a partial [trainer]
+    # table keeps the model's other trainer settings)
     data = {k: v for k, v in data.items() if k not in ("model", "comment")}
     default = PRESETS.get(model, {}).get("default") or model_class(model).config_class()
-    base = default.to_dict()
-    return model_class(model).config_class.from_dict(_merged(base, data))
-
-
-def _merged(base: dict, given: dict) -> dict:
-    """``base`` with ``given``'s values, tables merged key by key (a copy)."""
-    out = dict(base)
-    for key, value in given.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merged(out[key], value)
-        else:
-            out[key] = value
-    return out
+    return default.override(**data)
 
 
 def config_toml(config: Config, *, model: str | None = None, comment: str = "") -> str:
