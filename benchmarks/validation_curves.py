@@ -1,11 +1,12 @@
-"""BPR variants' per-epoch validation curves against most-popular (#12), never the test rows.
+"""A model's variants: per-epoch validation curves against most-popular (#12), never the test rows.
 
-    python benchmarks/bpr_curves.py synthetic-small,ml1m-small \
+    python benchmarks/validation_curves.py bpr synthetic-small,ml1m-small \
         '{"default": {}, "hardest of 32": {"weighting": "hardest", "negatives": 32}}'
 
 Each dataset's training rows are carved by ``quality_data.tuning_split`` (a seeded random 10%
-is the validation split); every variant is the ``bpr`` default preset with the given overrides,
-fitted once with validation after every epoch. Prints one line per variant. Threads: torch 1.
+is the validation split); every variant is the model's ``default`` preset with the given
+overrides (``--set`` names: ``{"trainer.epochs": 10}``), fitted once with validation after every
+epoch. Prints one line per variant. Threads: torch 1.
 """
 
 from __future__ import annotations
@@ -30,20 +31,23 @@ from recfunnel.models import model_class  # noqa: E402
 from recfunnel.presets import preset  # noqa: E402
 
 LOADERS = {"synthetic-small": qd.synthetic_small, "ml1m-small": qd.ml1m_small,
-           "ml100k": qd.ml100k_seed, "synthetic": qd.synthetic}  # fmt: skip
+           "ml100k": qd.ml100k_seed, "synthetic": qd.synthetic,
+           "ml1m": lambda: (qd.ml1m_sequences().train,)}  # fmt: skip
+#: validation is each user's last item here (the sequences' protocol), a random 10% elsewhere
+SEQUENTIAL = {"ml1m"}
 
 
 def main() -> None:
     torch.set_num_threads(1)
-    datasets, variants = sys.argv[1].split(","), json.loads(sys.argv[2])
+    kind, datasets, variants = sys.argv[1], sys.argv[2].split(","), json.loads(sys.argv[3])
     for name in datasets:
-        fit, validation = qd.tuning_split(LOADERS[name]()[0])
+        fit, validation = qd.tuning_split(LOADERS[name]()[0], sequential=name in SEQUENTIAL)
         popular = model_class("most-popular")(preset("most-popular")).fit(fit)
         m = evaluate_scores(popular.score, fit, validation, ranking_ks=(10,))
         print(f"{name} {fit.num_users}x{fit.num_items}, {len(fit)} rows: most-popular "
               f"R@10 {m['recall@10']:.4f} NDCG@10 {m['ndcg@10']:.4f}", flush=True)  # fmt: skip
         for label, overrides in variants.items():
-            model = model_class("bpr")(preset("bpr", "default").override(**overrides))
+            model = model_class(kind)(preset(kind, "default").override(**overrides))
             wall, cpu = time.perf_counter(), time.process_time()
             model.fit(fit, validation=validation)
             epochs = model.training_log_.epochs
