@@ -617,6 +617,12 @@ class LargeCatalogueConfig(Config):
         None, "stop a fit after this many rows (none: the trainer's)", min=1
     )
     optimizer: str | None = option(None, "optimiser (none: the trainer's)", choices=OPTIMIZERS)
+    weight_decay: float | None = option(
+        None, "optimiser weight decay (none: the trainer's; sparse updates need 0)", min=0.0
+    )
+    lr_schedule: str | None = option(
+        None, "step-size schedule (none: the trainer's)", choices=LR_SCHEDULES
+    )
     user_l2: float | None = option(None, "L2 on the batch's queries (none: the model's)", min=0.0)
     item_l2: float | None = option(
         None, "L2 on the batch's positive items (none: the model's)", min=0.0
@@ -630,7 +636,8 @@ class LargeCatalogueConfig(Config):
 
     #: fields that belong to the trainer
     TRAINER: ClassVar[tuple[str, ...]] = (
-        "batch_size", "learning_rate", "epochs", "max_examples", "optimizer",
+        "batch_size", "learning_rate", "epochs", "max_examples", "optimizer", "weight_decay",
+        "lr_schedule",
     )  # fmt: skip
 
 
@@ -700,7 +707,8 @@ class TwoTowerConfig(Config):
             )
         if self.sparse_updates and self.trainer.weight_decay:
             raise RecfunnelError(
-                "weight_decay does not go with sparse updates; use user_l2 or sparse_updates=false"
+                "weight_decay does not go with sparse updates; set weight_decay=0 (user_l2 "
+                "and item_l2 regularise instead) or sparse_updates=false"
             )
 
     def resolve_large(self) -> TwoTowerConfig:

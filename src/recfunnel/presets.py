@@ -41,17 +41,22 @@ _TWO_TOWER_SEED = TwoTowerConfig(
     dim=32, softmax="in-batch", reduction="sum", init="uniform", init_scale=0.05,
     trainer=_TFRS_TRAINER,
 )  # fmt: skip
-# softmax "auto": the full softmax where it is cheap (MovieLens: the settings tuned above),
-# else mixed negatives with sparse updates, sized for 20M rows on 2 cores
-# (benchmarks/bench_scale.py, docs/scale.md)
+# softmax "auto": the full softmax where it is cheap, else mixed negatives with sparse updates,
+# sized for 20M rows on 2 cores (benchmarks/bench_scale.py, docs/scale.md). The full-softmax
+# settings: the history tower with an item bias and user L2 (benchmarks/tune_two_tower.py, ML-100k,
+# within its 5 s fit budget), then the step (Adam 0.04 falling linearly to 0, weight decay 1e-4)
+# chosen on the validation splits of four datasets (#12, benchmarks/validation_curves.py,
+# docs/quality.md). The large settings keep the constant step they were sized with.
 _TWO_TOWER_DEFAULT = TwoTowerConfig(
     dim=32, softmax="auto", reduction="mean", pool_seen_items=True, item_bias=True, user_l2=0.01,
     init="normal", init_scale=0.01,
     large=LargeCatalogueConfig(softmax="mixed", negatives=256, sampler="uniform",
                                logq_correction=True, sparse_updates=True, batch_size=1024,
                                max_examples=8_000_000, user_l2=0.1, item_l2=0.1,
-                               history_sample=32),
-    trainer=TrainerConfig(optimizer="adam", learning_rate=0.02, batch_size=4096, epochs=5),
+                               history_sample=32, learning_rate=0.02, weight_decay=0.0,
+                               lr_schedule="constant"),
+    trainer=TrainerConfig(optimizer="adam", learning_rate=0.04, weight_decay=1e-4,
+                          lr_schedule="linear", batch_size=4096, epochs=5),
 )  # fmt: skip
 
 # TFRS basic ranking: ids only, MLP 256-64-1 over [user, item], no biases; "default" is a

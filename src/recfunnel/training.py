@@ -150,7 +150,8 @@ def make_sparse_optimizer(name: str, params, learning_rate: float, weight_decay:
     touches move, their moments included); Adagrad and SGD take sparse gradients as they are."""
     if weight_decay:
         raise RecfunnelError(
-            "weight_decay does not go with sparse updates; use user_l2 or sparse_updates=false"
+            "weight_decay does not go with sparse updates; set weight_decay=0 (user_l2 "
+            "and item_l2 regularise instead) or sparse_updates=false"
         )
     if name in ("adam", "adamw"):
         return LazyAdam(list(params), lr=learning_rate)

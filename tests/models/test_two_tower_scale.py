@@ -20,6 +20,14 @@ def test_auto_softmax_is_full_on_small_catalogues_and_mixed_on_large():
     assert large.softmax == "mixed" and large.sparse_updates
     assert large.negatives > 0 and large.logq_correction and large.trainer.batch_size == 1024
     assert model.resolve(4_000_000, 10_000).softmax == "mixed"  # rows x items too dear
+    # the small-catalogue step (a decaying Adam with weight decay) does not reach the large
+    # settings: sparse updates refuse weight decay, and their constant step was sized at 20M
+    small = model.resolve(80_000, 1682).trainer
+    assert (small.lr_schedule, small.weight_decay, small.learning_rate) == ("linear", 1e-4, 0.04)
+    assert (large.trainer.lr_schedule, large.trainer.weight_decay) == ("constant", 0.0)
+    assert large.trainer.learning_rate == 0.02
+    decaying = TwoTower(softmax="auto", large={"lr_schedule": "linear"})
+    assert decaying.resolve(16_000_000, 200_000).trainer.lr_schedule == "linear"
 
 
 def test_max_examples_stops_the_fit_mid_epoch():
@@ -40,6 +48,11 @@ def test_bad_large_options_are_one_line_errors():
         TwoTower(softmax="full", sparse_updates=True)
     with pytest.raises(RecfunnelError, match="sparse_updates does not go with the full softmax"):
         TwoTower(softmax="auto", sparse_updates=True).resolve(10, 10)  # auto: full here
+    # the default's weight decay is named, with the way out, when sparse updates are asked for
+    mixed = {"softmax": "mixed", "negatives": 8, "sparse_updates": True}
+    with pytest.raises(RecfunnelError, match=r"weight_decay .* set weight_decay=0"):
+        build_model("two-tower", "default", **mixed)
+    assert build_model("two-tower", "default", **mixed, weight_decay=0.0).config.sparse_updates
 
 
 def _net(sparse, data, task):
