@@ -327,14 +327,21 @@ def command() -> str:
 
 def render(name: str, rows: list[dict], docs: bool, command=None, machine_line=None) -> None:
     """Print one dataset's table and write it, under the command that measured it, to
-    docs/quality.md."""
+    docs/quality.md. ``command`` may be a list: rows merged from several runs (each row's
+    ``run`` is its command's number there, from 1)."""
     columns = {"folds": FOLD_COLUMNS, "ml1m": SEQ_COLUMNS}.get(name, COLUMNS)
+    if isinstance(command, list):
+        columns = [*columns, ("run", "run", "")]
     text = table(rows, columns)
     if any(r["model"] == "EASE λ=200" for r in rows):
         text += "\n\n" + targets(rows)
     print(f"\n## {name}\n\n{text}\n", flush=True)
     if docs:
-        where = f"`{command}` ({machine_line})" if command else "(command not recorded)"
+        if isinstance(command, list):  # rows from several runs: name each
+            where = "; ".join(f"run {i + 1}: `{c}`" for i, c in enumerate(command))
+            where += f" ({machine_line}; the last column is each row's run)"
+        else:
+            where = f"`{command}` ({machine_line})" if command else "(command not recorded)"
         write_section("quality.md", f"quality-{name}", f"{where}\n\n{text}")
 
 
