@@ -2,6 +2,7 @@
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -49,6 +50,15 @@ def test_two_ranks_compute_the_single_process_gradients(tmp_path):
             )  # fmt: skip
 
 
+def test_other_ranks_leave_with_rank_0(tmp_path):
+    """Rank 0 evaluates and saves alone; the others wait for it in ``shutdown`` instead of
+    exiting while it still holds gloo connections to them (a process that did could abort)."""
+    out = tmp_path / "left"
+    _torchrun(str(HERE / "finish_worker.py"), str(out))
+    rank0, rank1 = (float(Path(f"{out}.rank{r}").read_text()) for r in range(2))
+    assert rank1 >= rank0 - 0.5  # rank 1 left after rank 0's 2 s of work, not before it
+
+
 def test_wals_with_rows_split_over_two_ranks_fits_what_one_process_fits(tmp_path):
     """Each rank solves its rows, Gram matrices are all-reduced and factors all-gathered: both
     ranks end with the single-process factors (up to the order of the Gram sums)."""
@@ -90,7 +100,9 @@ def test_two_nodes_on_localhost(tmp_path, train_csv):
     argv = ["-m", "recfunnel", "train", "--train", str(train_csv), "--preset", "seed",
             "--epochs", "2", "--batch-size", "16", "--json", "--quiet", "--out",
             str(tmp_path / "run")]  # fmt: skip
-    endpoint = "127.0.0.1:29533"
+    with socket.socket() as probe:  # a free port: a fixed one can be held by a leftover
+        probe.bind(("127.0.0.1", 0))
+        endpoint = f"127.0.0.1:{probe.getsockname()[1]}"
     nodes = [
         subprocess.Popen(
             [
@@ -107,8 +119,10 @@ def test_two_nodes_on_localhost(tmp_path, train_csv):
                 endpoint,
                 "--rdzv-id",
                 "recfunnel-test",
-                "--node-rank",
-                str(rank),
+                # both "machines" are this one, so each would take itself for the store's
+                # host (c10d assigns the ranks; --node-rank is for the static rendezvous)
+                "--rdzv-conf",
+                f"is_host={int(node == 0)}",
                 *argv,
             ],
             stdout=subprocess.PIPE,
@@ -116,7 +130,7 @@ def test_two_nodes_on_localhost(tmp_path, train_csv):
             text=True,
             env=_env(),
         )  # fmt: skip
-        for rank in (0, 1)
+        for node in (0, 1)
     ]
     results = [node.communicate(timeout=600) for node in nodes]
     for node, (_, err) in zip(nodes, results, strict=True):

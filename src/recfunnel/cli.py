@@ -169,9 +169,7 @@ def cmd_train(args) -> int:
 
 
 def _train_with(args, heartbeat) -> int:
-    from recfunnel import distributed, experiment
-    from recfunnel.models import model_class
-    from recfunnel.runs import check_run_target
+    from recfunnel import distributed
 
     if args.model == "auto":
         heartbeat.stage("choosing a model (--model auto)")
@@ -182,6 +180,19 @@ def _train_with(args, heartbeat) -> int:
         heartbeat.stage(None)  # the launched processes report (rank 0)
         return _launch(args)
     distributed.init(args.device or "auto")
+    try:
+        return _train_and_report(args, config, heartbeat)
+    finally:  # every rank: a process that exits with gloo's threads still running can abort
+        distributed.shutdown()
+
+
+def _train_and_report(args, config, heartbeat) -> int:
+    """Train ``config`` as ``recfunnel train`` was asked (this process's part of a
+    distributed job), then save and print the run (rank 0)."""
+    from recfunnel import distributed, experiment
+    from recfunnel.models import model_class
+    from recfunnel.runs import check_run_target
+
     spec = _data_spec(args)
     model = model_class(args.model)(config)
     out = Path(args.out) if args.out else None

@@ -21,7 +21,8 @@ How a step works, with ``P`` processes and ``--batch-size B``:
 * Each process scales its loss by its share of the global batch and the gradients are averaged
   with one all-reduce per parameter (sparse gradients stay sparse on gloo), so every process
   takes the same optimiser step the single process with batch ``P * B`` takes (tested to 1e-5).
-* Rank 0 evaluates, writes checkpoints and saves the run; the others only train.
+* Rank 0 evaluates, writes checkpoints and saves the run; the others only train, then wait
+  for it at a final barrier (:func:`shutdown`) so that all leave the group together.
 
 The backend is gloo on the CPU and NCCL on CUDA, one GPU per process (``LOCAL_RANK``).
 """
@@ -30,11 +31,15 @@ from __future__ import annotations
 
 import os
 import sys
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 
 _SIZES: list[int] | None = None  # the global batch's split, set by the trainer for each step
+#: how long the other processes wait at the end for rank 0 to evaluate and save the run
+FINISH_TIMEOUT = timedelta(hours=24)
+_FINISH = None  # the process group of that final barrier (gloo), made by init()
 
 
 def active() -> bool:
@@ -63,11 +68,23 @@ def init(device: str = "auto") -> None:
     if cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group("nccl" if cuda else "gloo")
+    global _FINISH
+    # the final barrier's own group: waiting for rank 0's evaluation can take longer than a
+    # training collective should ever wait
+    _FINISH = dist.new_group(backend="gloo", timeout=FINISH_TIMEOUT)
 
 
 def shutdown() -> None:
+    """Leave the process group, all processes together: rank 0 evaluates and saves alone
+    while the others wait for it here, since a process that exits while its peers still hold
+    gloo connections to it can abort ("terminate called without an active exception"), and
+    torchrun then stops the whole job, rank 0's evaluation included."""
+    global _FINISH
     if dist.is_available() and dist.is_initialized():
+        if _FINISH is not None:
+            dist.barrier(group=_FINISH)
         dist.destroy_process_group()
+    _FINISH = None
 
 
 def split(rows: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
