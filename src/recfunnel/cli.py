@@ -180,10 +180,12 @@ def _train_with(args, heartbeat) -> int:
         heartbeat.stage(None)  # the launched processes report (rank 0)
         return _launch(args)
     distributed.init(args.device or "auto")
-    try:
-        return _train_and_report(args, config, heartbeat)
-    finally:  # every rank: a process that exits with gloo's threads still running can abort
-        distributed.shutdown()
+    code = _train_and_report(args, config, heartbeat)
+    # every rank leaves together once rank 0 has saved the run (a process that exits while its
+    # peers still hold gloo connections to it can abort); after an error, not: the process
+    # exits and torchrun stops the others, rather than have them wait at a barrier
+    distributed.shutdown()
+    return code
 
 
 def _train_and_report(args, config, heartbeat) -> int:
