@@ -8,7 +8,8 @@
 # one is not, 2 when there is no CUDA GPU. SKIP_CPU_4M=1 skips the (slow) 4M CPU run and
 # only reports the GPU's figures. With 2+ GPUs it also trains `seed` with --nproc 2 (NCCL).
 #
-# Status: written without a GPU (the session that wrote it had none); not yet run.
+# Status: first run 2026-11-29 on one H200 (docs/scale.md, "GPU"): all within TOL; the NCCL
+# step (2+ GPUs) has not run yet.
 set -euo pipefail
 
 PY=${PY:-python}
