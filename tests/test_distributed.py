@@ -59,6 +59,47 @@ def test_other_ranks_leave_with_rank_0(tmp_path):
     assert rank1 >= rank0 - 0.5  # rank 1 left after rank 0's 2 s of work, not before it
 
 
+def test_a_process_that_loses_its_peer_says_so_in_one_line(tmp_path):
+    """Rank 0 crashes; rank 1's collective fails, and the CLI's check recognises that error
+    (gloo raises a plain RuntimeError from inside torch.distributed) and names the cause."""
+    out = tmp_path / "report.json"
+    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+            "--monitor-interval", "10", str(HERE / "lost_peer_worker.py"), str(out)]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, env=_env(), timeout=300)
+    assert done.returncode != 0  # rank 0 exited with 3
+    report = json.loads(out.read_text())
+    assert report["lost_peer"] is True, report
+    assert report["plain"] is False
+    message = report["message"]
+    assert message.startswith("process 1 of 2 stopped: the other training processes stopped")
+    assert "\n" not in message and "its error is the first one above" in message
+
+
+def test_nproc_refuses_a_bad_out_before_starting_processes(tmp_path, capsys):
+    kept = tmp_path / "mine"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("keep me")
+    code = main(["train", "--preset", "seed", "--nproc", "2", "--out", str(kept), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("error: will not replace --out") and err.count("\n") == 1
+    assert (kept / "notes.txt").read_text() == "keep me"
+
+
+def test_nproc_reports_a_failed_process_in_one_line(tmp_path):
+    """Each process prints its own clean error; the launcher adds one line (which process,
+    how it ended), with torchrun's own log lines and failure table silenced."""
+    argv = [sys.executable, "-m", "recfunnel", "train", "--train", str(tmp_path / "missing.csv"),
+            "--nproc", "2", "--quiet"]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, env=_env(), timeout=300)
+    assert done.returncode == 2, done.stderr[-3000:]
+    lines = done.stderr.strip().splitlines()
+    assert "Traceback" not in done.stderr and all(line.startswith("error: ") for line in lines)
+    assert "missing.csv" in lines[0]
+    assert lines[-1].startswith("error: training process ")
+    assert lines[-1].endswith("of 2 exited with status 2; its error is above")
+
+
 def test_wals_with_rows_split_over_two_ranks_fits_what_one_process_fits(tmp_path):
     """Each rank solves its rows, Gram matrices are all-reduced and factors all-gathered: both
     ranks end with the single-process factors (up to the order of the Gram sums)."""

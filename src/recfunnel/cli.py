@@ -180,11 +180,16 @@ def _train_with(args, heartbeat) -> int:
         heartbeat.stage(None)  # the launched processes report (rank 0)
         return _launch(args)
     distributed.init(args.device or "auto")
-    code = _train_and_report(args, config, heartbeat)
-    # every rank leaves together once rank 0 has saved the run (a process that exits while its
-    # peers still hold gloo connections to it can abort); after an error, not: the process
-    # exits and torchrun stops the others, rather than have them wait at a barrier
-    distributed.shutdown()
+    try:
+        code = _train_and_report(args, config, heartbeat)
+        # every rank leaves together once rank 0 has saved the run (a process that exits while
+        # its peers still hold gloo connections to it can abort); after an error, not: the
+        # process exits and torchrun stops the others, rather than have them wait at a barrier
+        distributed.shutdown()
+    except Exception as exc:  # a peer failed: say so in one line, not with a traceback
+        if distributed.lost_peer(exc):
+            raise RecfunnelError(distributed.peer_error_message(exc)) from exc
+        raise
     return code
 
 
@@ -317,6 +322,11 @@ def _launch(args) -> int:
         raise RecfunnelError(f"--nproc must be at least 1, not {args.nproc}")
     if distributed.launched():
         raise RecfunnelError("--nproc inside torchrun; give one or the other")
+    if args.out:  # refused here, before any process starts, not on rank 0 mid-start-up
+        from recfunnel.runs import check_run_target
+
+        check_run_target(Path(args.out), overwrite=args.overwrite)
+    _eval_options(args)
     argv = list(sys.argv[1:] if args.argv is None else args.argv)
     skip = {"--nproc"}
     rest, i = [], 0

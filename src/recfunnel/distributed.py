@@ -29,6 +29,7 @@ The backend is gloo on the CPU and NCCL on CUDA, one GPU per process (``LOCAL_RA
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from datetime import timedelta
@@ -150,17 +151,56 @@ def broadcast_parameters(model: torch.nn.Module) -> None:
         dist.broadcast(tensor.data, 0)
 
 
-def launch(argv: list[str], nproc: int) -> int:
-    """Run ``recfunnel ARGV`` in ``nproc`` processes on this machine (``--nproc``)."""
-    from torch.distributed import run
+def lost_peer(exc: BaseException) -> bool:
+    """Whether ``exc`` came out of a collective of a multi-process job (a peer that exited,
+    crashed or stopped answering): a :class:`torch.distributed.DistError`, or gloo's plain
+    ``RuntimeError`` ("Connection closed by peer") raised inside :mod:`torch.distributed`."""
+    if not launched():
+        return False
+    if isinstance(exc, dist.DistError):
+        return True
+    if not isinstance(exc, RuntimeError) or exc.__traceback__ is None:
+        return False
+    tb = exc.__traceback__
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return str(tb.tb_frame.f_globals.get("__name__", "")).startswith("torch.distributed")
 
+
+def peer_error_message(exc: BaseException) -> str:
+    """The one line a process prints when :func:`lost_peer`: which process it is, what the
+    collective said (its first line), and where the cause is."""
+    said = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    if said.startswith("[") and "] " in said:  # gloo's "[/path/to/pair.cc:553] Connection ..."
+        said = said.split("] ", 1)[1]
+    said = said.split(". ")[0].rstrip(".")
+    who = f"process {os.environ.get('RANK', '?')} of {os.environ.get('WORLD_SIZE', '?')}"
+    return (f"{who} stopped: the other training processes stopped answering ({said}); one of "
+            "them failed or was stopped: its error is the first one above")  # fmt: skip
+
+
+def launch(argv: list[str], nproc: int) -> int:
+    """Run ``recfunnel ARGV`` in ``nproc`` processes on this machine (``--nproc``).
+
+    The processes print their own errors; the launcher's log lines ("Sending process ...
+    closing signal") are silenced and its failure report becomes one line naming the first
+    process that failed and how."""
+    from torch.distributed import run
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
+    for name in list(logging.Logger.manager.loggerDict):
+        if name.startswith("torch.distributed"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     args = ["--standalone", "--nproc-per-node", str(nproc), "-m", "recfunnel", *argv]
     try:
         run.main(args)
     except SystemExit as exc:  # torchrun exits with the failing worker's status
         return int(exc.code or 0)
-    except Exception as exc:  # ChildFailedError: the workers' errors are already on stderr
-        print(f"error: a training process failed ({type(exc).__name__}); see its messages above",
+    except ChildFailedError as exc:  # the workers' errors are already on stderr
+        rank, failure = exc.get_first_failure()
+        how = (f"was stopped by {failure.signal_name()}" if failure.exitcode < 0
+               else f"exited with status {failure.exitcode}")  # fmt: skip
+        print(f"error: training process {rank} of {nproc} {how}; its error is above",
               file=sys.stderr, flush=True)  # fmt: skip
-        return 1
+        return failure.exitcode if failure.exitcode > 0 else 1
     return 0
