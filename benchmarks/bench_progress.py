@@ -86,17 +86,25 @@ def watch(model: str, data: Path, seconds: float, threads: int) -> dict:
             "last_line": lines[-1][1] if lines else ""}  # fmt: skip
 
 
-def write_docs(results: list[dict], args) -> None:
+def write_docs(results: list[dict], args, command: str) -> None:
+    """The table of ``results``; rows measured by earlier commands (a model measured again
+    replaces its row) name their command in a last column."""
+    commands = list(dict.fromkeys(r.get("command", command) for r in results))
     rows = []
     for r in results:
         first = f"{r['first_line']:.1f}" if r["first_line"] is not None else "none"
         last = r["last_line"].replace("|", "/")[:90]
         rows.append([r["model"], first, f"{r['longest_silence']:.1f}", r["lines"],
                      f"{r['seconds']:.0f} s, {r['ended']}", last])  # fmt: skip
-    command = " ".join(["python", "benchmarks/bench_progress.py", *sys.argv[1:]])
-    text = (f"`{command}` ({machine()}; {args.threads} thread(s))\n\n"
-            + markdown_table(["model", "first line, s", "longest silence, s", "lines",
-                              "ran", "last line"], rows))  # fmt: skip
+        if len(commands) > 1:
+            rows[-1].append(commands.index(r.get("command", command)) + 1)
+    header = ["model", "first line, s", "longest silence, s", "lines", "ran", "last line"]
+    if len(commands) > 1:
+        header.append("run")
+        runs = "; ".join(f"run {i}: `{c}`" for i, c in enumerate(commands, 1))
+    else:
+        runs = f"`{command}`"
+    text = f"{runs} ({machine()}; {args.threads} thread(s))\n\n" + markdown_table(header, rows)
     write_section("scale.md", "progress", text)
 
 
@@ -107,14 +115,17 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=90.0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-docs", action="store_true")
+    parser.add_argument("--render", action="store_true", help="write the docs from the stored "
+                        "results of --data, measure nothing")  # fmt: skip
     args = parser.parse_args()
     # results accumulate: a model measured again replaces its entry
     saved = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     by_model = {
         r["model"]: r for r in saved.get("results", []) if saved.get("data") == str(args.data)
     }
-    for model in args.models.split(","):
-        result = watch(model, args.data, args.seconds, args.threads)
+    command = " ".join(["python", "benchmarks/bench_progress.py", *sys.argv[1:]])
+    for model in [] if args.render else args.models.split(","):
+        result = {**watch(model, args.data, args.seconds, args.threads), "command": command}
         print(json.dumps(result), flush=True)
         by_model[model] = result
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
@@ -123,7 +134,8 @@ def main() -> None:
         )
     if not args.no_docs:
         order = {m: i for i, m in enumerate(MODELS)}
-        write_docs(sorted(by_model.values(), key=lambda r: order.get(r["model"], len(order))), args)
+        results = sorted(by_model.values(), key=lambda r: order.get(r["model"], len(order)))
+        write_docs(results, args, command)
 
 
 if __name__ == "__main__":

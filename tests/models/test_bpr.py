@@ -1,12 +1,13 @@
-"""BPR's sampled negatives: the loss by hand, the sampling distributions, bad options."""
+"""BPR's sampled negatives: the loss by hand, the sampling distributions, bad options; sparse
+updates on large tables (BPR and SGD-MF share the network)."""
 
 import numpy as np
 import pytest
 import torch
 
-from recfunnel.data import checkerboard
+from recfunnel.data import Interactions, checkerboard
 from recfunnel.errors import RecfunnelError
-from recfunnel.models import BPR
+from recfunnel.models import BPR, SGDMF
 from recfunnel.models.sgd_mf import BiasedMFNet, BPRLoss
 
 
@@ -68,3 +69,52 @@ def test_several_negatives_learn_the_checkerboard():
 def test_bad_options(options, message):
     with pytest.raises(RecfunnelError, match=message):
         BPR(epochs=1, **options).fit(checkerboard(4, 4))
+
+
+def _wide(num_users: int, num_items: int = 50, rows: int = 4000) -> Interactions:
+    """Random interactions over a user table of ``num_users`` (most of them never seen)."""
+    rng = np.random.default_rng(0)
+    return Interactions(users=rng.integers(0, num_users, rows),
+                        items=rng.integers(0, num_items, rows),
+                        num_users=num_users, num_items=num_items)  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", [BPR, SGDMF])
+def test_sparse_updates_unset_are_chosen_by_the_table_size(kind):
+    """Above the model's ``sparse_above`` users + items a dense Adam step would update every
+    row: unset, ``sparse_updates`` turns on there (sparse gradients reach the trainer), off
+    below it, and off when weight decay is asked for (a lazy Adam has none)."""
+    big, small = _wide(kind.sparse_above), _wide(kind.sparse_above - 100)
+    for data, expected in [(big, True), (small, False)]:
+        ratings = np.ones(len(data), np.float32)
+        data = Interactions(data.users, data.items, data.num_users, data.num_items, ratings)
+        model = kind(epochs=1, batch_size=512).fit(data)
+        assert model.fit_config_.sparse_updates is expected
+        assert model.net_.user.sparse is expected
+    decayed = kind(epochs=1, batch_size=512, weight_decay=1e-4)
+    data = Interactions(big.users, big.items, big.num_users, big.num_items,
+                        np.ones(len(big), np.float32))  # fmt: skip
+    assert decayed.fit(data).fit_config_.sparse_updates is False
+
+
+def test_sparse_and_dense_sgd_steps_are_the_same_fit():
+    """With plain SGD (no moments) a sparse step moves exactly the rows a dense step moves (BPR's
+    L2 reaches only the batch's rows): the two fits end with the same factors."""
+    data = _wide(300, 40, 2000)
+    fits = [BPR(epochs=2, batch_size=256, optimizer="sgd", learning_rate=0.1, seed=3,
+                sparse_updates=sparse).fit(data) for sparse in (False, True)]  # fmt: skip
+    assert fits[1].net_.user.sparse and not fits[0].net_.user.sparse
+    for name in ("user", "item", "item_bias"):
+        torch.testing.assert_close(getattr(fits[1].net_, name).weight,
+                                   getattr(fits[0].net_, name).weight)  # fmt: skip
+
+
+def test_a_sparse_fit_saves_and_loads(tmp_path):
+    model = BPR(epochs=1, batch_size=512, sparse_updates=True).fit(_wide(500))
+    loaded = BPR.from_state(model.get_params(), model.state_tensors())
+    torch.testing.assert_close(loaded.score(np.arange(5)), model.score(np.arange(5)))
+
+
+def test_sparse_updates_refuse_weight_decay():
+    with pytest.raises(RecfunnelError, match="weight_decay does not go with sparse updates"):
+        BPR(epochs=1, sparse_updates=True, weight_decay=0.1)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from recfunnel.config import BPRConfig, SGDMFConfig
+from recfunnel.config import SPARSE_BPR_ABOVE, SPARSE_SGD_MF_ABOVE, BPRConfig, SGDMFConfig
 from recfunnel.data.interactions import Interactions
 from recfunnel.errors import RecfunnelError
 from recfunnel.losses import bpr_loss
@@ -28,17 +28,24 @@ from recfunnel.search_space import Choice, Float, Int
 class BiasedMFNet(nn.Module):
     """Factors [U, D], [N, D] and biases; ``forward(users [B], items [B]) -> scores [B]``."""
 
-    def __init__(self, num_users: int, num_items: int, dim: int, init_scale: float) -> None:
+    def __init__(self, num_users: int, num_items: int, dim: int, init_scale: float,
+                 sparse: bool = False) -> None:  # fmt: skip
         super().__init__()
-        self.user = nn.Embedding(num_users, dim)
-        self.item = nn.Embedding(num_items, dim)
-        self.user_bias = nn.Embedding(num_users, 1)
-        self.item_bias = nn.Embedding(num_items, 1)
+        self.sparse = sparse
+        self.user = nn.Embedding(num_users, dim, sparse=sparse)
+        self.item = nn.Embedding(num_items, dim, sparse=sparse)
+        self.user_bias = nn.Embedding(num_users, 1, sparse=sparse)
+        self.item_bias = nn.Embedding(num_items, 1, sparse=sparse)
         for table in (self.user, self.item):
             nn.init.normal_(table.weight, std=init_scale)
         for table in (self.user_bias, self.item_bias):
             nn.init.zeros_(table.weight)
         self.register_buffer("global_mean", torch.zeros(()))
+
+    def sparse_parameters(self) -> list[nn.Parameter]:
+        """Parameters whose gradients are sparse (every one, with ``sparse=True``): the trainer
+        gives them a lazy Adam (:class:`recfunnel.training.LazyAdam`)."""
+        return list(self.parameters()) if self.sparse else []
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         dots = (self.user(users) * self.item(items)).sum(1)
@@ -53,6 +60,9 @@ class RatingLoss(nn.Module):
         super().__init__()
         self.net = net
         self.regularization = regularization
+
+    def sparse_parameters(self) -> list[nn.Parameter]:
+        return self.net.sparse_parameters()
 
     def compute_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         u, i = batch["user"], batch["item"]
@@ -99,6 +109,9 @@ class BPRLoss(nn.Module):
             cdf = (cdf / cdf[-1]).float()
         self.register_buffer("cdf", cdf)
 
+    def sparse_parameters(self) -> list[nn.Parameter]:
+        return self.net.sparse_parameters()
+
     def sample(self, shape: tuple[int, ...], device) -> torch.Tensor:
         if self.cdf is None:
             return torch.randint(0, self.num_items, shape, device=device)
@@ -128,8 +141,22 @@ class _GradientMF(FactorizedRecommender):
     def _loss_module(self, net: BiasedMFNet, train: Interactions) -> nn.Module:
         raise NotImplementedError
 
+    #: users + items above which ``sparse_updates`` unset means sparse
+    sparse_above: int
+
+    def _resolve(self, train: Interactions):
+        """``sparse_updates`` unset: sparse on a large user + item table (a dense Adam step
+        updates every row; see :data:`~recfunnel.config.SPARSE_BPR_ABOVE`)."""
+        config = self.config
+        if config.sparse_updates is None:
+            large = train.num_users + train.num_items > self.sparse_above
+            config = config.override(sparse_updates=large and not config.trainer.weight_decay)
+        return config
+
     def _new_network(self, state=None) -> BiasedMFNet:
-        return BiasedMFNet(*self.seen_.shape, self.config.dim, self.config.init_scale)
+        fitting = getattr(self, "fit_config_", None)  # a saved model loads dense: no training
+        sparse = bool(fitting.sparse_updates) if fitting is not None and state is None else False
+        return BiasedMFNet(*self.seen_.shape, self.config.dim, self.config.init_scale, sparse)
 
     def _build_network(self, train, **context):
         self.net_ = self._new_network()
@@ -161,6 +188,7 @@ class SGDMF(_GradientMF):
         "epochs": Int(5, 40),
     }
     config_class = SGDMFConfig
+    sparse_above = SPARSE_SGD_MF_ABOVE
 
     def _check_data(self, train, **context):
         if train.ratings is None:
@@ -198,6 +226,7 @@ class BPR(_GradientMF):
     }
     duplicates = "sum"  # repeats of a cell add up to its confidence
     config_class = BPRConfig
+    sparse_above = SPARSE_BPR_ABOVE
 
     def _loss_module(self, net, train):
         config = self.config

@@ -1,0 +1,132 @@
+"""Sparse updates for the gradient-trained MF models (BPR, SGD-MF): speed and quality.
+
+A dense Adam step updates every row of the user and item tables (their gradients are dense
+[U + N, D] tensors, mostly zeros), so its cost grows with the tables, not the batch: at 20M rows
+(1M users x 200k items) BPR's default ran at a few hundred rows a second. With
+``sparse_updates`` the embeddings give sparse gradients and a lazy Adam moves only the rows a
+step touches (:class:`recfunnel.training.LazyAdam`); unset, it turns on above the model's
+``sparse_above`` users + items (BPR 100k, SGD-MF 20k). Two parts, each printed as a table
+and written to docs/scale.md:
+
+* ``speed``: training rows a second of the default BPR and SGD-MF, dense and sparse, on random
+  rows over tables from ML-100k's size to the 20M set's (1M x 200k): one fit of
+  ``--examples`` rows (``trainer.max_examples``), the time of the fit call.
+* ``quality``: the default BPR dense and sparse (lazy Adam) on data where both run: ML-100k's
+  seed split and a synthetic power-law set
+  of the same shape (40k users x 10k items, 1M rows, 80/20 seeded; dense there by default, at
+  100k users + items and more sparse); test Recall@10 / NDCG@10, fit time; and SGD-MF's test
+  RMSE on ML-100k's u1 and u2 folds, dense and sparse.
+
+    OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/bench_sparse_mf.py speed quality
+
+Threads: torch 1 thread (set below); run with OMP/MKL/OpenBLAS at 1 too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO / "src"), str(REPO / "benchmarks")]
+
+import quality_data as qd  # noqa: E402
+from common import machine, markdown_table, write_section  # noqa: E402
+from recfunnel.data import Interactions, power_law, random_split  # noqa: E402
+from recfunnel.metrics import evaluate_scores  # noqa: E402
+from recfunnel.models import BPR, SGDMF, MostPopular  # noqa: E402
+
+TABLES = [(943, 1682), (6040, 3706), (20_000, 10_000), (100_000, 20_000), (1_000_000, 200_000)]
+
+
+def rows_per_second(kind, users: int, items: int, sparse: bool, examples: int) -> float:
+    rng = np.random.default_rng(0)
+    data = Interactions(
+        users=rng.integers(0, users, examples),
+        items=rng.integers(0, items, examples),
+        num_users=users,
+        num_items=items,
+        ratings=rng.integers(1, 6, examples).astype(np.float32),
+    )
+    model = kind(sparse_updates=sparse, epochs=1)
+    started = time.perf_counter()
+    model.fit(data)
+    return examples / (time.perf_counter() - started)
+
+
+def speed(args) -> str:
+    rows = []
+    for kind in (BPR, SGDMF):  # warm-up: the first fit of a process pays for lazy imports
+        rows_per_second(kind, 100, 100, True, 1000)
+    for users, items in TABLES:
+        for kind in (BPR, SGDMF):
+            dense, sparse = (rows_per_second(kind, users, items, s, args.examples)
+                             for s in (False, True))  # fmt: skip
+            default = "sparse" if users + items > kind.sparse_above else "dense"
+            rows.append([f"{users:,} x {items:,}", kind.kind, f"{dense:,.0f}", f"{sparse:,.0f}",
+                         f"{sparse / dense:.2f}x", default])  # fmt: skip
+            print(rows[-1], flush=True)
+    header = ["users x items", "model", "dense rows/s", "sparse rows/s", "sparse / dense",
+              "default (unset)"]  # fmt: skip
+    return markdown_table(header, rows)
+
+
+def _scores(model, train, test) -> dict:
+    metrics = evaluate_scores(model.score, train, test, factorized_ks=(), ranking_ks=(10,))
+    return {"recall": metrics["recall@10"], "ndcg": metrics["ndcg@10"]}
+
+
+def quality(args) -> str:
+    ml_train, ml_test = qd.ml100k_seed()
+    synthetic = power_law(40_000, 10_000, 1_000_000, seed=0)
+    sets = {"ML-100k seed split": (ml_train, ml_test),
+            "synthetic 40k x 10k, 1M rows": random_split(synthetic, 0.2, seed=0)}  # fmt: skip
+    rows = []
+    for name, (train, test) in sets.items():
+        popular = _scores(MostPopular().fit(train), train, test)
+        rows.append([name, "most-popular", popular["recall"], popular["ndcg"], "", ""])
+        for sparse in (False, True):
+            started = time.perf_counter()
+            model = BPR(sparse_updates=sparse).fit(train)
+            seconds = time.perf_counter() - started
+            got = _scores(model, train, test)
+            label = "bpr, sparse (lazy Adam)" if sparse else "bpr, dense (Adam)"
+            rows.append([name, label, got["recall"], got["ndcg"], "", f"{seconds:.1f}"])
+            print(rows[-1], flush=True)
+    for fold in (1, 2):  # SGD-MF on ratings: ML-100k's u1 and u2 folds
+        train, test = qd.ml100k_fold(f"u{fold}")
+        for sparse in (False, True):
+            started = time.perf_counter()
+            model = SGDMF(sparse_updates=sparse).fit(train)
+            seconds = time.perf_counter() - started
+            error = model.predict(test.users, test.items) - test.ratings
+            label = "sgd-mf, sparse (lazy Adam)" if sparse else "sgd-mf, dense (Adam)"
+            rows.append([f"ML-100k u{fold}", label, "", "", float(np.sqrt(np.mean(error**2))),
+                         f"{seconds:.1f}"])  # fmt: skip
+            print(rows[-1], flush=True)
+    return markdown_table(["data", "model", "Recall@10", "NDCG@10", "RMSE", "fit s"], rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("parts", nargs="+", choices=("speed", "quality"))
+    parser.add_argument("--examples", type=int, default=200_000, help="rows per speed fit")
+    parser.add_argument("--no-docs", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    command = " ".join(["python", "benchmarks/bench_sparse_mf.py", *sys.argv[1:]])
+    for part in args.parts:
+        text = {"speed": speed, "quality": quality}[part](args)
+        text = f"`{command}` ({machine()})\n\n{text}"
+        print(f"\n{text}\n", flush=True)
+        if not args.no_docs:
+            write_section("scale.md", f"sparse-mf-{part}", text)
+
+
+if __name__ == "__main__":
+    main()
