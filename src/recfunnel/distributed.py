@@ -99,6 +99,16 @@ def set_step_sizes(sizes: list[int] | None) -> None:
     _SIZES = sizes
 
 
+def global_batch(local: int) -> tuple[int, int]:
+    """``(rows, offset)``: the size of this step's global batch and where this process's
+    ``local`` rows start in it; outside a distributed step ``(local, 0)``. A model that draws
+    random numbers per row (BPR's negatives) draws for the global batch and keeps its slice, so
+    ``P`` processes draw what one process with the global batch draws."""
+    if not active() or _SIZES is None:
+        return local, 0
+    return sum(_SIZES), sum(_SIZES[: rank()])
+
+
 def gather_candidates(vectors: torch.Tensor, ids: torch.Tensor):
     """``(vectors [G, D], ids [G], offset)``: every process's candidates of this step, in rank
     order, gathered so gradients flow back to their owners, and where this process's own rows

@@ -5,7 +5,7 @@ import torch
 
 from recfunnel.data import Interactions
 from recfunnel.data.synthetic import power_law
-from recfunnel.models.sgd_mf import BiasedMFNet, RatingLoss
+from recfunnel.models.sgd_mf import BiasedMFNet, BPRLoss, RatingLoss
 from recfunnel.models.two_tower import TwoTower
 from recfunnel.training import to_tensors
 
@@ -21,7 +21,7 @@ TWO_TOWER = {
                          reduction="mean"),
     "full-history": dict(softmax="full", history=True, item_bias=True, reduction="mean"),
 }  # fmt: skip
-CASES = [*TWO_TOWER, "sgd-mf"]
+CASES = [*TWO_TOWER, "sgd-mf", "bpr", "bpr-sparse-popularity"]
 
 
 def rows():
@@ -39,6 +39,11 @@ def build(name):
             tensors,
             rows(),
         )
+    if name.startswith("bpr"):  # negatives drawn in the step: for the global batch, sliced
+        sparse = name == "bpr-sparse-popularity"
+        net = BiasedMFNet(DATA.num_users, DATA.num_items, 6, 0.1, sparse=sparse)
+        sampling = "popularity" if sparse else "uniform"
+        return BPRLoss(net, 0.05, DATA.item_counts(), 5, sampling), tensors, rows()
     model = TwoTower(dim=6, seed=1, init="normal", init_scale=0.1, **TWO_TOWER[name])
     config = model.resolve(len(DATA), DATA.num_items)
     model._remember(DATA)

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from recfunnel import distributed
 from recfunnel.config import SPARSE_BPR_ABOVE, SPARSE_SGD_MF_ABOVE, BPRConfig, SGDMFConfig
 from recfunnel.data.interactions import Interactions
 from recfunnel.errors import RecfunnelError
@@ -118,9 +119,16 @@ class BPRLoss(nn.Module):
         u = torch.rand(shape, device=device)
         return torch.searchsorted(self.cdf, u).clamp_max(self.num_items - 1)
 
+    def negatives_of(self, rows: int, device) -> torch.Tensor:
+        """[rows, K] negatives for this process's rows of the step: drawn for the whole global
+        batch and sliced (:func:`~recfunnel.distributed.global_batch`), so a distributed step
+        draws exactly what one process with the global batch draws."""
+        total, offset = distributed.global_batch(rows)
+        return self.sample((total, self.negatives), device)[offset : offset + rows]
+
     def compute_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         u, i = batch["user"], batch["item"]
-        j = self.sample((len(i), self.negatives), i.device)  # [B, K]
+        j = self.negatives_of(len(i), i.device)  # [B, K]
         if self.hardest:  # only the highest scored negative counts (and is regularized)
             with torch.no_grad():
                 scores = torch.einsum("bd,bkd->bk", self.net.user(u), self.net.item(j))
