@@ -127,6 +127,32 @@ def test_the_out_folder_is_checked_before_training(train_csv, tmp_path, capsys, 
     assert a_file.read_text() == "keep me"
 
 
+@pytest.mark.parametrize(
+    "raised, said",
+    [(RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't "
+                   "allocate memory: you tried to allocate 800000000000 bytes. Error code 12"),
+      "error: out of memory (an allocation of 745.1 GiB); lower --batch-size"),
+     (MemoryError(), "error: out of memory; lower --batch-size")],
+)  # fmt: skip
+def test_running_out_of_memory_is_one_line(train_csv, tmp_path, capsys, monkeypatch, raised, said):
+    def allocate(*args, **kwargs):
+        raise raised
+
+    monkeypatch.setattr("recfunnel.experiment.train", allocate)
+    assert main(train_argv(train_csv, tmp_path / "run")) == 2
+    assert one_error_line(capsys).startswith(said)
+    assert not (tmp_path / "run").exists()
+
+
+def test_other_runtime_errors_are_not_taken_for_memory(train_csv, tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr("recfunnel.experiment.train", broken)
+    with pytest.raises(RuntimeError, match="a bug"):
+        main(train_argv(train_csv, tmp_path / "run"))
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root may write into a read-only folder")
 def test_an_unwritable_parent_fails_before_training(train_csv, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr("recfunnel.experiment.train", lambda *a, **k: 1 / 0)

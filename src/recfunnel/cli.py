@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from recfunnel.errors import RecfunnelError, TrainingError
+from recfunnel.errors import RecfunnelError, TrainingError, out_of_memory
 
 
 def _json_default(value):
@@ -1065,6 +1065,15 @@ def main(argv: list[str] | None = None) -> int:
             return 130
         except BrokenPipeError:
             return 0
+        except (MemoryError, RuntimeError) as exc:  # an allocation too large, else a bug
+            asked = out_of_memory(exc)
+            if asked is None:
+                raise
+            size = f" (an allocation of {asked})" if asked else ""
+            print(f"error: out of memory{size}; lower --batch-size, --dim or the model's sizes "
+                  "(recfunnel train --model M --help), or use a machine with more memory",
+                  file=sys.stderr)  # fmt: skip
+            return 2
         except OSError as exc:  # a user's file or folder: missing, unreadable, a folder, disk full
             where = f" ({exc.filename})" if exc.filename else ""
             print(f"error: {exc.strerror or exc}{where}; check the path and its permissions",

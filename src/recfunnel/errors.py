@@ -46,3 +46,20 @@ class TrainingError(RuntimeError):
 
 class ArtifactError(RecfunnelError):
     """A saved run folder is missing files, truncated, tampered with or of an unknown schema."""
+
+
+def out_of_memory(exc: BaseException) -> str | None:
+    """How many bytes an allocation that ran out of memory asked for, as words ("800.0 GiB"; an
+    empty string when unknown), or ``None`` when ``exc`` is not an out-of-memory error
+    (:class:`MemoryError`, torch's CPU allocator's ``RuntimeError``, CUDA's
+    ``OutOfMemoryError``)."""
+    text = str(exc)
+    if isinstance(exc, MemoryError):
+        return ""
+    oom = type(exc).__name__ == "OutOfMemoryError" or "can't allocate memory" in text
+    if not isinstance(exc, RuntimeError) or not oom:
+        return None
+    import re
+
+    asked = re.search(r"allocate (\d+) bytes", text)
+    return f"{int(asked.group(1)) / 2**30:,.1f} GiB" if asked else ""

@@ -269,3 +269,22 @@ def test_ranking_model_blends_the_autoencoder_and_saves_it(tmp_path):
     np.testing.assert_allclose(again.predict(test.users, test.items), mixed, rtol=1e-6)
     with pytest.raises(RecfunnelError, match="objective 'rating'"):
         RankingModel(**{**params, "objective": "listwise"}).fit(train)
+
+
+def test_an_autoencoder_that_cannot_fit_in_memory_is_refused_before_training(monkeypatch):
+    """Its dense items x users rating matrix and users x hidden weights are sized up front,
+    beside the network's own check: a catalogue too large for them fails in one line at the
+    start, not with an allocation error after the network has trained."""
+    from recfunnel.models import base, ranking
+
+    _, train, _ = held_out_genre_ratings()
+    budget = 200_000  # bytes: the network (about 1 KB of weights here) fits, hidden=2000 not
+    monkeypatch.setattr(base, "available_memory", lambda: budget)
+    monkeypatch.setattr(ranking, "available_memory", lambda: budget)
+    trained = []
+    monkeypatch.setattr(ranking.RankingModel, "_train", lambda *a, **k: trained.append(1))
+    with pytest.raises(RecfunnelError, match=r"the item autoencoder \(autoencoder=2000\) needs"):
+        RankingModel(**{**FAST, "features": False, "autoencoder": 2000}).fit(train)
+    assert not trained
+    RankingModel(**{**FAST, "features": False, "autoencoder": 2}).fit(train)  # a small one fits
+    assert trained

@@ -34,7 +34,7 @@ from recfunnel.errors import RecfunnelError
 from recfunnel.features import FeatureMatrix, FeatureSpec, json_tensor, tensor_json
 from recfunnel.losses import mse_loss
 from recfunnel.models.autoencoder import ItemAutoencoder
-from recfunnel.models.base import Recommender
+from recfunnel.models.base import Recommender, available_memory
 from recfunnel.models.towers import pooled, pooling_matrices
 
 
@@ -314,8 +314,29 @@ class RankingModel(Recommender):
 
     def _parameter_count(self, num_users, num_items):
         c = self.config
-        tables = (num_users + num_items + 2) * (c.dim + 1) * (2 if c.pool_seen_items else 1)
-        return tables + c.autoencoder * (num_users * 2 + num_items)
+        return (num_users + num_items + 2) * (c.dim + 1) * (2 if c.pool_seen_items else 1)
+
+    def _check_memory(self, num_users: int, num_items: int) -> None:
+        """The network's check, then the item autoencoder's: it trains after the network (whose
+        weights stay) on a dense items x users rating matrix (float32), with encoder and decoder
+        weights of users x hidden each and Adam's moments: refused before any training, not
+        hours in."""
+        super()._check_memory(num_users, num_items)
+        hidden = self.config.autoencoder
+        if not hidden:
+            return
+        network = 4 * self._parameter_count(num_users, num_items)  # the trained weights
+        needed = 4 * num_items * num_users + 16 * hidden * (2 * num_users + num_items) + network
+        available = available_memory()
+        if available and needed > available:
+            problem = (
+                f"the item autoencoder (autoencoder={hidden}) needs about "
+                f"{needed / 2**30:,.1f} GiB for its items x users rating matrix and weights "
+                f"({num_items:,} items, {num_users:,} users), more than the "
+                f"{available / 2**30:,.1f} GiB available"
+            )
+            raise RecfunnelError(f"{problem}; set autoencoder=0",
+                                 cli=f"{problem}; pass --set autoencoder=0")  # fmt: skip
 
     def _build(self, sampling: torch.Tensor | None, rating_mean: float,
                shortlists: torch.Tensor | None = None) -> RankingNet:  # fmt: skip
