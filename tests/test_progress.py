@@ -1,8 +1,10 @@
 import io
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -287,6 +289,20 @@ def test_heartbeat_watcher_ends_with_the_command():
         watcher = beat._watcher
         assert watcher is not None and watcher.poll() is None
     assert watcher.poll() == 0 and beat._watcher is None
+
+
+def test_ctrl_c_stops_the_command_not_its_watcher_with_a_traceback():
+    """Ctrl-C signals the terminal's whole process group: the watcher ignores it (no
+    KeyboardInterrupt traceback of its own) and still ends with the command."""
+    from recfunnel.progress import Heartbeat
+
+    with Heartbeat("train", progress="lines", interval=0.3, stream=sys.__stderr__) as beat:
+        watcher = beat._watcher
+        time.sleep(0.5)  # its start-up done: the handler is in place
+        watcher.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+        assert watcher.poll() is None  # still running
+    assert watcher.wait(timeout=10) == 0
 
 
 def test_no_silence_reaches_the_interval_and_a_pass_goes_first():

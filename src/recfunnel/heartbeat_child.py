@@ -21,6 +21,7 @@ milliseconds, before the command has imported anything heavy.
 from __future__ import annotations
 
 import math
+import signal
 import sys
 import threading
 import time
@@ -52,6 +53,9 @@ def duration(seconds: float) -> str:
 
 
 def main(argv: list[str]) -> int:
+    # Ctrl-C reaches the terminal's whole process group, this watcher too: the command answers
+    # it ("interrupted"), and the watcher leaves when the command's end closes its stdin
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     desc, interval, started = argv[0], float(argv[1]), float(argv[2])
     period = min(0.25, interval / 4)
     state = {"stage": None, "since": started, "last": started}
