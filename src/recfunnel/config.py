@@ -750,6 +750,9 @@ class WALSConfig(Config):
 #: 20k x 10k on, same RMSE (docs/scale.md)
 SPARSE_BPR_ABOVE = 100_000
 SPARSE_SGD_MF_ABOVE = 20_000
+#: the same for the ranking model, whose SVD++ term also pools every user's history in a dense
+#: step (docs/scale.md)
+SPARSE_RANKING_ABOVE = 100_000
 
 
 def _sparse_help(above: int) -> str:
@@ -760,8 +763,8 @@ def _sparse_help(above: int) -> str:
 def _check_sparse_mf(config) -> None:
     if config.sparse_updates and config.trainer.weight_decay:
         raise RecfunnelError(
-            "weight_decay does not go with sparse updates; set weight_decay=0 (regularization "
-            "regularises the rows a step touches) or sparse_updates=false"
+            "weight_decay does not go with sparse updates; set weight_decay=0 (the model's own "
+            "L2 penalty regularises the rows a step touches) or sparse_updates=false"
         )
 
 
@@ -887,6 +890,8 @@ class RankingConfig(Config):
     l2: float = option(0.0, "penalty on the squared norms of the batch's vectors", min=0.0)
     biases: bool = option(True, "keep user, item and global biases")
     init_scale: float = option(0.01, "std of the embeddings' initialisation", gt=0.0)
+    sparse_updates: bool | None = option(None, _sparse_help(SPARSE_RANKING_ABOVE) + "; the "
+                                         "SVD++ term then pools a batch's users only")  # fmt: skip
     autoencoder: int = option(0, "hidden units of a blended item autoencoder; 0 = none", min=0)
     autoencoder_l2: float = option(100.0, "the autoencoder's L2 penalty", min=0.0)
     autoencoder_epochs: int = option(60, "the autoencoder's epochs", min=1)
@@ -897,6 +902,7 @@ class RankingConfig(Config):
     )
 
     def check(self) -> None:
+        _check_sparse_mf(self)
         if self.autoencoder and self.objective != "rating":
             raise RecfunnelError(
                 "the item autoencoder predicts ratings; use it with objective 'rating' or set "

@@ -9,7 +9,7 @@ import torch
 from recfunnel.data import Dataset, Interactions, Vocabulary
 from recfunnel.errors import RecfunnelError
 from recfunnel.models import RankingModel, TwoStage
-from recfunnel.models.ranking import CrossLayer, listwise_softmax_loss
+from recfunnel.models.ranking import CrossLayer, RankingNet, listwise_softmax_loss
 
 FAST = dict(
     dim=4, epochs=30, batch_size=32, learning_rate=0.05, pool_seen_items=False, init_scale=0.1
@@ -288,3 +288,58 @@ def test_an_autoencoder_that_cannot_fit_in_memory_is_refused_before_training(mon
     assert not trained
     RankingModel(**{**FAST, "features": False, "autoencoder": 2}).fit(train)  # a small one fits
     assert trained
+
+
+def test_sparse_ranking_pools_a_batch_of_users_as_the_full_product_does():
+    """With sparse updates the SVD++ term pools only the batch's users' histories: the same
+    vectors as the product over every user's history (and an empty history pools to 0)."""
+    _, train, _ = held_out_genre_ratings()
+    history = train.to_csr().tolil()
+    history[3] = 0  # user 3 has no history at all
+    history = history.tocsr()
+    history.eliminate_zeros()
+    common = dict(dim=4, head="dot", hidden=(), cross_layers=0, cross_rank=None,
+                  user_features=None, item_features=None, history=history, context_buckets=0,
+                  objective="rating", negatives=1, l2=0.0, item_sampling=None, init_scale=0.1,
+                  rating_mean=3.0)  # fmt: skip
+    torch.manual_seed(0)
+    dense = RankingNet(20, 6, **common)
+    sparse = RankingNet(20, 6, **common, sparse=True)
+    sparse.load_state_dict(dense.state_dict())
+    users = torch.tensor([0, 3, 7, 7, 19, 20])  # a repeat and the OOV row
+    torch.testing.assert_close(sparse.user_vectors(users)[0], dense.user_vectors(users)[0])
+    assert sparse.user_vectors(torch.tensor([3]))[0].abs().sum() > 0  # its own embedding
+    assert {id(p) for p in sparse.sparse_parameters()} >= {id(sparse.implicit.weight),
+                                                           id(sparse.user_emb.weight)}  # fmt: skip
+    assert dense.sparse_parameters() == []
+
+
+def test_sparse_and_dense_sgd_ranking_fits_are_the_same():
+    """Plain SGD moves exactly the rows a dense step moves (the L2 penalty reaches the batch's
+    vectors only), so the sparse path, history pooling included, gives the dense fit."""
+    _, train, test = held_out_genre_ratings()
+    params = {**FAST, "features": False, "pool_seen_items": True, "epochs": 5, "l2": 0.01,
+              "optimizer": "sgd", "learning_rate": 0.05, "seed": 2}  # fmt: skip
+    fits = [RankingModel(**params, sparse_updates=s).fit(train) for s in (False, True)]
+    assert fits[1].net_.sparse and not fits[0].net_.sparse
+    torch.testing.assert_close(fits[1].net_.implicit.weight, fits[0].net_.implicit.weight)
+    np.testing.assert_allclose(fits[1].predict(test.users, test.items),
+                               fits[0].predict(test.users, test.items), rtol=1e-5)  # fmt: skip
+    clone = RankingModel.from_state(fits[1].get_params(), fits[1].state_tensors())
+    np.testing.assert_allclose(clone.predict(test.users, test.items),
+                               fits[1].predict(test.users, test.items), rtol=1e-6)  # fmt: skip
+
+
+def test_sparse_updates_unset_follow_the_table_size():
+    from recfunnel.config import SPARSE_RANKING_ABOVE
+
+    model = RankingModel(**FAST)
+    assert model._sparse(SPARSE_RANKING_ABOVE, 1) is True
+    assert model._sparse(943, 1682) is False
+    assert RankingModel(**FAST, weight_decay=1e-4)._sparse(SPARSE_RANKING_ABOVE, 1) is False
+    assert RankingModel(**FAST, sparse_updates=True)._sparse(943, 1682) is True
+    _, train, _ = held_out_genre_ratings()
+    fitted = RankingModel(**{**FAST, "features": False, "epochs": 1}).fit(train)
+    assert fitted.fit_config_.sparse_updates is False
+    with pytest.raises(RecfunnelError, match="weight_decay does not go with sparse updates"):
+        RankingModel(**FAST, sparse_updates=True, weight_decay=0.1)

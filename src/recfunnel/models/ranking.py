@@ -29,13 +29,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recfunnel.config import RankingConfig
+from recfunnel.config import SPARSE_RANKING_ABOVE, RankingConfig
 from recfunnel.errors import RecfunnelError
 from recfunnel.features import FeatureMatrix, FeatureSpec, json_tensor, tensor_json
 from recfunnel.losses import mse_loss
 from recfunnel.models.autoencoder import ItemAutoencoder
 from recfunnel.models.base import Recommender, available_memory
-from recfunnel.models.towers import pooled, pooling_matrices
+from recfunnel.models.towers import pool_history, pooled, pooling_matrices
 
 
 def bce_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean"):
@@ -101,14 +101,18 @@ class RankingNet(nn.Module):
         init_scale: float,
         rating_mean: float,
         shortlists: torch.Tensor | None = None,
+        sparse: bool = False,
     ) -> None:
         super().__init__()
         self.head, self.objective, self.negatives, self.l2 = head, objective, negatives, l2
         self.num_users, self.num_items = num_users, num_items
-        self.user_emb = nn.Embedding(num_users + 1, dim)
-        self.item_emb = nn.Embedding(num_items + 1, dim)
-        self.user_bias = nn.Embedding(num_users + 1, 1)
-        self.item_bias = nn.Embedding(num_items + 1, 1)
+        # sparse: every table gives sparse gradients (a lazy Adam moves the rows a step
+        # touches) and the SVD++ term pools the batch's users only (see _implicit)
+        self.sparse = sparse
+        self.user_emb = nn.Embedding(num_users + 1, dim, sparse=sparse)
+        self.item_emb = nn.Embedding(num_items + 1, dim, sparse=sparse)
+        self.user_bias = nn.Embedding(num_users + 1, 1, sparse=sparse)
+        self.item_bias = nn.Embedding(num_items + 1, 1, sparse=sparse)
         self.global_bias = nn.Parameter(torch.tensor([float(rating_mean)]))
         for table in (self.user_emb, self.item_emb):
             nn.init.normal_(table.weight, 0.0, init_scale)
@@ -121,22 +125,30 @@ class RankingNet(nn.Module):
                 continue
             self.register_buffer(f"{side}_feat_ids", features.ids)
             self.register_buffer(f"{side}_feat_w", features.weights)
-            table = nn.Embedding(features.num_features, dim)
-            bias = nn.Embedding(features.num_features, 1)
+            table = nn.Embedding(features.num_features, dim, sparse=sparse)
+            bias = nn.Embedding(features.num_features, 1, sparse=sparse)
             nn.init.normal_(table.weight, 0.0, init_scale)
             nn.init.zeros_(bias.weight)
             setattr(self, f"{side}_feat", table)
             setattr(self, f"{side}_feat_bias", bias)
         self.has_history = history is not None
         if history is not None:
-            pool, pool_t, _ = pooling_matrices(history)
-            self.register_buffer("hist_pool", pool, persistent=False)
-            self.register_buffer("hist_pool_t", pool_t, persistent=False)
-            self.implicit = nn.Embedding(num_items, dim)
+            if sparse:  # the history in CSR form, to pool a batch's rows
+                history = history.tocsr()
+                counts = np.diff(history.indptr).astype(np.float32)
+                for name, values in (("indptr", history.indptr.astype(np.int64)),
+                                     ("indices", history.indices.astype(np.int64)),
+                                     ("counts", counts)):  # fmt: skip
+                    self.register_buffer(f"hist_{name}", torch.as_tensor(values), persistent=False)
+            else:
+                pool, pool_t, _ = pooling_matrices(history)
+                self.register_buffer("hist_pool", pool, persistent=False)
+                self.register_buffer("hist_pool_t", pool_t, persistent=False)
+            self.implicit = nn.Embedding(num_items, dim, sparse=sparse)
             nn.init.normal_(self.implicit.weight, 0.0, init_scale)
         self.context_buckets = context_buckets
         if context_buckets:
-            self.context_bias = nn.Embedding(context_buckets, 1)
+            self.context_bias = nn.Embedding(context_buckets, 1, sparse=sparse)
             nn.init.zeros_(self.context_bias.weight)
         if item_sampling is not None:
             self.register_buffer("item_sampling", item_sampling)
@@ -159,7 +171,22 @@ class RankingNet(nn.Module):
             layers.append(nn.Linear(width, 1))
             self.mlp = nn.Sequential(*layers)
 
+    def sparse_parameters(self) -> list[nn.Parameter]:
+        """The embedding tables when ``sparse`` (their gradients are sparse), else none."""
+        if not self.sparse:
+            return []
+        return [m.weight for m in self.modules() if isinstance(m, nn.Embedding)]
+
     # ------------------------------------------------------------ representations
+    def _implicit(self, users: torch.Tensor) -> torch.Tensor:
+        """[B, D] SVD++ implicit-feedback vectors of known ``users``: the batch's own rows
+        (:func:`~recfunnel.models.towers.pool_history`) when ``sparse``, else rows of
+        :meth:`_implicit_all`."""
+        if self.sparse:
+            return pool_history(self.implicit.weight, users, self.hist_indptr, self.hist_indices,
+                                self.hist_counts, sparse=True)[0]  # fmt: skip
+        return self._implicit_all()[users]
+
     def _implicit_all(self) -> torch.Tensor:
         """[U, D] SVD++ implicit-feedback vectors of every known user: the history matrix
         (rows scaled by ``|H(u)|^-1/2``) times the item table, as one sparse product (its
@@ -180,7 +207,7 @@ class RankingNet(nn.Module):
                 known = users < self.num_users
                 implicit = torch.zeros_like(vec)
                 if known.any():
-                    implicit[known] = self._implicit_all()[users[known]]
+                    implicit[known] = self._implicit(users[known])
             vec = vec + implicit
         return vec, bias
 
@@ -312,6 +339,20 @@ class RankingModel(Recommender):
             )
         return train
 
+    def _sparse(self, num_users: int, num_items: int) -> bool:
+        """``sparse_updates``, or unset: whether users + items exceed
+        :data:`~recfunnel.config.SPARSE_RANKING_ABOVE` (and no weight decay is asked for). A
+        saved model is rebuilt the same way, so its SVD++ term pools a batch's rows alike."""
+        c = self.config
+        if c.sparse_updates is not None:
+            return c.sparse_updates
+        return num_users + num_items > SPARSE_RANKING_ABOVE and not c.trainer.weight_decay
+
+    def _resolve(self, train):
+        if self.config.sparse_updates is not None:
+            return self.config
+        return self.config.override(sparse_updates=self._sparse(train.num_users, train.num_items))
+
     def _parameter_count(self, num_users, num_items):
         c = self.config
         return (num_users + num_items + 2) * (c.dim + 1) * (2 if c.pool_seen_items else 1)
@@ -368,6 +409,7 @@ class RankingModel(Recommender):
             init_scale=self.config.init_scale,
             rating_mean=rating_mean,
             shortlists=shortlists,
+            sparse=self._sparse(*self.seen_.shape),
         )
         if not self.config.biases:
             for p in (net.user_bias.weight, net.item_bias.weight, net.global_bias):
@@ -591,6 +633,9 @@ class _WithContext(nn.Module):
         super().__init__()
         self.net = net
         self.spec = spec
+
+    def sparse_parameters(self) -> list[nn.Parameter]:
+        return self.net.sparse_parameters()
 
     def compute_loss(self, batch):
         if self.net.context_buckets and "timestamp" in batch:

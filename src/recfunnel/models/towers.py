@@ -85,6 +85,38 @@ def pooled(matrix: torch.Tensor, transposed: torch.Tensor, dense: torch.Tensor) 
     return _ConstantSparseProduct.apply(matrix, transposed, dense)
 
 
+def pool_history(
+    table: torch.Tensor, user_ids: torch.Tensor, indptr: torch.Tensor, indices: torch.Tensor,
+    counts: torch.Tensor, leave_out: torch.Tensor | None = None, *, sparse: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
+    """``(pooled [B, D], left [B, D] | None)``: ``|H(u)|^(-1/2) sum_{j in H(u)} table_j`` for
+    the batch's users only, from the history in CSR form (``indptr`` [U+1], ``indices``
+    [nnz]; ``counts`` [U] the history sizes), and the ``leave_out`` items' rows of ``table``.
+    The same vectors as row ``u`` of ``pooled(*pooling_matrices(history), table)``, at the cost
+    of the batch's histories instead of every user's.
+
+    Each distinct user is pooled once, and the table is read with one lookup of the distinct
+    items touched, so a sparse gradient (``sparse``) holds each row once: summing and sorting
+    (coalescing) the tens of thousands of repeats a batch's histories hold cost more than the
+    whole softmax.
+    """
+    users, inverse = torch.unique(user_ids, return_inverse=True)
+    starts = indptr[users]
+    lengths = indptr[users + 1] - starts
+    offsets = torch.cumsum(lengths, 0) - lengths
+    flat = torch.repeat_interleave(starts - offsets, lengths)
+    flat += torch.arange(len(flat), device=flat.device)
+    seen = indices[flat]
+    wanted = seen if leave_out is None else torch.cat([seen, leave_out])
+    local, position = torch.unique(wanted, return_inverse=True)
+    rows = F.embedding(local, table, sparse=sparse)
+    weights = torch.repeat_interleave(counts[users].clamp(min=1.0).rsqrt(), lengths)
+    bags = torch.repeat_interleave(torch.arange(len(users), device=flat.device), lengths)
+    pooled = _WeightedBagSum.apply(rows, position[: len(seen)], bags, weights, offsets)
+    left = None if leave_out is None else rows[position[len(seen) :]]
+    return pooled[inverse], left
+
+
 class EmbeddingTower(nn.Module):
     """An embedding table with one extra out-of-vocabulary row at index ``num``.
 
@@ -158,30 +190,9 @@ class HistoryQueryTower(nn.Module):
         self, user_ids: torch.Tensor, indptr: torch.Tensor, indices: torch.Tensor,
         counts: torch.Tensor, leave_out: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
-        """``(pooled [B, D], left [B, D] | None)``: ``|H(u)|^(-1/2) sum_{j in H(u)} h_j`` for
-        the batch's users only, from the history in CSR form (``indptr`` [U+1], ``indices``
-        [nnz]), and the ``leave_out`` items' history vectors.
-
-        Each distinct user is pooled once, and the table is read with one lookup of the
-        distinct items touched, so a sparse gradient holds each row once: summing and sorting
-        (coalescing) the tens of thousands of repeats a batch's histories hold cost more than
-        the whole softmax.
-        """
-        users, inverse = torch.unique(user_ids, return_inverse=True)
-        starts = indptr[users]
-        lengths = indptr[users + 1] - starts
-        offsets = torch.cumsum(lengths, 0) - lengths
-        flat = torch.repeat_interleave(starts - offsets, lengths)
-        flat += torch.arange(len(flat), device=flat.device)
-        seen = indices[flat]
-        wanted = seen if leave_out is None else torch.cat([seen, leave_out])
-        local, position = torch.unique(wanted, return_inverse=True)
-        table = F.embedding(local, self.history, sparse=self.sparse)
-        weights = torch.repeat_interleave(counts[users].clamp(min=1.0).rsqrt(), lengths)
-        bags = torch.repeat_interleave(torch.arange(len(users), device=flat.device), lengths)
-        pooled = _WeightedBagSum.apply(table, position[: len(seen)], bags, weights, offsets)
-        left = None if leave_out is None else table[position[len(seen) :]]
-        return pooled[inverse], left
+        """:func:`pool_history` of this tower's history table."""
+        return pool_history(self.history, user_ids, indptr, indices, counts, leave_out,
+                            sparse=self.sparse)  # fmt: skip
 
     def sample_rows(
         self, user_ids: torch.Tensor, indptr: torch.Tensor, indices: torch.Tensor,

@@ -1,23 +1,26 @@
-"""Sparse updates for the gradient-trained MF models (BPR, SGD-MF): speed and quality.
+"""Sparse updates for BPR, SGD-MF and the ranking model: speed and quality.
 
 A dense Adam step updates every row of the user and item tables (their gradients are dense
 [U + N, D] tensors, mostly zeros), so its cost grows with the tables, not the batch: at 20M rows
-(1M users x 200k items) BPR's default ran at a few hundred rows a second. With
+(1M users x 200k items) BPR's default ran at a few hundred rows a second. The ranking model's
+SVD++ term also pooled every user's history in each step; sparse, it pools the batch's users. With
 ``sparse_updates`` the embeddings give sparse gradients and a lazy Adam moves only the rows a
 step touches (:class:`recfunnel.training.LazyAdam`); unset, it turns on above the model's
-``sparse_above`` users + items (BPR 100k, SGD-MF 20k). Two parts, each printed as a table
-and written to docs/scale.md:
+``sparse_above`` users + items (BPR 100k, SGD-MF 20k, ranking 100k). Two parts, each printed
+as a table and written to docs/scale.md:
 
-* ``speed``: training rows a second of the default BPR and SGD-MF, dense and sparse, on random
-  rows over tables from ML-100k's size to the 20M set's (1M x 200k): one fit of
-  ``--examples`` rows (``trainer.max_examples``), the time of the fit call.
+* ``speed``: training rows a second of the default BPR, SGD-MF and ranking model (without its
+  item autoencoder, which trains apart, and side features), dense and sparse, on random rows
+  over tables from ML-100k's size to the 20M set's (1M x 200k): one epoch of ``--examples``
+  rows, the time of the fit call.
 * ``quality``: the default BPR dense and sparse (lazy Adam) on data where both run: ML-100k's
   seed split and a synthetic power-law set
   of the same shape (40k users x 10k items, 1M rows, 80/20 seeded; dense there by default, at
-  100k users + items and more sparse); test Recall@10 / NDCG@10, fit time; and SGD-MF's test
-  RMSE on ML-100k's u1 and u2 folds, dense and sparse.
+  100k users + items and more sparse); test Recall@10 / NDCG@10, fit time; and SGD-MF's and
+  the ranking model's default (autoencoder and side features included) test RMSE on ML-100k's
+  u1 and u2 folds, dense and sparse.
 
-    OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/bench_sparse_mf.py speed quality
+    OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/bench_sparse_updates.py speed quality
 
 Threads: torch 1 thread (set below); run with OMP/MKL/OpenBLAS at 1 too.
 """
@@ -37,11 +40,25 @@ sys.path[:0] = [str(REPO / "src"), str(REPO / "benchmarks")]
 
 import quality_data as qd  # noqa: E402
 from common import machine, markdown_table, write_section  # noqa: E402
+from recfunnel.config import SPARSE_RANKING_ABOVE  # noqa: E402
 from recfunnel.data import Interactions, power_law, random_split  # noqa: E402
 from recfunnel.metrics import evaluate_scores  # noqa: E402
-from recfunnel.models import BPR, SGDMF, MostPopular  # noqa: E402
+from recfunnel.models import BPR, SGDMF, MostPopular, RankingModel  # noqa: E402
+from recfunnel.presets import preset  # noqa: E402
 
 TABLES = [(943, 1682), (6040, 3706), (20_000, 10_000), (100_000, 20_000), (1_000_000, 200_000)]
+
+
+def make(kind, sparse: bool, epochs: int | None = None):
+    """``kind``'s default preset with ``sparse_updates`` set. With ``epochs`` (the speed part),
+    that many epochs, and the ranking model without its autoencoder and side features (random
+    rows have none)."""
+    config = preset(kind.kind, "default").override(sparse_updates=sparse)
+    if epochs is not None:
+        config = config.override(**{"trainer.epochs": epochs})
+        if kind is RankingModel:
+            config = config.override(autoencoder=0, features=False)
+    return kind(config)
 
 
 def rows_per_second(kind, users: int, items: int, sparse: bool, examples: int) -> float:
@@ -53,7 +70,7 @@ def rows_per_second(kind, users: int, items: int, sparse: bool, examples: int) -
         num_items=items,
         ratings=rng.integers(1, 6, examples).astype(np.float32),
     )
-    model = kind(sparse_updates=sparse, epochs=1)
+    model = make(kind, sparse, epochs=1)
     started = time.perf_counter()
     model.fit(data)
     return examples / (time.perf_counter() - started)
@@ -61,13 +78,15 @@ def rows_per_second(kind, users: int, items: int, sparse: bool, examples: int) -
 
 def speed(args) -> str:
     rows = []
-    for kind in (BPR, SGDMF):  # warm-up: the first fit of a process pays for lazy imports
+    kinds = (BPR, SGDMF, RankingModel)
+    for kind in kinds:  # warm-up: the first fit of a process pays for lazy imports
         rows_per_second(kind, 100, 100, True, 1000)
     for users, items in TABLES:
-        for kind in (BPR, SGDMF):
+        for kind in kinds:
             dense, sparse = (rows_per_second(kind, users, items, s, args.examples)
                              for s in (False, True))  # fmt: skip
-            default = "sparse" if users + items > kind.sparse_above else "dense"
+            above = getattr(kind, "sparse_above", SPARSE_RANKING_ABOVE)
+            default = "sparse" if users + items > above else "dense"
             rows.append([f"{users:,} x {items:,}", kind.kind, f"{dense:,.0f}", f"{sparse:,.0f}",
                          f"{sparse / dense:.2f}x", default])  # fmt: skip
             print(rows[-1], flush=True)
@@ -92,7 +111,7 @@ def quality(args) -> str:
         rows.append([name, "most-popular", popular["recall"], popular["ndcg"], "", ""])
         for sparse in (False, True):
             started = time.perf_counter()
-            model = BPR(sparse_updates=sparse).fit(train)
+            model = make(BPR, sparse).fit(train)
             seconds = time.perf_counter() - started
             got = _scores(model, train, test)
             label = "bpr, sparse (lazy Adam)" if sparse else "bpr, dense (Adam)"
@@ -102,10 +121,24 @@ def quality(args) -> str:
         train, test = qd.ml100k_fold(f"u{fold}")
         for sparse in (False, True):
             started = time.perf_counter()
-            model = SGDMF(sparse_updates=sparse).fit(train)
+            model = make(SGDMF, sparse).fit(train)
             seconds = time.perf_counter() - started
             error = model.predict(test.users, test.items) - test.ratings
             label = "sgd-mf, sparse (lazy Adam)" if sparse else "sgd-mf, dense (Adam)"
+            rows.append([f"ML-100k u{fold}", label, "", "", float(np.sqrt(np.mean(error**2))),
+                         f"{seconds:.1f}"])  # fmt: skip
+            print(rows[-1], flush=True)
+    from recfunnel.data.sources import DataSpec, load
+
+    for fold in (1, 2):  # the ranking model's default, side features and autoencoder included
+        dataset, train, test = load(DataSpec(data_dir=str(qd.DATA / "ml-100k"), item_key="id",
+                                             split=f"u{fold}"))  # fmt: skip
+        for sparse in (False, True):
+            started = time.perf_counter()
+            model = make(RankingModel, sparse).fit(train, dataset=dataset)
+            seconds = time.perf_counter() - started
+            error = model.predict(test.users, test.items) - test.ratings
+            label = "ranking, sparse (lazy Adam)" if sparse else "ranking, dense (Adam)"
             rows.append([f"ML-100k u{fold}", label, "", "", float(np.sqrt(np.mean(error**2))),
                          f"{seconds:.1f}"])  # fmt: skip
             print(rows[-1], flush=True)
@@ -119,13 +152,13 @@ def main() -> None:
     parser.add_argument("--no-docs", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    command = " ".join(["python", "benchmarks/bench_sparse_mf.py", *sys.argv[1:]])
+    command = " ".join(["python", "benchmarks/bench_sparse_updates.py", *sys.argv[1:]])
     for part in args.parts:
         text = {"speed": speed, "quality": quality}[part](args)
         text = f"`{command}` ({machine()})\n\n{text}"
         print(f"\n{text}\n", flush=True)
         if not args.no_docs:
-            write_section("scale.md", f"sparse-mf-{part}", text)
+            write_section("scale.md", f"sparse-updates-{part}", text)
 
 
 if __name__ == "__main__":
