@@ -117,31 +117,23 @@ def quality(args) -> str:
             label = "bpr, sparse (lazy Adam)" if sparse else "bpr, dense (Adam)"
             rows.append([name, label, got["recall"], got["ndcg"], "", f"{seconds:.1f}"])
             print(rows[-1], flush=True)
-    for fold in (1, 2):  # SGD-MF on ratings: ML-100k's u1 and u2 folds
-        train, test = qd.ml100k_fold(f"u{fold}")
-        for sparse in (False, True):
-            started = time.perf_counter()
-            model = make(SGDMF, sparse).fit(train)
-            seconds = time.perf_counter() - started
-            error = model.predict(test.users, test.items) - test.ratings
-            label = "sgd-mf, sparse (lazy Adam)" if sparse else "sgd-mf, dense (Adam)"
-            rows.append([f"ML-100k u{fold}", label, "", "", float(np.sqrt(np.mean(error**2))),
-                         f"{seconds:.1f}"])  # fmt: skip
-            print(rows[-1], flush=True)
     from recfunnel.data.sources import DataSpec, load
 
-    for fold in (1, 2):  # the ranking model's default, side features and autoencoder included
-        dataset, train, test = load(DataSpec(data_dir=str(qd.DATA / "ml-100k"), item_key="id",
-                                             split=f"u{fold}"))  # fmt: skip
-        for sparse in (False, True):
-            started = time.perf_counter()
-            model = make(RankingModel, sparse).fit(train, dataset=dataset)
-            seconds = time.perf_counter() - started
-            error = model.predict(test.users, test.items) - test.ratings
-            label = "ranking, sparse (lazy Adam)" if sparse else "ranking, dense (Adam)"
-            rows.append([f"ML-100k u{fold}", label, "", "", float(np.sqrt(np.mean(error**2))),
-                         f"{seconds:.1f}"])  # fmt: skip
-            print(rows[-1], flush=True)
+    # on ratings, ML-100k's u1 and u2 folds: the ranking model's default with its side
+    # features and item autoencoder
+    for kind in (SGDMF, RankingModel):
+        for fold in (1, 2):
+            dataset, train, test = load(DataSpec(data_dir=str(qd.DATA / "ml-100k"),
+                                                 item_key="id", split=f"u{fold}"))  # fmt: skip
+            for sparse in (False, True):
+                started = time.perf_counter()
+                model = make(kind, sparse).fit(train, dataset=dataset)
+                seconds = time.perf_counter() - started
+                error = model.predict(test.users, test.items) - test.ratings
+                label = f"{kind.kind}, " + ("sparse (lazy Adam)" if sparse else "dense (Adam)")
+                rows.append([f"ML-100k u{fold}", label, "", "",
+                             float(np.sqrt(np.mean(error**2))), f"{seconds:.1f}"])  # fmt: skip
+                print(rows[-1], flush=True)
     return markdown_table(["data", "model", "Recall@10", "NDCG@10", "RMSE", "fit s"], rows)
 
 
