@@ -78,6 +78,29 @@ def test_a_process_that_loses_its_peer_says_so_in_one_line(tmp_path):
     assert "\n" not in message and "its error is the first one above" in message
 
 
+def test_only_errors_about_a_peer_are_taken_for_a_lost_peer(monkeypatch):
+    """An error raised inside torch.distributed that names a lost or silent peer is one; a bug
+    raised there (a mismatch) keeps its traceback, and so does anything outside a job."""
+    from recfunnel import distributed
+
+    where = {"__name__": "torch.distributed.distributed_c10d"}
+    exec("def collective(message):\n    raise RuntimeError(message)", where)
+
+    def caught(message):
+        try:
+            where["collective"](message)
+        except RuntimeError as exc:
+            return exc
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert distributed.lost_peer(caught("[pair.cc:553] Connection closed by peer [127.0.0.1]"))
+    assert distributed.lost_peer(caught("Timed out waiting 1800000ms for recv operation"))
+    assert not distributed.lost_peer(caught("Tensors must have the same shape"))
+    assert not distributed.lost_peer(RuntimeError("Connection closed by peer"))  # not raised there
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert not distributed.lost_peer(caught("Connection closed by peer"))
+
+
 def test_nproc_refuses_a_bad_out_before_starting_processes(tmp_path, capsys):
     kept = tmp_path / "mine"
     kept.mkdir()

@@ -760,6 +760,14 @@ def _sparse_help(above: int) -> str:
             f"users + items exceed {above:,} and weight_decay is 0)")  # fmt: skip
 
 
+def sparse_updates_for(config, num_users: int, num_items: int, above: int) -> bool:
+    """A gradient-trained model's ``sparse_updates``; unset: whether users + items exceed
+    ``above`` and no weight decay is asked for (a lazy Adam has none)."""
+    if config.sparse_updates is not None:
+        return bool(config.sparse_updates)
+    return num_users + num_items > above and not config.trainer.weight_decay
+
+
 def _check_sparse_mf(config) -> None:
     if config.sparse_updates and config.trainer.weight_decay:
         raise RecfunnelError(

@@ -161,10 +161,15 @@ def broadcast_parameters(model: torch.nn.Module) -> None:
         dist.broadcast(tensor.data, 0)
 
 
+#: what gloo's and NCCL's errors say when a peer is gone or silent (their plain RuntimeErrors)
+_PEER_WORDS = ("peer", "connection", "broken pipe", "timed out", "timeout")
+
+
 def lost_peer(exc: BaseException) -> bool:
-    """Whether ``exc`` came out of a collective of a multi-process job (a peer that exited,
-    crashed or stopped answering): a :class:`torch.distributed.DistError`, or gloo's plain
-    ``RuntimeError`` ("Connection closed by peer") raised inside :mod:`torch.distributed`."""
+    """Whether ``exc`` came out of a collective of a multi-process job because a peer exited,
+    crashed or stopped answering: a :class:`torch.distributed.DistError`, or gloo's plain
+    ``RuntimeError`` raised inside :mod:`torch.distributed` that says so ("Connection closed by
+    peer", "Timed out"). Other errors there (a bug: mismatched shapes) keep their traceback."""
     if not launched():
         return False
     if isinstance(exc, dist.DistError):
@@ -174,7 +179,8 @@ def lost_peer(exc: BaseException) -> bool:
     tb = exc.__traceback__
     while tb.tb_next is not None:
         tb = tb.tb_next
-    return str(tb.tb_frame.f_globals.get("__name__", "")).startswith("torch.distributed")
+    inside = str(tb.tb_frame.f_globals.get("__name__", "")).startswith("torch.distributed")
+    return inside and any(word in str(exc).lower() for word in _PEER_WORDS)
 
 
 def peer_error_message(exc: BaseException) -> str:

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recfunnel.config import SPARSE_RANKING_ABOVE, RankingConfig
+from recfunnel.config import SPARSE_RANKING_ABOVE, RankingConfig, sparse_updates_for
 from recfunnel.errors import RecfunnelError
 from recfunnel.features import FeatureMatrix, FeatureSpec, json_tensor, tensor_json
 from recfunnel.losses import mse_loss
@@ -340,17 +340,12 @@ class RankingModel(Recommender):
         return train
 
     def _sparse(self, num_users: int, num_items: int) -> bool:
-        """``sparse_updates``, or unset: whether users + items exceed
-        :data:`~recfunnel.config.SPARSE_RANKING_ABOVE` (and no weight decay is asked for). A
-        saved model is rebuilt the same way, so its SVD++ term pools a batch's rows alike."""
-        c = self.config
-        if c.sparse_updates is not None:
-            return c.sparse_updates
-        return num_users + num_items > SPARSE_RANKING_ABOVE and not c.trainer.weight_decay
+        """:func:`~recfunnel.config.sparse_updates_for` above
+        :data:`~recfunnel.config.SPARSE_RANKING_ABOVE`. A saved model is rebuilt the same way,
+        so its SVD++ term pools a batch's rows alike."""
+        return sparse_updates_for(self.config, num_users, num_items, SPARSE_RANKING_ABOVE)
 
     def _resolve(self, train):
-        if self.config.sparse_updates is not None:
-            return self.config
         return self.config.override(sparse_updates=self._sparse(train.num_users, train.num_items))
 
     def _parameter_count(self, num_users, num_items):

@@ -18,7 +18,13 @@ import torch
 from torch import nn
 
 from recfunnel import distributed
-from recfunnel.config import SPARSE_BPR_ABOVE, SPARSE_SGD_MF_ABOVE, BPRConfig, SGDMFConfig
+from recfunnel.config import (
+    SPARSE_BPR_ABOVE,
+    SPARSE_SGD_MF_ABOVE,
+    BPRConfig,
+    SGDMFConfig,
+    sparse_updates_for,
+)
 from recfunnel.data.interactions import Interactions
 from recfunnel.errors import RecfunnelError
 from recfunnel.losses import bpr_loss
@@ -154,12 +160,10 @@ class _GradientMF(FactorizedRecommender):
 
     def _resolve(self, train: Interactions):
         """``sparse_updates`` unset: sparse on a large user + item table (a dense Adam step
-        updates every row; see :data:`~recfunnel.config.SPARSE_BPR_ABOVE`)."""
-        config = self.config
-        if config.sparse_updates is None:
-            large = train.num_users + train.num_items > self.sparse_above
-            config = config.override(sparse_updates=large and not config.trainer.weight_decay)
-        return config
+        updates every row; :func:`~recfunnel.config.sparse_updates_for`)."""
+        sparse = sparse_updates_for(self.config, train.num_users, train.num_items,
+                                    self.sparse_above)  # fmt: skip
+        return self.config.override(sparse_updates=sparse)
 
     def _new_network(self, state=None) -> BiasedMFNet:
         fitting = getattr(self, "fit_config_", None)  # a saved model loads dense: no training
