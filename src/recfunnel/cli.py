@@ -179,8 +179,8 @@ def _train_with(args, heartbeat) -> int:
     if args.nproc is not None:
         heartbeat.stage(None)  # the launched processes report (rank 0)
         return _launch(args)
-    distributed.init(args.device or "auto")
-    try:
+    try:  # joining the group too: a peer that already failed can break it off
+        distributed.init(args.device or "auto")
         code = _train_and_report(args, config, heartbeat)
         # every rank leaves together once rank 0 has saved the run (a process that exits while
         # its peers still hold gloo connections to it can abort); after an error, not: the
@@ -1036,6 +1036,15 @@ def _early_heartbeat(argv: list[str], entry_point: bool = False):
         yield
 
 
+def _error(message: str) -> int:
+    """Print ``error: MESSAGE`` on stderr in one write, so that the lines of several processes
+    sharing it (``--nproc``) do not interleave (``print`` writes the newline apart), and return
+    the exit status of bad input, 2."""
+    sys.stderr.write(f"error: {message}\n")
+    sys.stderr.flush()
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     entry_point = argv is None  # the process's command line, not a caller's list
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -1049,17 +1058,14 @@ def main(argv: list[str] | None = None) -> int:
             threads = _flag_value(argv, "--threads")
             set_threads(int(threads) if threads and threads.lstrip("-").isdigit() else None)
         except RecfunnelError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+            return _error(str(exc))
         parser = build_parser(argv)
         args = parser.parse_args(argv)
         args.argv = argv  # --nproc relaunches the same command
         try:
             return args.func(args)
         except (RecfunnelError, TrainingError) as exc:
-            message = exc.for_cli() if isinstance(exc, RecfunnelError) else str(exc)
-            print(f"error: {message}", file=sys.stderr)
-            return 2
+            return _error(exc.for_cli() if isinstance(exc, RecfunnelError) else str(exc))
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             return 130
@@ -1070,15 +1076,13 @@ def main(argv: list[str] | None = None) -> int:
             if asked is None:
                 raise
             size = f" (an allocation of {asked})" if asked else ""
-            print(f"error: out of memory{size}; lower --batch-size, --dim or the model's sizes "
-                  "(recfunnel train --model M --help), or use a machine with more memory",
-                  file=sys.stderr)  # fmt: skip
-            return 2
+            return _error(
+                f"out of memory{size}; lower --batch-size, --dim or the model's sizes "
+                "(recfunnel train --model M --help), or use a machine with more memory"
+            )
         except OSError as exc:  # a user's file or folder: missing, unreadable, a folder, disk full
             where = f" ({exc.filename})" if exc.filename else ""
-            print(f"error: {exc.strerror or exc}{where}; check the path and its permissions",
-                  file=sys.stderr)  # fmt: skip
-            return 2
+            return _error(f"{exc.strerror or exc}{where}; check the path and its permissions")
 
 
 if __name__ == "__main__":

@@ -219,4 +219,9 @@ def launch(argv: list[str], nproc: int) -> int:
         print(f"error: training process {rank} of {nproc} {how}; its error is above",
               file=sys.stderr, flush=True)  # fmt: skip
         return failure.exitcode if failure.exitcode > 0 else 1
+    except Exception as exc:  # the launcher's own (a rendezvous store lost as workers failed)
+        said = (str(exc).strip().splitlines() or [""])[0]
+        print(f"error: the training processes stopped ({type(exc).__name__}: {said}); their "
+              "errors, if any, are above", file=sys.stderr, flush=True)  # fmt: skip
+        return 1
     return 0
