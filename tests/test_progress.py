@@ -294,11 +294,16 @@ def test_heartbeat_watcher_ends_with_the_command():
 def test_ctrl_c_stops_the_command_not_its_watcher_with_a_traceback():
     """Ctrl-C signals the terminal's whole process group: the watcher ignores it (no
     KeyboardInterrupt traceback of its own) and still ends with the command."""
-    from recfunnel.progress import Heartbeat
+    from recfunnel.progress import Heartbeat, _last_line
 
     with Heartbeat("train", progress="lines", interval=0.3, stream=sys.__stderr__) as beat:
         watcher = beat._watcher
-        time.sleep(0.5)  # its start-up done: the handler is in place
+        before = time.monotonic()
+        beat.stage("waiting for Ctrl-C")
+        deadline = before + 60.0
+        while (_last_line() or 0.0) < before and time.monotonic() < deadline:
+            time.sleep(0.05)  # until its first line: its start-up, the handler included, is done
+        assert (_last_line() or 0.0) >= before
         watcher.send_signal(signal.SIGINT)
         time.sleep(0.3)
         assert watcher.poll() is None  # still running
