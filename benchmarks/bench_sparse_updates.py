@@ -39,10 +39,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "src"), str(REPO / "benchmarks")]
 
 import quality_data as qd  # noqa: E402
+from bench_quality import RandomSplit  # noqa: E402
 from common import machine, markdown_table, write_section  # noqa: E402
 from recfunnel.config import SPARSE_RANKING_ABOVE  # noqa: E402
 from recfunnel.data import Interactions, power_law, random_split  # noqa: E402
-from recfunnel.metrics import evaluate_scores  # noqa: E402
 from recfunnel.models import BPR, SGDMF, MostPopular, RankingModel  # noqa: E402
 from recfunnel.presets import preset  # noqa: E402
 
@@ -95,11 +95,6 @@ def speed(args) -> str:
     return markdown_table(header, rows)
 
 
-def _scores(model, train, test) -> dict:
-    metrics = evaluate_scores(model.score, train, test, factorized_ks=(), ranking_ks=(10,))
-    return {"recall": metrics["recall@10"], "ndcg": metrics["ndcg@10"]}
-
-
 def quality(args) -> str:
     ml_train, ml_test = qd.ml100k_seed()
     synthetic = power_law(40_000, 10_000, 1_000_000, seed=0)
@@ -107,15 +102,16 @@ def quality(args) -> str:
             "synthetic 40k x 10k, 1M rows": random_split(synthetic, 0.2, seed=0)}  # fmt: skip
     rows = []
     for name, (train, test) in sets.items():
-        popular = _scores(MostPopular().fit(train), train, test)
-        rows.append([name, "most-popular", popular["recall"], popular["ndcg"], "", ""])
+        task = RandomSplit(name, train, test)
+        popular = task.score(MostPopular().fit(train))
+        rows.append([name, "most-popular", popular["recall@10"], popular["ndcg@10"], "", ""])
         for sparse in (False, True):
             started = time.perf_counter()
             model = make(BPR, sparse).fit(train)
             seconds = time.perf_counter() - started
-            got = _scores(model, train, test)
+            got = task.score(model)
             label = "bpr, sparse (lazy Adam)" if sparse else "bpr, dense (Adam)"
-            rows.append([name, label, got["recall"], got["ndcg"], "", f"{seconds:.1f}"])
+            rows.append([name, label, got["recall@10"], got["ndcg@10"], "", f"{seconds:.1f}"])
             print(rows[-1], flush=True)
     from recfunnel.data.sources import DataSpec, load
 

@@ -768,7 +768,7 @@ def sparse_updates_for(config, num_users: int, num_items: int, above: int) -> bo
     return num_users + num_items > above and not config.trainer.weight_decay
 
 
-def _check_sparse_mf(config) -> None:
+def _check_sparse_updates(config) -> None:
     if config.sparse_updates and config.trainer.weight_decay:
         raise RecfunnelError(
             "weight_decay does not go with sparse updates; set weight_decay=0 (the model's own "
@@ -789,7 +789,7 @@ class SGDMFConfig(Config):
     )
 
     def check(self) -> None:
-        _check_sparse_mf(self)
+        _check_sparse_updates(self)
 
 
 #: how BPR draws its negative items
@@ -827,7 +827,7 @@ class BPRConfig(Config):
     )
 
     def check(self) -> None:
-        _check_sparse_mf(self)
+        _check_sparse_updates(self)
 
 
 @dataclass(frozen=True)
@@ -910,7 +910,7 @@ class RankingConfig(Config):
     )
 
     def check(self) -> None:
-        _check_sparse_mf(self)
+        _check_sparse_updates(self)
         if self.autoencoder and self.objective != "rating":
             raise RecfunnelError(
                 "the item autoencoder predicts ratings; use it with objective 'rating' or set "

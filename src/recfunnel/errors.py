@@ -7,6 +7,8 @@ the HTTP service turns it into a 4xx JSON body.
 
 from __future__ import annotations
 
+import re
+
 
 class RecfunnelError(ValueError):
     """Bad input: the message says what is wrong and how to fix it.
@@ -59,7 +61,5 @@ def out_of_memory(exc: BaseException) -> str | None:
     oom = type(exc).__name__ == "OutOfMemoryError" or "can't allocate memory" in text
     if not isinstance(exc, RuntimeError) or not oom:
         return None
-    import re
-
     asked = re.search(r"allocate (\d+) bytes", text)
     return f"{int(asked.group(1)) / 2**30:,.1f} GiB" if asked else ""
